@@ -1,0 +1,2 @@
+export * as CdcEvent from "./CdcEvent.ts"
+export * as Position from "./Position.ts"

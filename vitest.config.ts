@@ -1,0 +1,12 @@
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts", "examples/**/*.test.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Fault tests spawn redis-server processes; two cores do not reward more parallelism.
+    maxWorkers: 2,
+    fileParallelism: true
+  }
+})
