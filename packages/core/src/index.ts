@@ -1,2 +1,7 @@
 export * as CdcEvent from "./CdcEvent.ts"
+export * as CheckpointStore from "./CheckpointStore.ts"
+export * as Envelope from "./Envelope.ts"
 export * as Position from "./Position.ts"
+export * as Routing from "./Routing.ts"
+export * as Source from "./Source.ts"
+export * as SyntheticSource from "./SyntheticSource.ts"

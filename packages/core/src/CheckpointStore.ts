@@ -1,0 +1,203 @@
+/**
+ * Checkpoints: the last position a pipeline has delivered, per key, so a restart resumes after it.
+ *
+ * `commit` stores what it is given, even a position before the stored one: the caller owns the ordering (a sink
+ * commits only positions every stream acknowledged, in order), and an operator may rewind a pipeline on purpose to
+ * replay. Use {@link Position.max} before committing where a backwards move must be impossible.
+ *
+ * @since 0.1.0
+ */
+import { randomBytes } from "node:crypto"
+import * as Fs from "node:fs/promises"
+import * as NodePath from "node:path"
+import { Context, Effect, Layer, Option, Predicate, Ref, Result, Schema, Semaphore } from "effect"
+import * as Position from "./Position.ts"
+
+/** A checkpoint that could not be read or written. */
+export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", {
+  operation: Schema.Literals(["load", "commit"]),
+  key: Schema.String,
+  /** The checkpoint file, for file-backed stores. */
+  path: Schema.optionalKey(Schema.String),
+  reason: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {
+  override get message(): string {
+    const where = this.path === undefined ? "" : ` in ${this.path}`
+    return `cannot ${this.operation} checkpoint ${JSON.stringify(this.key)}${where}: ${this.reason}`
+  }
+}
+
+/**
+ * Stores checkpoints by key.
+ *
+ * @example
+ * ```ts
+ * const store = yield* CheckpointStore.CheckpointStore
+ * const from = yield* store.load("orders-pipeline") // Option<Position>
+ * yield* store.commit("orders-pipeline", lastDelivered)
+ * ```
+ */
+export class CheckpointStore extends Context.Service<
+  CheckpointStore,
+  {
+    /** The stored position of a key, `Option.none()` when there is none. */
+    load(key: string): Effect.Effect<Option.Option<Position.Position>, CheckpointError>
+    /** Stores a key's position, replacing the previous one (forwards or backwards). Durable when it succeeds. */
+    commit(key: string, position: Position.Position): Effect.Effect<void, CheckpointError>
+  }
+>()("@redflow/core/CheckpointStore") {}
+
+/** What the in-memory store holds, for tests and diagnostics. */
+export class MemoryCheckpoints extends Context.Service<
+  MemoryCheckpoints,
+  {
+    readonly contents: Effect.Effect<ReadonlyMap<string, Position.Position>>
+  }
+>()("@redflow/core/CheckpointStore/MemoryCheckpoints") {}
+
+/** An in-memory store over a `Ref`, with its contents exposed. */
+export const makeMemory = (
+  initial: Iterable<readonly [string, Position.Position]> = []
+): Effect.Effect<{ readonly store: CheckpointStore["Service"]; readonly contents: MemoryCheckpoints["Service"] }> =>
+  Effect.map(Ref.make<ReadonlyMap<string, Position.Position>>(new Map(initial)), (ref) => ({
+    store: CheckpointStore.of({
+      load: (key) => Effect.map(Ref.get(ref), (map) => Option.fromNullishOr(map.get(key))),
+      commit: (key, position) => Ref.update(ref, (map) => new Map(map).set(key, position))
+    }),
+    contents: MemoryCheckpoints.of({ contents: Ref.get(ref) })
+  }))
+
+/** An in-memory store, starting from `initial`; also provides {@link MemoryCheckpoints}. */
+export const layerMemoryFrom = (
+  initial: Iterable<readonly [string, Position.Position]>
+): Layer.Layer<CheckpointStore | MemoryCheckpoints> =>
+  Layer.effectContext(
+    Effect.map(makeMemory(initial), ({ contents, store }) =>
+      Context.make(CheckpointStore, store).pipe(Context.add(MemoryCheckpoints, contents))
+    )
+  )
+
+/** An empty in-memory store; also provides {@link MemoryCheckpoints}. */
+export const layerMemory: Layer.Layer<CheckpointStore | MemoryCheckpoints> = layerMemoryFrom([])
+
+/** The checkpoint file's content. */
+export const FileContent = Schema.Struct({
+  version: Schema.Literal(1),
+  checkpoints: Schema.Record(Schema.String, Position.Position)
+})
+export type FileContent = typeof FileContent.Type
+
+const decodeFileContent = Schema.decodeUnknownResult(FileContent)
+
+const describe = (e: unknown): string => (Predicate.isError(e) ? e.message : String(e))
+
+const isErrno = (e: unknown, code: string): boolean =>
+  Predicate.isError(e) && (e as NodeJS.ErrnoException).code === code
+
+/**
+ * A store in one JSON file holding every key.
+ *
+ * Each commit writes the whole file to a temporary file in the same directory, fsyncs it, renames it over the
+ * target and fsyncs the directory, so a crash leaves either the old or the new file, never a torn one. A missing
+ * file means no checkpoints; a file that is not valid checkpoint JSON is a {@link CheckpointError} naming the path.
+ * Commits of one store are serialized and re-read the file first, so stores sharing a file in one process keep each
+ * other's keys; separate processes should not share a file.
+ *
+ * This uses `node:fs/promises` directly rather than Effect's `FileSystem`: the layer then needs no platform layer,
+ * and the directory fsync (opening a directory read-only and fsyncing its descriptor) is plain POSIX here.
+ *
+ * @example
+ * ```ts
+ * program.pipe(Effect.provide(CheckpointStore.layerFile("/var/lib/redflow/checkpoints.json")))
+ * ```
+ */
+export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"]> =>
+  Effect.map(Semaphore.make(1), (lock) => {
+    const target = NodePath.resolve(path)
+    const directory = NodePath.dirname(target)
+    const base = NodePath.basename(target)
+
+    const read = (operation: "load" | "commit", key: string): Effect.Effect<FileContent, CheckpointError> =>
+      Effect.tryPromise({
+        try: () => Fs.readFile(target, "utf8").catch((e) => (isErrno(e, "ENOENT") ? undefined : Promise.reject(e))),
+        catch: (cause) =>
+          new CheckpointError({ operation, key, path: target, reason: `read failed (${describe(cause)})`, cause })
+      }).pipe(
+        Effect.flatMap((text) => {
+          if (text === undefined) return Effect.succeed<FileContent>({ version: 1, checkpoints: {} })
+          let json: unknown
+          try {
+            json = JSON.parse(text)
+          } catch (cause) {
+            const reason = `the file is corrupt (not JSON: ${describe(cause)})`
+            return Effect.fail(new CheckpointError({ operation, key, path: target, reason }))
+          }
+          const content = decodeFileContent(json, { errors: "all" })
+          return Result.isSuccess(content)
+            ? Effect.succeed(content.success)
+            : Effect.fail(
+                new CheckpointError({
+                  operation,
+                  key,
+                  path: target,
+                  reason: `the file is corrupt (not a checkpoint file: ${content.failure.message.replaceAll("\n", " ")})`
+                })
+              )
+        })
+      )
+
+    const writeAtomically = async (text: string): Promise<void> => {
+      await Fs.mkdir(directory, { recursive: true })
+      const temp = NodePath.join(directory, `.${base}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`)
+      try {
+        const file = await Fs.open(temp, "wx", 0o644)
+        try {
+          await file.writeFile(text, "utf8")
+          await file.sync()
+        } finally {
+          await file.close()
+        }
+        await Fs.rename(temp, target)
+      } catch (e) {
+        await Fs.rm(temp, { force: true })
+        throw e
+      }
+      // The rename is durable only once the directory entry is; Windows cannot open a directory and needs no fsync.
+      if (process.platform !== "win32") {
+        const dir = await Fs.open(directory, "r")
+        try {
+          await dir.sync()
+        } finally {
+          await dir.close()
+        }
+      }
+    }
+
+    return CheckpointStore.of({
+      load: (key) =>
+        Effect.map(read("load", key), (content) =>
+          Object.hasOwn(content.checkpoints, key) ? Option.some(content.checkpoints[key]!) : Option.none()
+        ),
+      commit: (key, position) =>
+        lock.withPermits(1)(
+          Effect.flatMap(read("commit", key), (content) => {
+            const next: FileContent = { version: 1, checkpoints: { ...content.checkpoints, [key]: position } }
+            return Effect.tryPromise({
+              try: () => writeAtomically(`${JSON.stringify(next, null, 2)}\n`),
+              catch: (cause) =>
+                new CheckpointError({
+                  operation: "commit",
+                  key,
+                  path: target,
+                  reason: `write failed (${describe(cause)})`,
+                  cause
+                })
+            })
+          })
+        )
+    })
+  })
+
+/** A store in one JSON file; see {@link makeFile}. */
+export const layerFile = (path: string): Layer.Layer<CheckpointStore> => Layer.effect(CheckpointStore, makeFile(path))

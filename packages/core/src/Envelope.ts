@@ -1,0 +1,210 @@
+/**
+ * Envelopes: the string stored in a stream entry's `event` field, encoded once per event.
+ *
+ * - `native` (default): the {@link CdcEvent.CdcEvent} as JSON.
+ * - `debezium`: `{"schema":null,"payload":{before,after,source,op,ts_ms,transaction?,id,position}}`, the Debezium
+ *   JSON converter's shape with schemas disabled; `id` and `position` stay in the payload so it decodes back
+ *   losslessly.
+ * - `cloudevents`: a CloudEvents 1.0 structured-mode JSON event whose `data` is the native event.
+ *
+ * Encoding is a plain `JSON.stringify` of a plain object: a `CdcEvent`'s encoded form equals its type, so no Schema
+ * encode runs on the hot path. Decoding validates with the `CdcEvent` schema.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Predicate, Result, Schema } from "effect"
+import * as CdcEvent from "./CdcEvent.ts"
+
+/** The envelope formats. */
+export const Format = Schema.Literals(["native", "debezium", "cloudevents"])
+export type Format = typeof Format.Type
+
+/** The format names, for validating configuration. */
+export const formats: ReadonlyArray<Format> = Format.literals
+
+/** A stored envelope that is not valid JSON, has the wrong shape, or carries an invalid event. */
+export class EnvelopeDecodeError extends Schema.TaggedError<EnvelopeDecodeError>()("EnvelopeDecodeError", {
+  format: Format,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cannot decode a ${this.format} envelope: ${this.reason}`
+  }
+}
+
+/** An event that JSON cannot represent (a `bigint` or a cycle in a row, a timestamp out of range). */
+export class EnvelopeEncodeError extends Schema.TaggedError<EnvelopeEncodeError>()("EnvelopeEncodeError", {
+  format: Format,
+  eventId: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cannot encode event ${this.eventId} as ${this.format}: ${this.reason}`
+  }
+}
+
+export interface Envelope {
+  readonly format: Format
+  /** The MIME type of the encoded text. */
+  readonly contentType: string
+  /**
+   * Encodes an event. Throws {@link EnvelopeEncodeError} for an event JSON cannot represent; use
+   * {@link Envelope.encodeResult} where that must not throw.
+   */
+  encode(event: CdcEvent.CdcEvent): string
+  encodeResult(event: CdcEvent.CdcEvent): Result.Result<string, EnvelopeEncodeError>
+  decode(text: string): Effect.Effect<CdcEvent.CdcEvent, EnvelopeDecodeError>
+  decodeResult(text: string): Result.Result<CdcEvent.CdcEvent, EnvelopeDecodeError>
+  /** Decodes or throws {@link EnvelopeDecodeError}. */
+  decodeSync(text: string): CdcEvent.CdcEvent
+}
+
+const OP_NAMES: Record<CdcEvent.Op, string> = { c: "create", u: "update", d: "delete", r: "read", t: "truncate" }
+
+/** The CloudEvents `type` of an operation: `io.redflow.cdc.create` and so on. */
+export const cloudEventType = (op: CdcEvent.Op): string => `io.redflow.cdc.${OP_NAMES[op]}`
+
+/** The CloudEvents `source` of an event: `/redflow/<connector>/<name>`. */
+export const cloudEventSource = (source: CdcEvent.Source): string => `/redflow/${source.connector}/${source.name}`
+
+/** The CloudEvents `subject`: `<db>.<table>`, or `<db>.<schema>.<table>` when the source has a schema. */
+export const cloudEventSubject = (source: CdcEvent.Source): string =>
+  source.schema === undefined ? `${source.db}.${source.table}` : `${source.db}.${source.schema}.${source.table}`
+
+const toDebezium = (event: CdcEvent.CdcEvent): object => ({
+  schema: null,
+  payload:
+    event.transaction === undefined
+      ? {
+          before: event.before,
+          after: event.after,
+          source: event.source,
+          op: event.op,
+          ts_ms: event.ts_ms,
+          id: event.id,
+          position: event.position
+        }
+      : {
+          before: event.before,
+          after: event.after,
+          source: event.source,
+          op: event.op,
+          ts_ms: event.ts_ms,
+          transaction: event.transaction,
+          id: event.id,
+          position: event.position
+        }
+})
+
+const toCloudEvent = (event: CdcEvent.CdcEvent): object => ({
+  specversion: "1.0",
+  id: event.id,
+  source: cloudEventSource(event.source),
+  type: cloudEventType(event.op),
+  subject: cloudEventSubject(event.source),
+  time: new Date(event.ts_ms).toISOString(),
+  datacontenttype: "application/json",
+  data: event
+})
+
+const decodeEvent = Schema.decodeUnknownResult(CdcEvent.CdcEvent)
+
+const CloudEventAttributes = Schema.Struct({
+  specversion: Schema.Literal("1.0"),
+  id: Schema.String,
+  source: Schema.String,
+  type: Schema.String,
+  data: Schema.Unknown
+})
+const decodeCloudEventAttributes = Schema.decodeUnknownResult(CloudEventAttributes)
+
+const indent = (message: string): string => message.replaceAll("\n", "\n  ")
+
+const errorMessage = (e: unknown): string => (Predicate.isError(e) ? e.message : String(e))
+
+/** Builds the envelope of a format. */
+export const make = (format: Format = "native"): Envelope => {
+  const fail = (reason: string) => Result.fail(new EnvelopeDecodeError({ format, reason }))
+
+  const parse = (text: string): Result.Result<unknown, EnvelopeDecodeError> => {
+    try {
+      return Result.succeed(JSON.parse(text))
+    } catch (e) {
+      return fail(`invalid JSON: ${errorMessage(e)}`)
+    }
+  }
+
+  const validate = (where: string, input: unknown): Result.Result<CdcEvent.CdcEvent, EnvelopeDecodeError> => {
+    const decoded = decodeEvent(input, { errors: "all" })
+    return Result.isSuccess(decoded)
+      ? Result.succeed(decoded.success)
+      : fail(`${where} is not a valid event:\n  ${indent(decoded.failure.message)}`)
+  }
+
+  const fromJson: (json: unknown) => Result.Result<CdcEvent.CdcEvent, EnvelopeDecodeError> =
+    format === "native"
+      ? (json) => validate("the envelope", json)
+      : format === "debezium"
+        ? (json) => {
+            if (!Predicate.isObject(json)) return fail("expected a JSON object")
+            // The Debezium JSON converter without schemas emits the bare payload; accept both shapes.
+            const payload = "payload" in json ? json.payload : "op" in json ? json : undefined
+            if (!Predicate.isObject(payload)) return fail("expected an object at payload")
+            // Debezium writes `"transaction": null` outside transactions; the event model leaves the key out.
+            if (payload.transaction === null) {
+              const { transaction: _, ...rest } = payload
+              return validate("payload", rest)
+            }
+            return validate("payload", payload)
+          }
+        : (json) => {
+            const attributes = decodeCloudEventAttributes(json, { errors: "all" })
+            if (Result.isFailure(attributes)) {
+              return fail(`not a CloudEvents 1.0 structured event:\n  ${indent(attributes.failure.message)}`)
+            }
+            const event = validate("data", attributes.success.data)
+            if (Result.isSuccess(event) && event.success.id !== attributes.success.id) {
+              return fail(`the id attribute ${attributes.success.id} differs from data.id ${event.success.id}`)
+            }
+            return event
+          }
+
+  const toJson: (event: CdcEvent.CdcEvent) => unknown =
+    format === "native" ? (event) => event : format === "debezium" ? toDebezium : toCloudEvent
+
+  const encode = (event: CdcEvent.CdcEvent): string => {
+    try {
+      return JSON.stringify(toJson(event))
+    } catch (e) {
+      throw new EnvelopeEncodeError({ format, eventId: event.id, reason: errorMessage(e) })
+    }
+  }
+
+  const encodeResult = (event: CdcEvent.CdcEvent): Result.Result<string, EnvelopeEncodeError> => {
+    try {
+      return Result.succeed(JSON.stringify(toJson(event)))
+    } catch (e) {
+      return Result.fail(new EnvelopeEncodeError({ format, eventId: event.id, reason: errorMessage(e) }))
+    }
+  }
+
+  const decodeResult = (text: string): Result.Result<CdcEvent.CdcEvent, EnvelopeDecodeError> =>
+    Result.flatMap(parse(text), fromJson)
+
+  return {
+    format,
+    contentType: format === "cloudevents" ? "application/cloudevents+json" : "application/json",
+    encode,
+    encodeResult,
+    decodeResult,
+    decode: (text) => Effect.fromResult(decodeResult(text)),
+    decodeSync: (text) => Result.getOrThrow(decodeResult(text))
+  }
+}
+
+/** The native envelope. */
+export const native: Envelope = make("native")
+/** The Debezium envelope. */
+export const debezium: Envelope = make("debezium")
+/** The CloudEvents envelope. */
+export const cloudevents: Envelope = make("cloudevents")
