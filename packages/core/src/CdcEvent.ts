@@ -76,7 +76,10 @@ export const eventId = (source: Pick<Source, "connector" | "name" | "db">, posit
 }
 
 /** Builds an event, deriving its `id` from the source and position. */
-export const make = (fields: Omit<CdcEvent, "id">): CdcEvent => ({ id: eventId(fields.source, fields.position), ...fields })
+export const make = (fields: Omit<CdcEvent, "id">): CdcEvent => ({
+  id: eventId(fields.source, fields.position),
+  ...fields
+})
 
 /** The row image a key is taken from: `after`, or `before` for a delete. */
 export const row = (event: CdcEvent): Row | null => event.after ?? event.before

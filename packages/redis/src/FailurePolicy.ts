@@ -1,0 +1,102 @@
+/**
+ * The failure-policy table: for each {@link RedisError} tag, the `Schedule` that decides whether and when a
+ * failed batch is tried again. Defaults follow the spec's failure table; every entry can be overridden.
+ *
+ * @example
+ * ```ts
+ * const policies = FailurePolicy.make({ RedisOutOfMemory: Schedule.spaced("1 second") })
+ * effect.pipe(Effect.retry(FailurePolicy.schedule(policies)))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Cause, Duration, Effect, Schedule } from "effect"
+import type { RedisError, RedisErrorTag } from "./RedisError.ts"
+
+/** A retry schedule for one error tag, or `"fail"`: never retried. */
+export type Policy = Schedule.Schedule<unknown, RedisError> | "fail"
+
+export type FailurePolicies = { readonly [Tag in RedisErrorTag]: Policy }
+
+/**
+ * Exponential backoff from `base`, each delay jittered by ±20 % (Effect's `Schedule.jittered`), then capped at `cap`.
+ * The jitter draws from Effect's `Random`, so tests can fix it.
+ */
+export const backoff = (base: Duration.Input, cap: Duration.Input): Schedule.Schedule<unknown, unknown> => {
+  const capped = Duration.fromInputUnsafe(cap)
+  return Schedule.exponential(base).pipe(
+    Schedule.jittered,
+    Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, capped)))
+  )
+}
+
+/** Retry forever, exponential 100 ms → 10 s cap, with jitter: the spec's "retries with backoff". */
+export const retryForever: Schedule.Schedule<unknown, unknown> = backoff("100 millis", "10 seconds")
+
+/**
+ * A write to a replica through a fixed URL: a few tries (a replica being promoted, or a failover in progress),
+ * then give up, since a fixed URL that points at a replica will not fix itself.
+ */
+export const readOnlyFixedUrl: Schedule.Schedule<unknown, unknown> = backoff("200 millis", "2 seconds").pipe(
+  Schedule.upTo({ times: 5 })
+)
+
+/** A redirect that reached the caller: the slot map is refreshed, so try again soon, a bounded number of times. */
+export const clusterRedirect: Schedule.Schedule<unknown, unknown> = Schedule.exponential("10 millis").pipe(
+  Schedule.upTo({ times: 16 })
+)
+
+/**
+ * The default table. `topology` matters for READONLY only: behind Sentinel or Cluster the client finds the new
+ * master and retrying forever is right; with a fixed URL the retries are bounded.
+ */
+export const defaults = (topology: "standalone" | "sentinel" | "cluster" = "standalone"): FailurePolicies => ({
+  RedisUnavailable: retryForever,
+  RedisTimeout: retryForever,
+  RedisOutOfMemory: retryForever,
+  RedisReadOnly: topology === "standalone" ? readOnlyFixedUrl : retryForever,
+  RedisClusterRedirect: clusterRedirect,
+  RedisAuthFailed: "fail",
+  RedisCommandError: "fail"
+})
+
+/** The default table with some entries replaced. */
+export const make = (
+  overrides: Partial<FailurePolicies> = {},
+  topology: "standalone" | "sentinel" | "cluster" = "standalone"
+): FailurePolicies => ({ ...defaults(topology), ...overrides })
+
+/**
+ * One `Schedule` over the whole table: each failure is stepped through the schedule of its own tag, each tag
+ * keeping its own attempt count and delays. A `"fail"` entry, or an exhausted schedule, ends the retries and the
+ * last error surfaces.
+ */
+export const schedule = (policies: FailurePolicies): Schedule.Schedule<unknown, RedisError> =>
+  Schedule.fromStep(
+    Effect.sync(() => {
+      const steps = new Map<
+        RedisErrorTag,
+        (now: number, input: RedisError) => Effect.Effect<[unknown, Duration.Duration], Cause.Done<unknown>>
+      >()
+      return (now: number, error: RedisError) =>
+        Effect.gen(function* () {
+          const policy = policies[error._tag]
+          if (policy === "fail") return yield* Cause.done(undefined)
+          let step = steps.get(error._tag)
+          if (step === undefined) {
+            step = (yield* Schedule.toStep(policy)) as never
+            steps.set(error._tag, step!)
+          }
+          return yield* step!(now, error)
+        })
+    })
+  )
+
+/**
+ * Retries `effect` by the table, calling `onRetry` before each new try (for logs and the retry metric).
+ */
+export const retry = <A, R>(
+  effect: Effect.Effect<A, RedisError, R>,
+  policies: FailurePolicies,
+  onRetry: (error: RedisError) => Effect.Effect<void> = () => Effect.void
+): Effect.Effect<A, RedisError, R> => effect.pipe(Effect.tapError(onRetry), Effect.retry(schedule(policies)))

@@ -1,0 +1,67 @@
+/**
+ * A {@link CheckpointStore} kept in a Redis hash: one field per checkpoint key. Useful when the pipeline runs
+ * where no durable disk is at hand; the checkpoint then shares Redis's durability (AOF/RDB), no more.
+ *
+ * Transient failures (server unavailable, timeout, OOM) are retried by the same failure policies as the sink, so a
+ * checkpoint write never fails a batch that Redis has already acknowledged just because of a blip.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Layer, Option } from "effect"
+import { CheckpointError, CheckpointStore } from "@redflow/core/CheckpointStore"
+import { Position } from "@redflow/core"
+import * as FailurePolicy from "./FailurePolicy.ts"
+import { RedisConnection } from "./RedisConnection.ts"
+import type { RedisError } from "./RedisError.ts"
+
+export interface Options {
+  /** The hash holding the checkpoints. Default `redflow:checkpoints`. */
+  readonly key?: string
+  /** Overrides of the retry table for checkpoint reads and writes. */
+  readonly policies?: Partial<FailurePolicy.FailurePolicies>
+}
+
+const toCheckpointError = (operation: "load" | "commit", key: string, hash: string) => (error: RedisError) =>
+  new CheckpointError({ operation, key, reason: `${error._tag} on hash ${hash}: ${error.message}`, cause: error })
+
+/** Builds the store over the current {@link RedisConnection}. */
+export const make = (options: Options = {}) =>
+  Effect.gen(function* () {
+    const redis = yield* RedisConnection
+    const hash = options.key ?? "redflow:checkpoints"
+    const policies = FailurePolicy.make(options.policies, redis.topology)
+    return CheckpointStore.of({
+      load: (key) =>
+        redis
+          .run((client) => client.hget(hash, key), { command: "HGET", key: hash })
+          .pipe(
+            Effect.retry(FailurePolicy.schedule(policies)),
+            Effect.mapError(toCheckpointError("load", key, hash)),
+            Effect.flatMap((value) => {
+              if (value === null) return Effect.succeed(Option.none<Position.Position>())
+              const valid = /^[0-9a-f]{1,64}$/.test(value)
+              return valid
+                ? Effect.succeed(Option.some(value as Position.Position))
+                : Effect.fail(
+                    new CheckpointError({
+                      operation: "load",
+                      key,
+                      reason: `hash ${hash} holds ${JSON.stringify(value)}, which is not a position (lowercase hex)`
+                    })
+                  )
+            })
+          ),
+      commit: (key, position) =>
+        redis
+          .run((client) => client.hset(hash, key, position), { command: "HSET", key: hash })
+          .pipe(
+            Effect.retry(FailurePolicy.schedule(policies)),
+            Effect.mapError(toCheckpointError("commit", key, hash)),
+            Effect.asVoid
+          )
+    })
+  })
+
+/** The store as a layer; needs a {@link RedisConnection}. */
+export const layer = (options: Options = {}): Layer.Layer<CheckpointStore, never, RedisConnection> =>
+  Layer.effect(CheckpointStore, make(options))

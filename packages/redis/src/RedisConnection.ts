@@ -1,0 +1,328 @@
+/**
+ * The Redis connection service: one ioredis client (standalone, Sentinel or Cluster) behind a small interface that
+ * turns every driver failure into a {@link RedisError} at the boundary.
+ *
+ * The client is configured for a CDC pipeline rather than for convenience:
+ * - no offline queue: a command issued while disconnected fails at once, so the sink's retry policy (and its
+ *   backpressure on the source) is in charge, and memory stays bounded while Redis is down;
+ * - no automatic re-send of unanswered commands after a reconnect: a lost reply is an unknown outcome that the
+ *   sink's write protocol resolves, not a blind duplicate;
+ * - authentication failures stop the reconnect loop and fail every later call with `RedisAuthFailed` at once.
+ *
+ * @example
+ * ```ts
+ * const program = Effect.gen(function*() {
+ *   const redis = yield* RedisConnection
+ *   return yield* redis.run((client) => client.xlen("orders.events"))
+ * }).pipe(Effect.provide(RedisConnection.layer({ url: "redis://localhost:6379" })))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import type { ConnectionOptions as TlsOptions } from "node:tls"
+import { Cluster, Redis } from "ioredis"
+import type { ClusterOptions, RedisOptions } from "ioredis"
+import { Config, Context, Duration, Effect, Layer, Option, Redacted, Scope } from "effect"
+import { classify, RedisAuthFailed, RedisConfigError, type RedisError } from "./RedisError.ts"
+import * as RedisUrl from "./RedisUrl.ts"
+
+export type Client = Redis | Cluster
+
+export interface TlsSettings {
+  /** PEM CA bundle (file contents) to trust, for a server certificate not signed by a public CA. */
+  readonly ca?: string | Buffer
+  /** PEM client certificate and key, for servers started with `--tls-auth-clients yes`. */
+  readonly cert?: string | Buffer
+  readonly key?: string | Buffer
+  readonly servername?: string
+  /** Default true. Turn off only for a test server. */
+  readonly rejectUnauthorized?: boolean
+}
+
+export interface Options {
+  /** `redis://`, `rediss://`, `redis+sentinel://` or `redis+cluster://`; see {@link RedisUrl}. */
+  readonly url: string | Redacted.Redacted<string>
+  /** Overrides the URL's user. */
+  readonly username?: string
+  /** Overrides the URL's password. */
+  readonly password?: Redacted.Redacted<string>
+  /** Password for the Sentinel processes themselves, when they have one. */
+  readonly sentinelPassword?: Redacted.Redacted<string>
+  /** Time to establish a connection. Default 5 s. */
+  readonly connectTimeout?: Duration.Input
+  /** Time for one command's reply. Default 5 s. A timed-out command may still run: outcome unknown. */
+  readonly commandTimeout?: Duration.Input
+  /** Idle time on a socket with replies outstanding before the peer is declared dead. Default 10 s. */
+  readonly socketTimeout?: Duration.Input
+  readonly tls?: TlsSettings
+  /** `CLIENT SETNAME`, visible in `CLIENT LIST`. Default `redflow`. */
+  readonly clientName?: string
+}
+
+export interface ResolvedOptions {
+  readonly url: RedisUrl.ParsedUrl
+  readonly connectTimeoutMs: number
+  readonly commandTimeoutMs: number
+  readonly socketTimeoutMs: number
+  readonly options: Options
+}
+
+export interface RedisConnectionService {
+  /** The URL without secrets, for logs. */
+  readonly description: string
+  readonly topology: RedisUrl.ParsedUrl["kind"]
+  readonly resolved: ResolvedOptions
+  /** The ioredis client. Prefer {@link run}, which types failures. */
+  readonly client: Client
+  /** Runs a driver call, classifying any failure. */
+  readonly run: <A>(
+    f: (client: Client) => Promise<A>,
+    context?: { readonly command?: string; readonly key?: string }
+  ) => Effect.Effect<A, RedisError>
+  /**
+   * A dedicated connection with the same settings (for blocking reads that must not hold up other commands),
+   * closed with the scope. `commandTimeout` may be raised for it, e.g. above a `BLOCK` time.
+   */
+  readonly dedicated: (overrides?: {
+    readonly commandTimeout?: Duration.Input
+  }) => Effect.Effect<RedisConnectionService, RedisError, Scope.Scope>
+}
+
+export class RedisConnection extends Context.Service<RedisConnection, RedisConnectionService>()(
+  "@redflow/redis/RedisConnection"
+) {}
+
+const durationField = (field: string, value: Duration.Input | undefined, fallback: number) => {
+  if (value === undefined) return fallback
+  const d = Duration.fromInput(value)
+  if (Option.isNone(d) || !Duration.isFinite(d.value) || Duration.toMillis(d.value) <= 0) {
+    return new RedisConfigError({
+      field,
+      message: `${field} must be a positive finite duration such as "5 seconds", got ${String(value)}`
+    })
+  }
+  return Duration.toMillis(d.value)
+}
+
+/** Validates options before anything connects. */
+export const resolve = (options: Options): Effect.Effect<ResolvedOptions, RedisConfigError> =>
+  Effect.gen(function* () {
+    const url = RedisUrl.parse(options.url)
+    if (url instanceof RedisConfigError) return yield* url
+    const connectTimeoutMs = durationField("connectTimeout", options.connectTimeout, 5000)
+    if (connectTimeoutMs instanceof RedisConfigError) return yield* connectTimeoutMs
+    const commandTimeoutMs = durationField("commandTimeout", options.commandTimeout, 5000)
+    if (commandTimeoutMs instanceof RedisConfigError) return yield* commandTimeoutMs
+    const socketTimeoutMs = durationField("socketTimeout", options.socketTimeout, 10000)
+    if (socketTimeoutMs instanceof RedisConfigError) return yield* socketTimeoutMs
+    if (options.tls !== undefined && !url.tls) {
+      return yield* new RedisConfigError({
+        field: "tls",
+        message: "tls options were given but the URL is not rediss://; use rediss:// to connect over TLS"
+      })
+    }
+    return { url, connectTimeoutMs, commandTimeoutMs, socketTimeoutMs, options }
+  })
+
+interface ClientState {
+  authError: RedisAuthFailed | undefined
+}
+
+const tlsOptions = (resolved: ResolvedOptions): TlsOptions | undefined => {
+  if (!resolved.url.tls) return undefined
+  const t = resolved.options.tls ?? {}
+  return {
+    ...(t.ca !== undefined ? { ca: t.ca } : {}),
+    ...(t.cert !== undefined ? { cert: t.cert } : {}),
+    ...(t.key !== undefined ? { key: t.key } : {}),
+    ...(t.servername !== undefined ? { servername: t.servername } : {}),
+    rejectUnauthorized: t.rejectUnauthorized ?? true
+  }
+}
+
+const baseOptions = (resolved: ResolvedOptions, state: ClientState, commandTimeoutMs: number): RedisOptions => {
+  const { url, options } = resolved
+  const username = options.username ?? url.username
+  const password = options.password ?? url.password
+  const tls = tlsOptions(resolved)
+  return {
+    ...(username !== undefined ? { username } : {}),
+    ...(password !== undefined ? { password: Redacted.value(password) } : {}),
+    ...(tls !== undefined ? { tls } : {}),
+    db: url.db,
+    connectionName: options.clientName ?? "redflow",
+    lazyConnect: true,
+    connectTimeout: resolved.connectTimeoutMs,
+    commandTimeout: commandTimeoutMs,
+    socketTimeout: resolved.socketTimeoutMs,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    maxRetriesPerRequest: 0,
+    enableReadyCheck: true,
+    // ioredis reconnects after WRONGPASS/NOAUTH by design: stop once the auth error is known.
+    retryStrategy: (times) => (state.authError !== undefined ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)),
+    reconnectOnError: () => false
+  }
+}
+
+// ioredis's overloads add a reply-mapping generic that exactOptionalPropertyTypes cannot unify.
+const newRedis = (options: RedisOptions): Redis => new Redis(options as never)
+
+const createClient = (resolved: ResolvedOptions, state: ClientState, commandTimeoutMs: number): Client => {
+  const { url } = resolved
+  const base = baseOptions(resolved, state, commandTimeoutMs)
+  switch (url.kind) {
+    case "standalone":
+      return newRedis({ ...base, host: url.hosts[0]!.host, port: url.hosts[0]!.port })
+    case "sentinel": {
+      const sentinelPassword = resolved.options.sentinelPassword
+      return newRedis({
+        ...base,
+        sentinels: url.hosts.map((h) => ({ host: h.host, port: h.port })),
+        name: url.masterName!,
+        ...(sentinelPassword !== undefined ? { sentinelPassword: Redacted.value(sentinelPassword) } : {}),
+        ...(url.tls ? { enableTLSForSentinelMode: true } : {}),
+        failoverDetector: true,
+        sentinelRetryStrategy: (times: number) =>
+          state.authError !== undefined ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)
+      })
+    }
+    case "cluster": {
+      const clusterOptions: ClusterOptions = {
+        redisOptions: base,
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        enableReadyCheck: true,
+        maxRedirections: 16,
+        retryDelayOnMoved: 0,
+        clusterRetryStrategy: (times) =>
+          state.authError !== undefined ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000),
+        slotsRefreshTimeout: resolved.connectTimeoutMs
+      }
+      // ioredis's overloads add a reply-mapping generic that exactOptionalPropertyTypes cannot unify.
+      return new Cluster(
+        url.hosts.map((h) => ({ host: h.host, port: h.port })),
+        clusterOptions as never
+      )
+    }
+  }
+}
+
+const open = (
+  resolved: ResolvedOptions,
+  description: string,
+  commandTimeoutMs: number
+): Effect.Effect<RedisConnectionService, RedisError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const state: ClientState = { authError: undefined }
+    const client = yield* Effect.acquireRelease(
+      Effect.sync(() => createClient(resolved, state, commandTimeoutMs)),
+      (client) =>
+        Effect.promise(() =>
+          client.quit().then(
+            () => undefined,
+            () => client.disconnect()
+          )
+        ).pipe(Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.sync(() => client.disconnect()) }))
+    )
+    client.on("error", (err: unknown) => {
+      const error = classify(err)
+      if (error._tag === "RedisAuthFailed") state.authError = error
+    })
+
+    const run = <A>(
+      f: (client: Client) => Promise<A>,
+      context?: { readonly command?: string; readonly key?: string }
+    ): Effect.Effect<A, RedisError> =>
+      Effect.suspend(() =>
+        state.authError !== undefined
+          ? Effect.fail(state.authError)
+          : Effect.tryPromise({
+              try: () => f(client),
+              catch: (cause) => {
+                const error = classify(cause, context)
+                if (error._tag === "RedisAuthFailed") state.authError = error
+                // A client closed by an auth failure answers "Connection is closed": report the real reason.
+                return state.authError ?? error
+              }
+            })
+      )
+
+    // Connect now so a bad password or ACL fails the layer at once. An unreachable server does not: the client
+    // keeps reconnecting in the background and the sink's retry policy waits for it.
+    yield* Effect.tryPromise({ try: () => client.connect(), catch: (cause) => classify(cause) }).pipe(
+      Effect.timeoutOrElse({
+        duration: Duration.millis(resolved.connectTimeoutMs),
+        orElse: () => Effect.logWarning(`Redis at ${description} did not answer within the connect timeout`)
+      }),
+      Effect.catch((error) => {
+        const authError = state.authError ?? (error._tag === "RedisAuthFailed" ? error : undefined)
+        if (authError !== undefined) {
+          client.disconnect()
+          return Effect.fail(authError)
+        }
+        return Effect.logWarning(`Redis at ${description} is not reachable yet (${error.message}); will retry`)
+      })
+    )
+
+    const service: RedisConnectionService = {
+      description,
+      topology: resolved.url.kind,
+      resolved,
+      client,
+      run,
+      dedicated: (overrides) =>
+        open(
+          resolved,
+          description,
+          overrides?.commandTimeout !== undefined
+            ? Duration.toMillis(Duration.fromInputUnsafe(overrides.commandTimeout))
+            : commandTimeoutMs
+        )
+    }
+    return service
+  })
+
+/** Validates the options, connects, and closes the client when the scope closes. */
+export const make = (
+  options: Options
+): Effect.Effect<RedisConnectionService, RedisError | RedisConfigError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const resolved = yield* resolve(options)
+    const description = RedisUrl.describe(resolved.url)
+    return yield* open(resolved, description, resolved.commandTimeoutMs).pipe(
+      Effect.annotateLogs({ redis: description })
+    )
+  })
+
+/** A layer from options. */
+export const layer = (options: Options): Layer.Layer<RedisConnection, RedisError | RedisConfigError> =>
+  Layer.effect(RedisConnection, make(options))
+
+/**
+ * A layer from configuration: `REDIS_URL` (required, redacted), and optionally `REDIS_CONNECT_TIMEOUT`,
+ * `REDIS_COMMAND_TIMEOUT`, `REDIS_SOCKET_TIMEOUT` (durations such as `5 seconds`).
+ */
+export const layerConfig = (
+  overrides: Omit<Partial<Options>, "url"> = {}
+): Layer.Layer<RedisConnection, RedisError | RedisConfigError | Config.ConfigError> =>
+  Layer.effect(
+    RedisConnection,
+    Effect.gen(function* () {
+      const config = yield* Config.all({
+        url: Config.Redacted("REDIS_URL"),
+        connectTimeout: Config.option(Config.Duration("REDIS_CONNECT_TIMEOUT")),
+        commandTimeout: Config.option(Config.Duration("REDIS_COMMAND_TIMEOUT")),
+        socketTimeout: Config.option(Config.Duration("REDIS_SOCKET_TIMEOUT"))
+      })
+      return yield* make({
+        ...overrides,
+        url: config.url,
+        ...Option.match(config.connectTimeout, { onNone: () => ({}), onSome: (d) => ({ connectTimeout: d }) }),
+        ...Option.match(config.commandTimeout, { onNone: () => ({}), onSome: (d) => ({ commandTimeout: d }) }),
+        ...Option.match(config.socketTimeout, { onNone: () => ({}), onSome: (d) => ({ socketTimeout: d }) })
+      })
+    })
+  )
+
+export { RedisAuthFailed }

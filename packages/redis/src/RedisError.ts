@@ -1,0 +1,164 @@
+/**
+ * One tagged error per failure mode of the spec's failure table, and `classify`, the one place where a driver
+ * error becomes one of them.
+ *
+ * Classification is by the reply's leading error code (`OOM`, `READONLY`, …), never by a substring of the
+ * whole message: a key name or a script error can contain any word.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/** Connection refused or reset, server loading, partition: the write did not happen, or its outcome is unknown. */
+export class RedisUnavailable extends Schema.TaggedError<RedisUnavailable>()("RedisUnavailable", {
+  message: Schema.String,
+  /** True when the command may have executed (the connection dropped after it was written). */
+  outcomeUnknown: Schema.Boolean,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
+
+/** NOAUTH, WRONGPASS or NOPERM: credentials or ACL are wrong. Never retried. */
+export class RedisAuthFailed extends Schema.TaggedError<RedisAuthFailed>()("RedisAuthFailed", {
+  message: Schema.String,
+  code: Schema.Literals(["NOAUTH", "WRONGPASS", "NOPERM"]),
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
+
+/** The server refused a write over `maxmemory`. Nothing of a script or transaction was written. */
+export class RedisOutOfMemory extends Schema.TaggedError<RedisOutOfMemory>()("RedisOutOfMemory", {
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
+
+/** A command or the connection did not answer in time. The command may still execute: outcome unknown. */
+export class RedisTimeout extends Schema.TaggedError<RedisTimeout>()("RedisTimeout", {
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
+
+/** A write reached a replica. */
+export class RedisReadOnly extends Schema.TaggedError<RedisReadOnly>()("RedisReadOnly", {
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
+
+/** A cluster redirect that reached the caller (the slot moved while a pipeline was in flight). */
+export class RedisClusterRedirect extends Schema.TaggedError<RedisClusterRedirect>()("RedisClusterRedirect", {
+  message: Schema.String,
+  kind: Schema.Literals(["MOVED", "ASK"]),
+  slot: Schema.Number,
+  address: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
+
+/** Any other reply error (WRONGTYPE, syntax, a script error): a bug or a misconfiguration, fatal for the sink. */
+export class RedisCommandError extends Schema.TaggedError<RedisCommandError>()("RedisCommandError", {
+  message: Schema.String,
+  code: Schema.String,
+  command: Schema.optionalKey(Schema.String),
+  key: Schema.optionalKey(Schema.String),
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
+
+/** A connection URL or option that cannot work, found before connecting. */
+export class RedisConfigError extends Schema.TaggedError<RedisConfigError>()("RedisConfigError", {
+  message: Schema.String,
+  field: Schema.String
+}) {}
+
+export type RedisError =
+  | RedisUnavailable
+  | RedisAuthFailed
+  | RedisOutOfMemory
+  | RedisTimeout
+  | RedisReadOnly
+  | RedisClusterRedirect
+  | RedisCommandError
+
+/** The tags of {@link RedisError}: the keys of a failure policy table. */
+export type RedisErrorTag = RedisError["_tag"]
+
+const isRedisError = (u: unknown): u is RedisError =>
+  u instanceof RedisUnavailable ||
+  u instanceof RedisAuthFailed ||
+  u instanceof RedisOutOfMemory ||
+  u instanceof RedisTimeout ||
+  u instanceof RedisReadOnly ||
+  u instanceof RedisClusterRedirect ||
+  u instanceof RedisCommandError
+
+const CONNECTION_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "ECONNABORTED",
+  "ERR_SOCKET_CLOSED",
+  "ERR_STREAM_DESTROYED"
+])
+
+// Reply codes that mean "the server cannot take this now, try again": not a bug, not data loss.
+const TRANSIENT_REPLY = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/
+const AUTH_REPLY = /^(NOAUTH|WRONGPASS|NOPERM)\b/
+const REDIRECT_REPLY = /^(MOVED|ASK) (\d+) (\S+)/
+const REPLY_CODE = /^([A-Z][A-Z_]+)\b/
+
+const messageOf = (u: unknown): string =>
+  u instanceof Error ? u.message : typeof u === "string" ? u : (JSON.stringify(u) ?? String(u))
+
+/**
+ * Maps anything ioredis (or Node's socket layer) throws to a {@link RedisError}. Pure: the same input always gives
+ * the same tag, so the policy table can be tested without a server.
+ *
+ * `written` says whether the command had been handed to the socket: a connection lost after that is an unknown
+ * outcome, before it a plain "did not happen".
+ */
+export const classify = (cause: unknown, context: { readonly command?: string; readonly key?: string } = {}) => {
+  if (isRedisError(cause)) return cause
+  const message = messageOf(cause)
+  const code = (cause as { code?: unknown } | null)?.code
+  const name = cause instanceof Error ? cause.name : ""
+
+  const auth = AUTH_REPLY.exec(message)
+  if (auth) return new RedisAuthFailed({ message, code: auth[1] as RedisAuthFailed["code"], cause })
+  if (/^OOM\b/.test(message)) return new RedisOutOfMemory({ message, cause })
+  if (/^READONLY\b/.test(message)) return new RedisReadOnly({ message, cause })
+  const redirect = REDIRECT_REPLY.exec(message)
+  if (redirect) {
+    return new RedisClusterRedirect({
+      message,
+      kind: redirect[1] as "MOVED" | "ASK",
+      slot: Number(redirect[2]),
+      address: redirect[3]!,
+      cause
+    })
+  }
+  if (TRANSIENT_REPLY.test(message)) return new RedisUnavailable({ message, outcomeUnknown: false, cause })
+  if (/^Command timed out\b/.test(message) || code === "ETIMEDOUT" || name === "TimeoutError") {
+    return new RedisTimeout({ message, cause })
+  }
+  if (name === "ReplyError" || (REPLY_CODE.test(message) && name !== "Error" && name !== "MaxRetriesPerRequestError")) {
+    const replyCode = REPLY_CODE.exec(message)?.[1] ?? "ERR"
+    return new RedisCommandError({ message, code: replyCode, cause, ...context })
+  }
+  if (typeof code === "string" && CONNECTION_CODES.has(code)) {
+    // A reset after the command was sent is an unknown outcome; a refusal is not.
+    return new RedisUnavailable({ message, outcomeUnknown: code !== "ECONNREFUSED" && code !== "ENOTFOUND", cause })
+  }
+  if (
+    /^(Connection is closed|Stream isn't writeable|Reached the max retries per request)/.test(message) ||
+    /None of (the )?(startup|sentinels)|Failed to refresh slots cache|All sentinels are unreachable/.test(message) ||
+    name === "MaxRetriesPerRequestError" ||
+    name === "ClusterAllFailedError"
+  ) {
+    return new RedisUnavailable({ message, outcomeUnknown: /^Connection is closed/.test(message), cause })
+  }
+  return new RedisCommandError({ message, code: "UNKNOWN", cause, ...context })
+}
+
+/** Whether a write that failed with this error may nevertheless have been applied by the server. */
+export const isOutcomeUnknown = (error: RedisError): boolean =>
+  error._tag === "RedisTimeout" || (error._tag === "RedisUnavailable" && error.outcomeUnknown)

@@ -1,0 +1,689 @@
+/**
+ * The Redis Streams sink: an Effect `Sink` of {@link CdcEvent}s that writes them to Redis Streams in batches and
+ * moves the checkpoint only after every entry of a batch is acknowledged.
+ *
+ * Batching is group commit: events are encoded as they arrive and wait in a bounded queue; the writer takes
+ * everything waiting (up to the batch bounds) the moment the previous batch is acknowledged. An idle pipeline
+ * therefore ships each event at once, a busy one ships large batches, and while Redis is down the queue fills and
+ * the source is no longer pulled (backpressure, bounded memory).
+ *
+ * Each batch is one round trip: per target stream, one script call carrying all its entries (see
+ * `internal/scripts.ts`), all of them pipelined. `at-least-once` writes every entry; `exactly-once` skips entries
+ * at or below the stream's high-water mark, so a retry after an unknown outcome (timeout, dropped connection,
+ * crash before the checkpoint) never duplicates.
+ *
+ * @example
+ * ```ts
+ * const program = SyntheticSource.make({ count: 10_000 }).pipe(
+ *   Stream.run(RedisStreamSink.make({ stream: "cdc.${source.db}.${source.table}" }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Duration, Effect, Exit, Option, Pull, Queue, Result, Schema, Scope, Sink, Stream } from "effect"
+import { CdcEvent, Position } from "@redflow/core"
+import { CheckpointStore, type CheckpointError } from "@redflow/core/CheckpointStore"
+import * as Envelope from "@redflow/core/Envelope"
+import * as Routing from "@redflow/core/Routing"
+import * as FailurePolicy from "./FailurePolicy.ts"
+import { RedisConnection, type RedisConnectionService } from "./RedisConnection.ts"
+import { classify, type RedisError } from "./RedisError.ts"
+import { highWaterKey } from "./internal/highWater.ts"
+import * as Scripts from "./internal/scripts.ts"
+
+// ---------------------------------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface BatchOptions {
+  /** Most events in one batch. Default 1000. */
+  readonly maxEvents?: number
+  /** Most encoded bytes in one batch. Default 4 MiB. */
+  readonly maxBytes?: number
+  /**
+   * Extra time to wait for a batch to fill once its first event is there. Default 0: group commit alone, which
+   * gives the lowest latency; a linger only helps when Redis round trips are expensive (a remote server).
+   */
+  readonly linger?: Duration.Input
+}
+
+export interface TrimOptions {
+  /** Keep about this many entries per stream (`MAXLEN ~`), or exactly this many with `exact`. */
+  readonly maxLen?: number
+  /** Drop entries with ids below this one (`MINID`), or older than `maxAge` at each batch. */
+  readonly minId?: string | { readonly maxAge: Duration.Input }
+  /** Exact trimming (`=`) instead of the default approximate (`~`), which is much cheaper. */
+  readonly exact?: boolean
+}
+
+export interface Options {
+  /** Stream name template, e.g. `orders.events` or `cdc.${source.db}.${source.table}`, or per-table templates. */
+  readonly stream: string | { readonly default: string; readonly tables?: Readonly<Record<string, string>> }
+  /** Optional entry `key` template, e.g. `${after.id}`. */
+  readonly key?: string
+  /** Envelope of the `event` field. Default `native`. */
+  readonly envelope?: Envelope.Format
+  /** Default `at-least-once`. */
+  readonly guarantee?: "at-least-once" | "exactly-once"
+  /** Pipeline name: the checkpoint key, the high-water field and the `pipeline` metric label. Default `redflow`. */
+  readonly pipeline?: string
+  /** The `sink` metric label. Default `redis`. */
+  readonly sinkName?: string
+  readonly batch?: BatchOptions
+  readonly trim?: TrimOptions
+  /** Where events that cannot be routed or encoded go, with the reason. Default `redflow.dead-letter`. */
+  readonly deadLetterStream?: string
+  /** Overrides of the failure-policy table. */
+  readonly policies?: Partial<FailurePolicy.FailurePolicies>
+  /** WAIT for this many replicas (up to `timeout`) after each batch, before the checkpoint moves. */
+  readonly waitForReplicas?: { readonly replicas: number; readonly timeout: Duration.Input }
+}
+
+/** Configuration that cannot work, found before anything is written. */
+export class SinkConfigError extends Schema.TaggedError<SinkConfigError>()("SinkConfigError", {
+  field: Schema.String,
+  message: Schema.String
+}) {}
+
+/** WAIT returned fewer replicas than asked within its timeout: the batch is not yet safe from a failover. */
+export class ReplicasBehind extends Schema.TaggedError<ReplicasBehind>()("ReplicasBehind", {
+  message: Schema.String,
+  acknowledged: Schema.Number,
+  required: Schema.Number
+}) {}
+
+export type SinkError = RedisError | CheckpointError | SinkConfigError
+
+export interface Config {
+  readonly pipeline: string
+  readonly sinkName: string
+  readonly guarantee: "at-least-once" | "exactly-once"
+  readonly envelope: Envelope.Envelope
+  readonly route: Routing.Router
+  readonly key: Routing.Template | undefined
+  readonly maxEvents: number
+  readonly maxBytes: number
+  readonly lingerMs: number
+  readonly trim: {
+    readonly strategy: "" | "MAXLEN" | "MINID"
+    readonly operator: "~" | "="
+    readonly threshold: (now: number) => string
+  }
+  readonly deadLetterStream: string
+  readonly policies: Partial<FailurePolicy.FailurePolicies>
+  readonly waitForReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
+}
+
+const positiveInt = (field: string, value: number | undefined, fallback: number, hint: string) => {
+  if (value === undefined) return fallback
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new SinkConfigError({ field, message: `${field} must be a positive integer (${hint}), got ${value}` })
+  }
+  return value
+}
+
+const durationMs = (field: string, value: Duration.Input | undefined, fallback: number) => {
+  if (value === undefined) return fallback
+  const d = Duration.fromInput(value)
+  if (Option.isNone(d) || !Duration.isFinite(d.value) || Duration.toMillis(d.value) < 0) {
+    throw new SinkConfigError({
+      field,
+      message: `${field} must be a finite duration such as "5 millis", got ${String(value)}`
+    })
+  }
+  return Duration.toMillis(d.value)
+}
+
+const STREAM_ID = /^\d+(-\d+)?$/
+
+const routing = <A>(field: string, compile: () => A): A => {
+  try {
+    return compile()
+  } catch (e) {
+    if (e instanceof Routing.RoutingConfigError) throw new SinkConfigError({ field, message: `${field}: ${e.message}` })
+    throw e
+  }
+}
+
+/**
+ * Validates options into a {@link Config}. Every rejection names the option and what it expects.
+ */
+export const validate = (options: Options): Effect.Effect<Config, SinkConfigError> =>
+  Effect.try({
+    try: (): Config => {
+      const guarantee = options.guarantee ?? "at-least-once"
+      if (guarantee !== "at-least-once" && guarantee !== "exactly-once") {
+        throw new SinkConfigError({
+          field: "guarantee",
+          message: `guarantee must be "at-least-once" or "exactly-once", got ${JSON.stringify(guarantee)}`
+        })
+      }
+      const format = options.envelope ?? "native"
+      if (!Envelope.formats.includes(format)) {
+        throw new SinkConfigError({
+          field: "envelope",
+          message: `envelope must be one of ${Envelope.formats.join(", ")}, got ${JSON.stringify(format)}`
+        })
+      }
+      const route = routing("stream", () => Routing.makeSync(options.stream))
+      const key = options.key === undefined ? undefined : routing("key", () => Routing.compileSync(options.key!))
+      const maxEvents = positiveInt("batch.maxEvents", options.batch?.maxEvents, 1000, "events per batch, e.g. 1000")
+      const maxBytes = positiveInt(
+        "batch.maxBytes",
+        options.batch?.maxBytes,
+        4 * 1024 * 1024,
+        "bytes per batch, e.g. 4194304"
+      )
+      const lingerMs = durationMs("batch.linger", options.batch?.linger, 0)
+
+      const t = options.trim ?? {}
+      if (t.maxLen !== undefined && t.minId !== undefined) {
+        throw new SinkConfigError({ field: "trim", message: "trim takes maxLen or minId, not both" })
+      }
+      const operator = t.exact === true ? "=" : "~"
+      let trim: Config["trim"] = { strategy: "", operator, threshold: () => "" }
+      if (t.maxLen !== undefined) {
+        const maxLen = positiveInt("trim.maxLen", t.maxLen, 0, "entries to keep per stream")
+        trim = { strategy: "MAXLEN", operator, threshold: () => String(maxLen) }
+      } else if (typeof t.minId === "string") {
+        if (!STREAM_ID.test(t.minId)) {
+          throw new SinkConfigError({
+            field: "trim.minId",
+            message: `trim.minId must be a stream id such as "1700000000000-0", got ${JSON.stringify(t.minId)}`
+          })
+        }
+        const minId = t.minId
+        trim = { strategy: "MINID", operator, threshold: () => minId }
+      } else if (t.minId !== undefined) {
+        const maxAge = durationMs("trim.minId.maxAge", t.minId.maxAge, 0)
+        if (maxAge <= 0)
+          throw new SinkConfigError({
+            field: "trim.minId.maxAge",
+            message: "trim.minId.maxAge must be a positive duration"
+          })
+        trim = { strategy: "MINID", operator, threshold: (now) => String(Math.max(0, Math.floor(now - maxAge))) }
+      }
+
+      const deadLetterStream = options.deadLetterStream ?? "redflow.dead-letter"
+      if (deadLetterStream === "")
+        throw new SinkConfigError({ field: "deadLetterStream", message: "deadLetterStream must not be empty" })
+      const pipeline = options.pipeline ?? "redflow"
+      if (pipeline === "") throw new SinkConfigError({ field: "pipeline", message: "pipeline must not be empty" })
+
+      let waitForReplicas: Config["waitForReplicas"]
+      if (options.waitForReplicas !== undefined) {
+        const replicas = positiveInt(
+          "waitForReplicas.replicas",
+          options.waitForReplicas.replicas,
+          1,
+          "replicas that must acknowledge each batch"
+        )
+        const timeoutMs = durationMs("waitForReplicas.timeout", options.waitForReplicas.timeout, 1000)
+        if (timeoutMs <= 0)
+          throw new SinkConfigError({
+            field: "waitForReplicas.timeout",
+            message: "waitForReplicas.timeout must be a positive duration"
+          })
+        waitForReplicas = { replicas, timeoutMs }
+      }
+
+      return {
+        pipeline,
+        sinkName: options.sinkName ?? "redis",
+        guarantee,
+        envelope: Envelope.make(format),
+        route,
+        key,
+        maxEvents,
+        maxBytes,
+        lingerMs,
+        trim,
+        deadLetterStream,
+        policies: options.policies ?? {},
+        waitForReplicas
+      }
+    },
+    catch: (e) =>
+      e instanceof SinkConfigError
+        ? e
+        : new SinkConfigError({ field: "options", message: String((e as Error)?.message ?? e) })
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface StreamResult {
+  readonly stream: string
+  /** Entries appended. */
+  readonly written: number
+  /** Entries skipped as already written (exactly-once after a retry or a restart). */
+  readonly skipped: number
+  /** Id of the last entry appended, or "" when none. */
+  readonly lastId: string
+}
+
+/** One batch, acknowledged by Redis and checkpointed. */
+export interface CommittedBatch {
+  readonly events: number
+  readonly bytes: number
+  readonly deadLettered: number
+  /** The checkpoint after this batch: the position of its last event. */
+  readonly position: Position.Position
+  readonly streams: ReadonlyArray<StreamResult>
+  /** Tries it took (1 when nothing failed). */
+  readonly attempts: number
+  /** From the batch leaving the queue to its checkpoint, in milliseconds. */
+  readonly durationMs: number
+  /** Creation time (ms) of the oldest event of the batch, as seen by the sink when it arrived. */
+  readonly enqueuedAt: number
+}
+
+/** What a finished sink reports. */
+export interface Summary {
+  readonly events: number
+  readonly batches: number
+  readonly bytes: number
+  readonly written: number
+  readonly skipped: number
+  readonly deadLettered: number
+  readonly position: Option.Option<Position.Position>
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Preparing entries (on the producing fiber, overlapping the previous batch's write)
+// ---------------------------------------------------------------------------------------------------------------
+
+interface Entry {
+  readonly stream: string
+  readonly position: Position.Position
+  /** position, id, op, table, key, event, error: the script's per-entry arguments. */
+  readonly args: ReadonlyArray<string>
+  readonly bytes: number
+  readonly deadLetter: boolean
+  readonly arrivedAt: number
+}
+
+const makePrepare = (config: Config) => {
+  let previous: Position.Position | undefined
+  const deadLetter = (event: CdcEvent.CdcEvent, reason: string, encoded: string | undefined, now: number): Entry => {
+    let body = encoded
+    if (body === undefined) {
+      try {
+        body = JSON.stringify(event)
+      } catch {
+        body = JSON.stringify({ id: event.id, position: event.position })
+      }
+    }
+    const args = [event.position, event.id, event.op, event.source.table, "", body, reason]
+    return {
+      stream: config.deadLetterStream,
+      position: event.position,
+      args,
+      bytes: body.length + reason.length,
+      deadLetter: true,
+      arrivedAt: now
+    }
+  }
+  return (event: CdcEvent.CdcEvent, now: number): Entry => {
+    if (config.guarantee === "exactly-once" && previous !== undefined && !Position.isAfter(event.position, previous)) {
+      return deadLetter(
+        event,
+        `position ${event.position} is not after the previous event's ${previous}; exactly-once needs increasing positions`,
+        undefined,
+        now
+      )
+    }
+    previous = event.position
+    let encoded: string
+    try {
+      encoded = config.envelope.encode(event)
+    } catch (e) {
+      return deadLetter(event, `cannot encode the event: ${(e as Error)?.message ?? e}`, undefined, now)
+    }
+    const routed = config.route.render(event)
+    if (Result.isFailure(routed)) return deadLetter(event, routed.failure.message, encoded, now)
+    const stream = routed.success
+    let key = ""
+    if (config.key !== undefined) {
+      const k = config.key.render(event)
+      if (Result.isFailure(k)) return deadLetter(event, k.failure.message, encoded, now)
+      key = k.success
+    }
+    if (config.guarantee === "exactly-once" && highWaterKey(stream) === undefined) {
+      return deadLetter(
+        event,
+        `stream name "${stream}" has "}" without a hash tag; exactly-once cannot place its mark in the stream's slot`,
+        encoded,
+        now
+      )
+    }
+    const args = [event.position, event.id, event.op, event.source.table, key, encoded, ""]
+    return {
+      stream,
+      position: event.position,
+      args,
+      bytes: encoded.length + key.length + 64,
+      deadLetter: false,
+      arrivedAt: now
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Writing one batch
+// ---------------------------------------------------------------------------------------------------------------
+
+type ScriptReply = [number, number, string]
+
+interface Command {
+  readonly stream: string
+  readonly keys: ReadonlyArray<string>
+  readonly argv: ReadonlyArray<string>
+}
+
+const buildCommands = (config: Config, entries: ReadonlyArray<Entry>, now: number): Array<Command> => {
+  const byStream = new Map<string, Array<string>>()
+  const header = [config.pipeline, config.trim.strategy, config.trim.operator, config.trim.threshold(now)]
+  for (const entry of entries) {
+    let argv = byStream.get(entry.stream)
+    if (argv === undefined) {
+      argv = header.slice()
+      byStream.set(entry.stream, argv)
+    }
+    for (const a of entry.args) argv.push(a)
+  }
+  const commands: Array<Command> = []
+  for (const [stream, argv] of byStream) {
+    const keys = config.guarantee === "exactly-once" ? [stream, highWaterKey(stream)!] : [stream]
+    commands.push({ stream, keys, argv })
+  }
+  return commands
+}
+
+/** Severity when several streams of one batch fail differently: the most final error decides the policy. */
+const SEVERITY: Record<RedisError["_tag"], number> = {
+  RedisAuthFailed: 7,
+  RedisCommandError: 6,
+  RedisReadOnly: 5,
+  RedisOutOfMemory: 4,
+  RedisClusterRedirect: 3,
+  RedisTimeout: 2,
+  RedisUnavailable: 1
+}
+
+const isNoScript = (error: unknown) => error instanceof Error && /^NOSCRIPT\b/.test(error.message)
+
+/**
+ * Sends the commands (pipelined on one node; one by one, concurrently, on a cluster, where ioredis routes each to
+ * its node) and returns one reply or error per command.
+ */
+const send = (
+  redis: RedisConnectionService,
+  script: Scripts.Script,
+  commands: ReadonlyArray<Command>
+): Effect.Effect<Array<ScriptReply | RedisError>, RedisError> =>
+  redis.run(async (client): Promise<Array<ScriptReply | RedisError>> => {
+    const evalsha = (c: Command) => [script.sha, c.keys.length, ...c.keys, ...c.argv] as const
+    let results: Array<[Error | null, unknown]>
+    if (redis.topology === "cluster" || commands.length === 1) {
+      results = await Promise.all(
+        commands.map((c) =>
+          (client.evalsha as (...a: ReadonlyArray<unknown>) => Promise<unknown>)(...evalsha(c)).then(
+            (r): [null, unknown] => [null, r],
+            (e: Error): [Error, null] => [e, null]
+          )
+        )
+      )
+    } else {
+      const pipeline = client.pipeline()
+      for (const c of commands) (pipeline.evalsha as (...a: ReadonlyArray<unknown>) => unknown)(...evalsha(c))
+      results = ((await pipeline.exec()) ?? []) as Array<[Error | null, unknown]>
+    }
+    // A node that lost its script cache (restart, failover) answers NOSCRIPT without running anything: send the
+    // source once, which also caches it there.
+    const out: Array<ScriptReply | RedisError> = []
+    for (let i = 0; i < commands.length; i++) {
+      let [err, reply] = results[i] ?? [new Error("no reply"), null]
+      if (isNoScript(err)) {
+        const c = commands[i]!
+        try {
+          reply = await (client.eval as (...a: ReadonlyArray<unknown>) => Promise<unknown>)(
+            script.source,
+            c.keys.length,
+            ...c.keys,
+            ...c.argv
+          )
+          err = null
+        } catch (e) {
+          err = e as Error
+        }
+      }
+      out.push(err ? classify(err, { command: "EVALSHA", key: commands[i]!.stream }) : (reply as ScriptReply))
+    }
+    return out
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// The pipeline: producer fiber → bounded queue → writer
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Starts the write pipeline in the current scope. `feed` pushes the source's chunks through `offer`; the returned
+ * effect yields the next committed batch, or fails with `Cause.Done` once the source ended and all is written.
+ */
+const start = <E, R>(
+  config: Config,
+  feed: (offer: (chunk: ReadonlyArray<CdcEvent.CdcEvent>) => Effect.Effect<void>) => Effect.Effect<void, E, R>
+) =>
+  Effect.gen(function* () {
+    const redis = yield* RedisConnection
+    const checkpoint = yield* CheckpointStore
+    const scope = yield* Scope.Scope
+    const policies = FailurePolicy.make(config.policies, redis.topology)
+    const script = config.guarantee === "exactly-once" ? Scripts.exactlyOnce : Scripts.atLeastOnce
+    const prepare = makePrepare(config)
+    // Two batches' worth: one being written, one filling. This bound is what turns a Redis outage into
+    // backpressure on the source instead of memory growth.
+    const queue = yield* Queue.bounded<Entry, E | Cause.Done>(config.maxEvents * 2)
+    // Entries taken from the queue that did not fit the previous batch's bounds.
+    let leftover: ReadonlyArray<Entry> = []
+
+    yield* feed((chunk) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const entries = new Array<Entry>(chunk.length)
+        for (let i = 0; i < chunk.length; i++) entries[i] = prepare(chunk[i]!, now)
+        return Queue.offerAll(queue, entries)
+      }).pipe(Effect.asVoid)
+    ).pipe(
+      Effect.onExit((exit) => (Exit.isSuccess(exit) ? Queue.end(queue) : Queue.failCause(queue, exit.cause))),
+      Effect.forkIn(scope)
+    )
+
+    /** Everything now waiting, without blocking; nothing once the source has ended (the next take reports it). */
+    const takeWaiting = (max: number) =>
+      Queue.takeBetween(queue, 0, max).pipe(Effect.catchCause(() => Effect.succeed([] as ReadonlyArray<Entry>)))
+
+    /** Takes the next batch: whatever is waiting, within the event and byte bounds (group commit). */
+    const takeBatch: Effect.Effect<Array<Entry>, E | Cause.Done> = Effect.gen(function* () {
+      let taken: ReadonlyArray<Entry> = leftover
+      leftover = []
+      if (taken.length === 0) taken = yield* Queue.takeBetween(queue, 1, config.maxEvents)
+      if (taken.length < config.maxEvents) {
+        if (config.lingerMs > 0) yield* Effect.sleep(Duration.millis(config.lingerMs))
+        const more = yield* takeWaiting(config.maxEvents - taken.length)
+        if (more.length > 0) taken = [...taken, ...more]
+      }
+      const batch: Array<Entry> = []
+      let bytes = 0
+      let i = 0
+      for (; i < taken.length; i++) {
+        const e = taken[i]!
+        if (batch.length > 0 && (batch.length >= config.maxEvents || bytes + e.bytes > config.maxBytes)) break
+        batch.push(e)
+        bytes += e.bytes
+      }
+      if (i < taken.length) leftover = taken.slice(i)
+      return batch
+    })
+
+    const writeBatch = (batch: ReadonlyArray<Entry>) =>
+      Effect.gen(function* () {
+        const startedAt = yield* Clock.currentTimeMillis
+        const results = new Map<string, StreamResult>()
+        let pending = buildCommands(config, batch, startedAt)
+        let attempts = 0
+        const attempt = Effect.gen(function* () {
+          attempts++
+          const replies = yield* send(redis, script, pending)
+          const failed: Array<Command> = []
+          let worst: RedisError | undefined
+          for (let i = 0; i < pending.length; i++) {
+            const reply = replies[i]!
+            const command = pending[i]!
+            if (Array.isArray(reply)) {
+              const prior = results.get(command.stream)
+              results.set(command.stream, {
+                stream: command.stream,
+                written: (prior?.written ?? 0) + Number(reply[0]),
+                skipped: (prior?.skipped ?? 0) + Number(reply[1]),
+                lastId: String(reply[2] || prior?.lastId || "")
+              })
+            } else {
+              failed.push(command)
+              if (worst === undefined || SEVERITY[reply._tag] > SEVERITY[worst._tag]) worst = reply
+            }
+          }
+          // Streams that succeeded are done: a retry sends only what failed.
+          pending = failed
+          if (worst !== undefined) return yield* Effect.fail(worst)
+        })
+        yield* attempt.pipe(
+          Effect.tapError((error) =>
+            Effect.logWarning(`batch write failed: ${error._tag}: ${error.message}`).pipe(
+              Effect.annotateLogs({
+                pipeline: config.pipeline,
+                streams: pending.map((c) => c.stream).join(","),
+                attempt: attempts
+              })
+            )
+          ),
+          Effect.retry(FailurePolicy.schedule(policies))
+        )
+        if (config.waitForReplicas !== undefined) yield* waitReplicas(redis, config.waitForReplicas, policies)
+        const last = batch[batch.length - 1]!
+        let position = last.position
+        if (config.guarantee === "at-least-once") for (const e of batch) position = Position.max(position, e.position)
+        yield* checkpoint.commit(config.pipeline, position)
+        let bytes = 0
+        let deadLettered = 0
+        for (const e of batch) {
+          bytes += e.bytes
+          if (e.deadLetter) deadLettered++
+        }
+        const committed: CommittedBatch = {
+          events: batch.length,
+          bytes,
+          deadLettered,
+          position,
+          streams: [...results.values()],
+          attempts,
+          durationMs: (yield* Clock.currentTimeMillis) - startedAt,
+          enqueuedAt: batch[0]!.arrivedAt
+        }
+        return committed
+      })
+
+    return Effect.flatMap(takeBatch, writeBatch)
+  })
+
+const waitReplicas = (
+  redis: RedisConnectionService,
+  wait: { readonly replicas: number; readonly timeoutMs: number },
+  policies: FailurePolicy.FailurePolicies
+) =>
+  redis
+    .run((client) =>
+      (client as { wait: (n: number, t: number) => Promise<number> }).wait(wait.replicas, wait.timeoutMs)
+    )
+    .pipe(
+      Effect.flatMap((acknowledged) =>
+        acknowledged >= wait.replicas
+          ? Effect.void
+          : Effect.fail(
+              classify(
+                new Error(
+                  `NOREPLICAS ${acknowledged} of ${wait.replicas} replicas acknowledged the batch within ${wait.timeoutMs} ms`
+                )
+              )
+            )
+      ),
+      Effect.retry(FailurePolicy.schedule(policies))
+    )
+
+// ---------------------------------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Writes a stream of events and emits each committed batch. Use this form to observe progress or to act after
+ * each checkpoint; use {@link make} to just run the source into Redis.
+ */
+export const deliver =
+  (options: Options) =>
+  <E, R>(
+    self: Stream.Stream<CdcEvent.CdcEvent, E, R>
+  ): Stream.Stream<CommittedBatch, E | SinkError, R | RedisConnection | CheckpointStore> =>
+    Stream.unwrap(
+      Effect.gen(function* () {
+        const config = yield* validate(options)
+        const next = yield* start(config, (offer) => Stream.runForEachArray(self, offer))
+        return Stream.fromPull(Effect.succeed(Effect.map(next, (batch) => [batch] as const)))
+      })
+    )
+
+/**
+ * The sink: runs until the source ends, and returns a {@link Summary}. Fails with a typed {@link SinkError} when a
+ * failure policy gives up (authentication, a fatal command error, an exhausted schedule).
+ */
+export const make = (
+  options: Options
+): Sink.Sink<Summary, CdcEvent.CdcEvent, never, SinkError, RedisConnection | CheckpointStore> =>
+  Sink.fromTransform<CdcEvent.CdcEvent, Summary, SinkError, RedisConnection | CheckpointStore>((upstream, scope) =>
+    Effect.gen(function* () {
+      const config = yield* validate(options)
+      const next = yield* start(config, (offer) =>
+        Effect.forever(Effect.flatMap(upstream, offer)).pipe(Pull.catchDone(() => Effect.void))
+      ).pipe(Scope.provide(scope))
+      let summary: Summary = {
+        events: 0,
+        batches: 0,
+        bytes: 0,
+        written: 0,
+        skipped: 0,
+        deadLettered: 0,
+        position: Option.none()
+      }
+      yield* Effect.forever(
+        Effect.map(next, (batch) => {
+          let written = 0
+          let skipped = 0
+          for (const s of batch.streams) {
+            written += s.written
+            skipped += s.skipped
+          }
+          summary = {
+            events: summary.events + batch.events,
+            batches: summary.batches + 1,
+            bytes: summary.bytes + batch.bytes,
+            written: summary.written + written,
+            skipped: summary.skipped + skipped,
+            deadLettered: summary.deadLettered + batch.deadLettered,
+            position: Option.some(batch.position)
+          }
+        })
+      ).pipe(Pull.catchDone(() => Effect.void))
+      return [summary] as const
+    })
+  )

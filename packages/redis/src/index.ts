@@ -1,0 +1,6 @@
+export * as FailurePolicy from "./FailurePolicy.ts"
+export * as RedisCheckpointStore from "./RedisCheckpointStore.ts"
+export * as RedisConnection from "./RedisConnection.ts"
+export * as RedisError from "./RedisError.ts"
+export * as RedisStreamSink from "./RedisStreamSink.ts"
+export * as RedisUrl from "./RedisUrl.ts"

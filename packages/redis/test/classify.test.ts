@@ -1,0 +1,60 @@
+import { describe, expect, it } from "@effect/vitest"
+import { classify, isOutcomeUnknown } from "../src/RedisError.ts"
+
+const reply = (message: string) => Object.assign(new Error(message), { name: "ReplyError" })
+const sys = (code: string) => Object.assign(new Error(`connect ${code} 127.0.0.1:1`), { code })
+
+describe("classify", () => {
+  it.each([
+    ["NOAUTH Authentication required.", "RedisAuthFailed"],
+    ["WRONGPASS invalid username-password pair or user is disabled.", "RedisAuthFailed"],
+    ["NOPERM this user has no permissions to run the 'xadd' command", "RedisAuthFailed"],
+    ["OOM command not allowed when used memory > 'maxmemory'.", "RedisOutOfMemory"],
+    ["READONLY You can't write against a read only replica.", "RedisReadOnly"],
+    ["MOVED 13610 127.0.0.1:7103", "RedisClusterRedirect"],
+    ["ASK 13610 127.0.0.1:7101", "RedisClusterRedirect"],
+    ["LOADING Redis is loading the dataset in memory", "RedisUnavailable"],
+    ["CLUSTERDOWN The cluster is down", "RedisUnavailable"],
+    ["WRONGTYPE Operation against a key holding the wrong kind of value", "RedisCommandError"],
+    ["ERR The ID specified in XADD is equal or smaller than the target stream top item", "RedisCommandError"]
+  ])("reply %j is %s", (message, tag) => {
+    expect(classify(reply(message))._tag).toBe(tag)
+  })
+
+  it("classifies by the leading code, not by a word inside the message", () => {
+    // A script error whose text mentions OOM is still a command error.
+    expect(classify(reply("ERR user_script:1: OOM mentioned in a key name"))._tag).toBe("RedisCommandError")
+  })
+
+  it("reads redirect details", () => {
+    const e = classify(reply("MOVED 13610 127.0.0.1:7103"))
+    expect(e).toMatchObject({ kind: "MOVED", slot: 13610, address: "127.0.0.1:7103" })
+  })
+
+  it("treats refused connections as unavailable with a known outcome, resets as unknown", () => {
+    const refused = classify(sys("ECONNREFUSED"))
+    expect(refused._tag).toBe("RedisUnavailable")
+    expect(isOutcomeUnknown(refused)).toBe(false)
+    const reset = classify(sys("ECONNRESET"))
+    expect(reset._tag).toBe("RedisUnavailable")
+    expect(isOutcomeUnknown(reset)).toBe(true)
+  })
+
+  it("treats ioredis timeouts and closed connections as unknown outcomes", () => {
+    const timeout = classify(new Error("Command timed out"))
+    expect(timeout._tag).toBe("RedisTimeout")
+    expect(isOutcomeUnknown(timeout)).toBe(true)
+    expect(isOutcomeUnknown(classify(new Error("Connection is closed.")))).toBe(true)
+    expect(classify(new Error("Stream isn't writeable and enableOfflineQueue options is false"))._tag).toBe(
+      "RedisUnavailable"
+    )
+  })
+
+  it("keeps the command and key of a command error", () => {
+    const e = classify(reply("WRONGTYPE Operation against a key holding the wrong kind of value"), {
+      command: "EVALSHA",
+      key: "orders.events"
+    })
+    expect(e).toMatchObject({ _tag: "RedisCommandError", code: "WRONGTYPE", command: "EVALSHA", key: "orders.events" })
+  })
+})

@@ -1,0 +1,51 @@
+/** Helpers shared by the Redis integration tests: reading streams back, unique names, the usual layers. */
+import { Redis } from "ioredis"
+import { Layer } from "effect"
+import * as CheckpointStore from "@redflow/core/CheckpointStore"
+import * as RedisConnection from "../src/RedisConnection.ts"
+
+let counter = 0
+/** A stream-name prefix no other test uses. */
+export const uniquePrefix = (label: string) => `t${process.pid}.${Date.now().toString(36)}.${counter++}.${label}`
+
+export interface Entry {
+  readonly id: string
+  readonly fields: Readonly<Record<string, string>>
+}
+
+/** Every entry of a stream, oldest first, read with XRANGE in pages. */
+export const readStream = async (url: string, stream: string): Promise<Array<Entry>> => {
+  const client = new Redis(url, { lazyConnect: true })
+  await client.connect()
+  try {
+    const out: Array<Entry> = []
+    let start = "-"
+    for (;;) {
+      const page = (await client.xrange(stream, start, "+", "COUNT", 5000)) as Array<[string, Array<string>]>
+      for (const [id, flat] of page) {
+        const fields: Record<string, string> = {}
+        for (let i = 0; i < flat.length; i += 2) fields[flat[i]!] = flat[i + 1]!
+        out.push({ id, fields })
+      }
+      if (page.length < 5000) return out
+      start = `(${page[page.length - 1]![0]}`
+    }
+  } finally {
+    client.disconnect()
+  }
+}
+
+/** Runs one command on a short-lived client. */
+export const withClient = async <A>(url: string, f: (client: Redis) => Promise<A>): Promise<A> => {
+  const client = new Redis(url, { lazyConnect: true })
+  await client.connect()
+  try {
+    return await f(client)
+  } finally {
+    client.disconnect()
+  }
+}
+
+/** A connection to `url` and an in-memory checkpoint store. */
+export const sinkLayers = (url: string, options: Omit<RedisConnection.Options, "url"> = {}) =>
+  Layer.mergeAll(RedisConnection.layer({ url, ...options }), CheckpointStore.layerMemory)
