@@ -69,9 +69,12 @@ export const make = (
 /**
  * One `Schedule` over the whole table: each failure is stepped through the schedule of its own tag, each tag
  * keeping its own attempt count and delays. A `"fail"` entry, or an exhausted schedule, ends the retries and the
- * last error surfaces.
+ * last error surfaces. `onRetry` runs for each failure that will be tried again (for logs and metrics).
  */
-export const schedule = (policies: FailurePolicies): Schedule.Schedule<unknown, RedisError> =>
+export const schedule = (
+  policies: FailurePolicies,
+  onRetry: (error: RedisError, delay: Duration.Duration) => Effect.Effect<void> = () => Effect.void
+): Schedule.Schedule<unknown, RedisError> =>
   Schedule.fromStep(
     Effect.sync(() => {
       const steps = new Map<
@@ -87,7 +90,9 @@ export const schedule = (policies: FailurePolicies): Schedule.Schedule<unknown, 
             step = (yield* Schedule.toStep(policy)) as never
             steps.set(error._tag, step!)
           }
-          return yield* step!(now, error)
+          const decision = yield* step!(now, error)
+          yield* onRetry(error, decision[1])
+          return decision
         })
     })
   )

@@ -21,8 +21,23 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Option, Pull, Queue, Result, Schema, Scope, Sink, Stream } from "effect"
-import { CdcEvent, Position } from "@redflow/core"
+import {
+  Cause,
+  Clock,
+  Duration,
+  Effect,
+  Exit,
+  Metric,
+  Option,
+  Pull,
+  Queue,
+  Result,
+  Schema,
+  Scope,
+  Sink,
+  Stream
+} from "effect"
+import { CdcEvent, Metrics, Position } from "@redflow/core"
 import { CheckpointStore, type CheckpointError } from "@redflow/core/CheckpointStore"
 import * as Envelope from "@redflow/core/Envelope"
 import * as Routing from "@redflow/core/Routing"
@@ -484,6 +499,22 @@ const start = <E, R>(
     const policies = FailurePolicy.make(config.policies, redis.topology)
     const script = config.guarantee === "exactly-once" ? Scripts.exactlyOnce : Scripts.atLeastOnce
     const prepare = makePrepare(config)
+    const attributes = Metrics.sinkAttributes(config.pipeline, config.sinkName)
+    const metric = {
+      events: Metric.withAttributes(Metrics.sinkEvents, attributes),
+      batches: Metric.withAttributes(Metrics.sinkBatches, attributes),
+      latency: Metric.withAttributes(Metrics.sinkLatency, attributes),
+      stage: Metric.withAttributes(Metrics.stageLatency, { pipeline: config.pipeline, stage: "sink" }),
+      bytes: Metric.withAttributes(Metrics.sinkBytes, attributes),
+      deadLettered: Metric.withAttributes(Metrics.sinkDeadLettered, attributes),
+      inFlight: Metric.withAttributes(Metrics.sinkInFlight, attributes),
+      checkpoint: Metric.withAttributes(Metrics.checkpointSequence, attributes),
+      checkpointAt: Metric.withAttributes(Metrics.checkpointTimestamp, attributes)
+    }
+    const onRetry = (error: RedisError) =>
+      Metric.update(Metric.withAttributes(Metrics.sinkRetries, { ...attributes, reason: error._tag }), 1)
+    const onError = (error: RedisError) =>
+      Metric.update(Metric.withAttributes(Metrics.sinkErrors, { ...attributes, kind: error._tag }), 1)
     // Two batches' worth: one being written, one filling. This bound is what turns a Redis outage into
     // backpressure on the source instead of memory growth.
     const queue = yield* Queue.bounded<Entry, E | Cause.Done>(config.maxEvents * 2)
@@ -559,6 +590,7 @@ const start = <E, R>(
           pending = failed
           if (worst !== undefined) return yield* Effect.fail(worst)
         })
+        yield* Metric.update(metric.inFlight, 1)
         yield* attempt.pipe(
           Effect.tapError((error) =>
             Effect.logWarning(`batch write failed: ${error._tag}: ${error.message}`).pipe(
@@ -566,12 +598,16 @@ const start = <E, R>(
                 pipeline: config.pipeline,
                 streams: pending.map((c) => c.stream).join(","),
                 attempt: attempts
-              })
+              }),
+              Effect.andThen(onError(error))
             )
           ),
-          Effect.retry(FailurePolicy.schedule(policies))
+          Effect.retry(FailurePolicy.schedule(policies, onRetry)),
+          Effect.ensuring(Metric.update(metric.inFlight, 0))
         )
-        if (config.waitForReplicas !== undefined) yield* waitReplicas(redis, config.waitForReplicas, policies)
+        if (config.waitForReplicas !== undefined) {
+          yield* waitReplicas(redis, config.waitForReplicas, policies, onRetry)
+        }
         const last = batch[batch.length - 1]!
         let position = last.position
         if (config.guarantee === "at-least-once") for (const e of batch) position = Position.max(position, e.position)
@@ -582,6 +618,7 @@ const start = <E, R>(
           bytes += e.bytes
           if (e.deadLetter) deadLettered++
         }
+        const committedAt = yield* Clock.currentTimeMillis
         const committed: CommittedBatch = {
           events: batch.length,
           bytes,
@@ -589,9 +626,17 @@ const start = <E, R>(
           position,
           streams: [...results.values()],
           attempts,
-          durationMs: (yield* Clock.currentTimeMillis) - startedAt,
+          durationMs: committedAt - startedAt,
           enqueuedAt: batch[0]!.arrivedAt
         }
+        yield* Metric.update(metric.events, batch.length)
+        yield* Metric.update(metric.batches, 1)
+        yield* Metric.update(metric.bytes, bytes)
+        if (deadLettered > 0) yield* Metric.update(metric.deadLettered, deadLettered)
+        yield* Metric.update(metric.latency, (committedAt - committed.enqueuedAt) / 1000)
+        yield* Metric.update(metric.stage, committed.durationMs / 1000)
+        yield* Metric.update(metric.checkpoint, Number(BigInt(`0x${position}`) & 0x1fffffffffffffn))
+        yield* Metric.update(metric.checkpointAt, committedAt / 1000)
         return committed
       })
 
@@ -601,7 +646,8 @@ const start = <E, R>(
 const waitReplicas = (
   redis: RedisConnectionService,
   wait: { readonly replicas: number; readonly timeoutMs: number },
-  policies: FailurePolicy.FailurePolicies
+  policies: FailurePolicy.FailurePolicies,
+  onRetry: (error: RedisError) => Effect.Effect<void>
 ) =>
   redis
     .run((client) =>
@@ -619,7 +665,7 @@ const waitReplicas = (
               )
             )
       ),
-      Effect.retry(FailurePolicy.schedule(policies))
+      Effect.retry(FailurePolicy.schedule(policies, onRetry))
     )
 
 // ---------------------------------------------------------------------------------------------------------------

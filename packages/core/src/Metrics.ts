@@ -1,0 +1,93 @@
+/**
+ * The metrics of a Redflow pipeline, as Effect `Metric`s.
+ *
+ * Names carry no prefix here: the Prometheus endpoint adds it when formatting (`deltaforge` by default, so
+ * `sink_events_total` is scraped as `deltaforge_sink_events_total`, the spec's name). Sink series carry the
+ * `pipeline` and `sink` attributes; consumer series `stream` and `group`.
+ *
+ * @since 0.1.0
+ */
+import { Metric } from "effect"
+
+/** The spec's prefix, applied by the Prometheus formatter. */
+export const DEFAULT_PREFIX = "deltaforge"
+
+/** Latency buckets from 100 µs to about 26 s, doubling: sub-millisecond delivery stays visible. */
+export const LATENCY_BOUNDARIES: ReadonlyArray<number> = Metric.exponentialBoundaries({
+  start: 0.0001,
+  factor: 2,
+  count: 18
+})
+
+// Sink (the spec's four series first)
+
+export const sinkEvents = Metric.counter("sink_events_total", {
+  description: "Events delivered to Redis and checkpointed",
+  incremental: true
+})
+export const sinkBatches = Metric.counter("sink_batch_total", { description: "Batches delivered", incremental: true })
+export const sinkLatency = Metric.histogram("sink_latency_seconds", {
+  description: "Delivery latency: from a batch's first event reaching the sink to the batch being acknowledged",
+  boundaries: LATENCY_BOUNDARIES
+})
+export const stageLatency = Metric.histogram("stage_latency_seconds", {
+  description: "Time spent in a pipeline stage per batch (stage=sink: the Redis write and the checkpoint)",
+  boundaries: LATENCY_BOUNDARIES
+})
+export const sinkBytes = Metric.counter("sink_bytes_total", {
+  description: "Encoded bytes delivered",
+  incremental: true
+})
+export const sinkDeadLettered = Metric.counter("sink_dead_letter_total", {
+  description: "Events sent to the dead-letter stream",
+  incremental: true
+})
+export const sinkErrors = Metric.counter("sink_errors_total", {
+  description: "Failed batch writes, by error kind (the tag of the typed error)",
+  incremental: true
+})
+export const sinkRetries = Metric.counter("sink_retries_total", {
+  description: "Batch writes tried again, by reason (the tag of the error that caused the retry)",
+  incremental: true
+})
+export const sinkInFlight = Metric.gauge("sink_inflight_batches", {
+  description: "Batches written but not yet acknowledged"
+})
+export const checkpointSequence = Metric.gauge("sink_checkpoint_position", {
+  description: "The committed checkpoint position, as a number (positions wider than 53 bits show their low bits)"
+})
+export const checkpointTimestamp = Metric.gauge("sink_checkpoint_timestamp_seconds", {
+  description: "Unix time of the last checkpoint commit; its age is time() minus this"
+})
+
+// Connection
+
+export const reconnects = Metric.counter("redis_reconnects_total", {
+  description: "Reconnection attempts of Redis clients",
+  incremental: true
+})
+
+// Consumer
+
+export const consumerDelivered = Metric.counter("consumer_delivered_total", {
+  description: "Entries handed to the application by a consumer group reader",
+  incremental: true
+})
+export const consumerAcked = Metric.counter("consumer_acked_total", {
+  description: "Entries acknowledged (XACK)",
+  incremental: true
+})
+export const consumerClaimed = Metric.counter("consumer_claimed_total", {
+  description: "Entries claimed from other consumers (XAUTOCLAIM / XCLAIM)",
+  incremental: true
+})
+export const consumerDeadLettered = Metric.counter("consumer_dead_lettered_total", {
+  description: "Entries moved to the dead-letter stream after too many deliveries or undecodable data",
+  incremental: true
+})
+export const consumerPending = Metric.gauge("consumer_pending", {
+  description: "Entries delivered to the group but not acknowledged (XPENDING)"
+})
+
+/** Attributes of a sink's series. */
+export const sinkAttributes = (pipeline: string, sink: string) => ({ pipeline, sink })
