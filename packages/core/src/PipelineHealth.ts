@@ -1,0 +1,217 @@
+/**
+ * The health of a running application: the state of each pipeline component (a sink, a consumer) and the readiness
+ * checks of what it depends on (a Redis PING), as served by {@link MetricsServer} at `/health` and `/ready`.
+ *
+ * - healthy: the process is up and no component has failed;
+ * - ready: every component is running and every check passes.
+ *
+ * The application reports its components' states (or wraps them with {@link track}); the checks are effects it
+ * injects, so this module knows nothing about Redis.
+ *
+ * @example
+ * ```ts
+ * const health = PipelineHealth.layer({
+ *   checks: [{ name: "redis", run: RedisConnection.use((redis) => redis.run((client) => client.ping())) }]
+ * })
+ * const program = source.pipe(Stream.run(RedisStreamSink.make(options)), PipelineHealth.track("orders"))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Context, Duration, Effect, Exit, Layer, Predicate, Ref } from "effect"
+
+/** Where a component is in its life. */
+export type ComponentState = "starting" | "running" | "stopped" | "failed"
+
+export interface ComponentStatus {
+  readonly state: ComponentState
+  /** When the component entered this state (ISO 8601). */
+  readonly since: string
+  /** The last error reported for the component (the cause of `failed`, or a transient error while running). */
+  readonly lastError?: string
+  /** When {@link lastError} was reported (ISO 8601). */
+  readonly lastErrorAt?: string
+}
+
+/** A readiness check: succeeds when the dependency answers. Its error (or a timeout) makes the app not ready. */
+export interface Check<R = never> {
+  readonly name: string
+  readonly run: Effect.Effect<unknown, unknown, R>
+  /** Longest wait for an answer. Default 2 seconds. */
+  readonly timeout?: Duration.Input
+}
+
+export interface CheckResult {
+  readonly ok: boolean
+  readonly latencyMs: number
+  readonly error?: string
+}
+
+/** The `/health` body. */
+export interface HealthReport {
+  readonly status: "ok" | "failed"
+  readonly uptimeSeconds: number
+  readonly components: Readonly<Record<string, ComponentStatus>>
+}
+
+/** The `/ready` body. */
+export interface ReadinessReport {
+  readonly status: "ready" | "not-ready"
+  /** Why not ready, one line per reason; empty when ready. */
+  readonly reasons: ReadonlyArray<string>
+  readonly components: Readonly<Record<string, ComponentStatus>>
+  readonly checks: Readonly<Record<string, CheckResult>>
+}
+
+export interface PipelineHealthService {
+  /** Sets a component's state; `error` is recorded as its last error. */
+  readonly set: (component: string, state: ComponentState, error?: string) => Effect.Effect<void>
+  /** Records an error of a component without changing its state (a retried write, a reconnect). */
+  readonly recordError: (component: string, error: string) => Effect.Effect<void>
+  readonly components: Effect.Effect<Readonly<Record<string, ComponentStatus>>>
+  readonly health: Effect.Effect<HealthReport>
+  /** Runs the checks (concurrently, each bounded by its timeout). */
+  readonly readiness: Effect.Effect<ReadinessReport>
+}
+
+export class PipelineHealth extends Context.Service<PipelineHealth, PipelineHealthService>()(
+  "@redflow/core/PipelineHealth"
+) {}
+
+/** A readable one-line description of an error or a failure cause. */
+export const describeError = (error: unknown): string => {
+  if (Cause.isCause(error)) {
+    if (Cause.hasInterruptsOnly(error)) return "interrupted"
+    return describeError(Cause.squash(error))
+  }
+  if (Predicate.isObject(error)) {
+    const tag = Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" ? error._tag : undefined
+    const message = Predicate.hasProperty(error, "message") && typeof error.message === "string" ? error.message : ""
+    if (tag !== undefined) return message === "" ? tag : `${tag}: ${message}`
+    if (message !== "") return message
+  }
+  return String(error)
+}
+
+const iso = (ms: number) => new Date(ms).toISOString()
+
+/** Builds the service; the checks run in the context this effect runs in. */
+export const make = <R = never>(
+  options: { readonly checks?: ReadonlyArray<Check<R>> } = {}
+): Effect.Effect<PipelineHealthService, never, R> =>
+  Effect.gen(function* () {
+    const context = yield* Effect.context<R>()
+    const startedAt = yield* Clock.currentTimeMillis
+    const state = yield* Ref.make<Readonly<Record<string, ComponentStatus>>>({})
+    const checks = options.checks ?? []
+
+    const set = (component: string, next: ComponentState, error?: string) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Ref.update(state, (all) => {
+          const previous = all[component]
+          const since = previous?.state === next ? previous.since : iso(now)
+          const status: ComponentStatus =
+            error !== undefined
+              ? { state: next, since, lastError: error, lastErrorAt: iso(now) }
+              : {
+                  state: next,
+                  since,
+                  ...(previous?.lastError !== undefined ? { lastError: previous.lastError } : {}),
+                  ...(previous?.lastErrorAt !== undefined ? { lastErrorAt: previous.lastErrorAt } : {})
+                }
+          return { ...all, [component]: status }
+        })
+      )
+
+    const recordError = (component: string, error: string) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Ref.update(state, (all) => {
+          const previous = all[component] ?? { state: "starting" as const, since: iso(now) }
+          return { ...all, [component]: { ...previous, lastError: error, lastErrorAt: iso(now) } }
+        })
+      )
+
+    const health = Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const components = yield* Ref.get(state)
+      const failed = Object.values(components).some((c) => c.state === "failed")
+      return {
+        status: failed ? "failed" : "ok",
+        uptimeSeconds: Math.round((now - startedAt) / 1000),
+        components
+      } satisfies HealthReport
+    })
+
+    const runCheck = (check: Check<R>) =>
+      Effect.gen(function* () {
+        const timeout = Duration.fromInputUnsafe(check.timeout ?? Duration.seconds(2))
+        const begin = yield* Clock.currentTimeMillis
+        const exit = yield* check.run.pipe(
+          Effect.timeoutOrElse({
+            duration: timeout,
+            orElse: () => Effect.fail(`no answer within ${Duration.format(timeout)}`)
+          }),
+          Effect.provideContext(context),
+          Effect.exit
+        )
+        const latencyMs = (yield* Clock.currentTimeMillis) - begin
+        const result: CheckResult = Exit.isSuccess(exit)
+          ? { ok: true, latencyMs }
+          : { ok: false, latencyMs, error: describeError(exit.cause) }
+        return [check.name, result] as const
+      })
+
+    const readiness = Effect.gen(function* () {
+      const components = yield* Ref.get(state)
+      const results = yield* Effect.forEach(checks, runCheck, { concurrency: "unbounded" })
+      const reasons: Array<string> = []
+      const names = Object.keys(components)
+      if (names.length === 0) reasons.push("no pipeline component has started")
+      for (const name of names) {
+        const c = components[name]!
+        if (c.state !== "running") reasons.push(`${name} is ${c.state}`)
+      }
+      for (const [name, result] of results) {
+        if (!result.ok) reasons.push(`check ${name} failed: ${result.error}`)
+      }
+      return {
+        status: reasons.length === 0 ? "ready" : "not-ready",
+        reasons,
+        components,
+        checks: Object.fromEntries(results)
+      } satisfies ReadinessReport
+    })
+
+    return PipelineHealth.of({ set, recordError, components: Ref.get(state), health, readiness })
+  })
+
+/**
+ * A {@link PipelineHealth} with these readiness checks. The layer captures the checks' requirements when it is
+ * built, e.g. the `RedisConnection` a PING runs on.
+ */
+export const layer = <R = never>(
+  options: { readonly checks?: ReadonlyArray<Check<R>> } = {}
+): Layer.Layer<PipelineHealth, never, R> => Layer.effect(PipelineHealth, make(options))
+
+/**
+ * Reports an effect's life as a component's state: `running` while it runs, `stopped` when it ends or is
+ * interrupted, `failed` (with the error) when it fails or dies.
+ *
+ * @example
+ * ```ts
+ * source.pipe(Stream.run(RedisStreamSink.make({ stream: "orders", pipeline: "orders" })), PipelineHealth.track("orders"))
+ * ```
+ */
+export const track =
+  (component: string) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | PipelineHealth> =>
+    PipelineHealth.use((health) =>
+      health.set(component, "running").pipe(
+        Effect.andThen(self),
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)
+            ? health.set(component, "stopped")
+            : health.set(component, "failed", describeError(exit.cause))
+        )
+      )
+    )

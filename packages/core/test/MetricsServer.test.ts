@@ -1,0 +1,255 @@
+/**
+ * The monitoring endpoint over real HTTP, after a real sink run against a real Redis: the scraped counters must
+ * equal what landed in Redis. Effect metrics are process-global, so every test uses its own pipeline name.
+ */
+import * as Net from "node:net"
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect, Exit, Layer, Stream } from "effect"
+import * as RedisConnection from "@redflow/redis/RedisConnection"
+import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
+import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import * as CheckpointStore from "../src/CheckpointStore.ts"
+import * as MetricsServer from "../src/MetricsServer.ts"
+import * as PipelineHealth from "../src/PipelineHealth.ts"
+import * as Position from "../src/Position.ts"
+import * as SyntheticSource from "../src/SyntheticSource.ts"
+
+let counter = 0
+const unique = (label: string) => `${label}_${process.pid}_${Date.now().toString(36)}_${counter++}`
+
+interface Sample {
+  readonly name: string
+  readonly labels: Readonly<Record<string, string>>
+  readonly value: number
+}
+
+/** Parses the Prometheus text format (the lines this test needs: samples, not HELP/TYPE). */
+const parse = (text: string): Array<Sample> =>
+  text
+    .split("\n")
+    .filter((line) => line !== "" && !line.startsWith("#"))
+    .map((line) => {
+      const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+      if (match === null) throw new Error(`not a sample line: ${line}`)
+      const labels: Record<string, string> = {}
+      for (const m of (match[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]!] = m[2]!
+      return { name: match[1]!, labels, value: match[3] === "+Inf" ? Infinity : Number(match[3]) }
+    })
+
+const find = (samples: ReadonlyArray<Sample>, name: string, labels: Record<string, string>) =>
+  samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+
+const one = (samples: ReadonlyArray<Sample>, name: string, labels: Record<string, string>): number => {
+  const found = find(samples, name, labels)
+  if (found.length !== 1) throw new Error(`expected one ${name}${JSON.stringify(labels)}, found ${found.length}`)
+  return found[0]!.value
+}
+
+const get = (url: string) =>
+  Effect.promise(async () => {
+    const response = await fetch(url)
+    return { status: response.status, type: response.headers.get("content-type"), body: await response.text() }
+  })
+
+const redisPing: PipelineHealth.Check<RedisConnection.RedisConnection> = {
+  name: "redis",
+  run: RedisConnection.RedisConnection.use((redis) => redis.run((client) => client.ping()))
+}
+
+/** A connection, a memory checkpoint store, and the metrics server on a free port with a Redis PING check. */
+const appLayer = (url: string, server: MetricsServer.Options = {}) => {
+  const connection = RedisConnection.layer({ url })
+  return Layer.mergeAll(
+    MetricsServer.layer({ port: 0, host: "127.0.0.1", ...server }).pipe(
+      Layer.provideMerge(PipelineHealth.layer({ checks: [redisPing] }))
+    ),
+    CheckpointStore.layerMemory
+  ).pipe(Layer.provideMerge(connection))
+}
+
+/** {@link appLayer} on the surrounding test server. */
+const appLayerFromServer = (server: MetricsServer.Options = {}) =>
+  Layer.unwrap(RedisTestServer.RedisTestServer.use(({ url }) => Effect.succeed(appLayer(url, server))))
+
+layer(RedisTestServer.layer(), { excludeTestServices: true })("MetricsServer against a real Redis", (it) => {
+  it.effect("after a sink run, /metrics over HTTP matches what landed in Redis, batch for batch", () =>
+    Effect.gen(function* () {
+      const pipeline = unique("metrics")
+      const prefix = `${pipeline}.`
+      const server = yield* MetricsServer.MetricsServer
+      const batches = yield* SyntheticSource.make({ count: 3_000, chunkSize: 100 }).pipe(
+        RedisStreamSink.deliver({
+          stream: `${prefix}\${source.table}`,
+          pipeline,
+          sinkName: "redis",
+          batch: { maxEvents: 250 }
+        }),
+        Stream.runCollect,
+        PipelineHealth.track(pipeline)
+      )
+      const streams = new Set(batches.flatMap((b) => b.streams.map((s) => s.stream)))
+      expect(streams.size).toBe(3)
+      const redis = yield* RedisConnection.RedisConnection
+      let landed = 0
+      for (const stream of streams) landed += yield* redis.run((client) => client.xlen(stream))
+      expect(landed).toBe(3_000)
+      expect(batches.length).toBeGreaterThanOrEqual(12)
+
+      const metrics = yield* get(`${server.url}/metrics`)
+      expect(metrics.status).toBe(200)
+      expect(metrics.type).toContain("text/plain")
+      expect(metrics.body).toContain("# TYPE deltaforge_sink_events_total counter")
+      expect(metrics.body).toContain("# TYPE deltaforge_sink_latency_seconds histogram")
+      const samples = parse(metrics.body)
+      const sink = { pipeline, sink: "redis" }
+      expect(one(samples, "deltaforge_sink_events_total", sink)).toBe(landed)
+      expect(one(samples, "deltaforge_sink_batch_total", sink)).toBe(batches.length)
+      expect(one(samples, "deltaforge_sink_latency_seconds_count", sink)).toBe(batches.length)
+      expect(one(samples, "deltaforge_sink_latency_seconds_bucket", { ...sink, le: "+Inf" })).toBe(batches.length)
+      expect(find(samples, "deltaforge_sink_latency_seconds_bucket", sink).length).toBeGreaterThan(10)
+      const stage = { pipeline, stage: "sink" }
+      expect(one(samples, "deltaforge_stage_latency_seconds_count", stage)).toBe(batches.length)
+      expect(one(samples, "deltaforge_stage_latency_seconds_sum", stage)).toBeGreaterThan(0)
+      expect(one(samples, "deltaforge_sink_bytes_total", sink)).toBe(batches.reduce((n, b) => n + b.bytes, 0))
+      expect(one(samples, "deltaforge_sink_checkpoint_position", sink)).toBe(
+        Number(Position.toSequence(batches[batches.length - 1]!.position))
+      )
+      const age = one(samples, "deltaforge_sink_checkpoint_age_seconds", sink)
+      expect(age).toBeGreaterThanOrEqual(0)
+      expect(age).toBeLessThan(30)
+      expect(one(samples, "deltaforge_sink_inflight_batches", sink)).toBe(0)
+      // Only this pipeline's series carry its name: nothing leaks between label sets.
+      expect(samples.filter((s) => s.labels.pipeline === pipeline && s.name.includes("events_total")).length).toBe(1)
+
+      const health = yield* get(`${server.url}/health`)
+      expect(health.status).toBe(200)
+      expect(health.type).toContain("application/json")
+      const healthBody = JSON.parse(health.body)
+      expect(healthBody.status).toBe("ok")
+      expect(healthBody.components[pipeline].state).toBe("stopped")
+
+      // The sink has finished: Redis answers, but nothing runs, so the app is not ready.
+      const ready = yield* get(`${server.url}/ready`)
+      expect(ready.status).toBe(503)
+      const readyBody = JSON.parse(ready.body)
+      expect(readyBody.status).toBe("not-ready")
+      expect(readyBody.checks.redis.ok).toBe(true)
+      expect(readyBody.reasons).toEqual([`${pipeline} is stopped`])
+    }).pipe(Effect.provide(appLayerFromServer()))
+  )
+
+  it.effect("/ready is 200 while the sink runs and Redis answers; /health is 503 once a component failed", () =>
+    Effect.gen(function* () {
+      const server = yield* MetricsServer.MetricsServer
+      const health = yield* PipelineHealth.PipelineHealth
+      const pipeline = unique("ready")
+
+      const before = yield* get(`${server.url}/ready`)
+      expect(before.status).toBe(503)
+      expect(JSON.parse(before.body).reasons).toEqual(["no pipeline component has started"])
+
+      yield* health.set(pipeline, "running")
+      const ready = yield* get(`${server.url}/ready`)
+      expect(ready.status).toBe(200)
+      const body = JSON.parse(ready.body)
+      expect(body).toMatchObject({ status: "ready", reasons: [], checks: { redis: { ok: true } } })
+      expect(body.components[pipeline].state).toBe("running")
+
+      const failing = yield* PipelineHealth.track(`${pipeline}-2`)(
+        Effect.fail(new RedisStreamSink.SinkConfigError({ field: "stream", message: "stream is required" }))
+      ).pipe(Effect.exit)
+      expect(Exit.isFailure(failing)).toBe(true)
+      const failed = yield* get(`${server.url}/health`)
+      expect(failed.status).toBe(503)
+      const failedBody = JSON.parse(failed.body)
+      expect(failedBody.status).toBe("failed")
+      expect(failedBody.components[`${pipeline}-2`]).toMatchObject({
+        state: "failed",
+        lastError: "SinkConfigError: stream is required"
+      })
+      expect((yield* get(`${server.url}/ready`)).status).toBe(503)
+    }).pipe(Effect.provide(appLayerFromServer()))
+  )
+
+  it.effect("custom prefix: the same series under acme_, none under deltaforge_", () =>
+    Effect.gen(function* () {
+      const pipeline = unique("prefix")
+      const server = yield* MetricsServer.MetricsServer
+      expect(server.prefix).toBe("acme")
+      const summary = yield* SyntheticSource.make({ count: 500 }).pipe(
+        Stream.run(RedisStreamSink.make({ stream: `${pipeline}.events`, pipeline }))
+      )
+      const metrics = yield* get(`${server.url}/metrics`)
+      const samples = parse(metrics.body)
+      expect(one(samples, "acme_sink_events_total", { pipeline, sink: "redis" })).toBe(500)
+      expect(one(samples, "acme_sink_batch_total", { pipeline, sink: "redis" })).toBe(summary.batches)
+      expect(one(samples, "acme_stage_latency_seconds_count", { pipeline, stage: "sink" })).toBe(summary.batches)
+      expect(samples.some((s) => s.name.startsWith("deltaforge_"))).toBe(false)
+      const redis = yield* RedisConnection.RedisConnection
+      expect(yield* redis.run((client) => client.xlen(`${pipeline}.events`))).toBe(500)
+    }).pipe(Effect.provide(appLayerFromServer({ prefix: "acme" })))
+  )
+})
+
+describe("MetricsServer without Redis", () => {
+  layer(Layer.empty, { excludeTestServices: true })("checks and options", (it) => {
+    it.effect("/ready reports an unreachable Redis as a failed check, with the reason", () =>
+      Effect.gen(function* () {
+        const server = yield* MetricsServer.MetricsServer
+        const health = yield* PipelineHealth.PipelineHealth
+        yield* health.set(unique("unreachable"), "running")
+        const ready = yield* get(`${server.url}/ready`)
+        expect(ready.status).toBe(503)
+        const body = JSON.parse(ready.body)
+        expect(body.checks.redis.ok).toBe(false)
+        expect(body.checks.redis.error).toMatch(/^RedisUnavailable/)
+        expect(body.reasons[0]).toMatch(/^check redis failed: RedisUnavailable/)
+        // Liveness does not depend on Redis: the process is up and nothing failed.
+        expect((yield* get(`${server.url}/health`)).status).toBe(200)
+      }).pipe(
+        Effect.provide(
+          Layer.unwrap(
+            Effect.map(
+              Effect.promise(() => RedisTestServer.freePort()),
+              (port) =>
+                MetricsServer.layer({ port: 0, host: "127.0.0.1" }).pipe(
+                  Layer.provideMerge(PipelineHealth.layer({ checks: [redisPing] })),
+                  Layer.provide(
+                    RedisConnection.layer({ url: `redis://127.0.0.1:${port}`, connectTimeout: "200 millis" })
+                  )
+                )
+            )
+          )
+        )
+      )
+    )
+
+    it.effect("a taken port fails with address-in-use; bad options name the field", () =>
+      Effect.gen(function* () {
+        const blocker = yield* Effect.acquireRelease(
+          Effect.promise(
+            () =>
+              new Promise<Net.Server>((resolve) => {
+                const s = Net.createServer()
+                s.listen(0, "127.0.0.1", () => resolve(s))
+              })
+          ),
+          (s) => Effect.promise(() => new Promise<void>((resolve) => s.close(() => resolve())))
+        )
+        const port = (blocker.address() as Net.AddressInfo).port
+        const start = (options: MetricsServer.Options) =>
+          Layer.build(MetricsServer.layer(options).pipe(Layer.provide(PipelineHealth.layer()))).pipe(
+            Effect.scoped,
+            Effect.flip
+          )
+        const inUse = yield* start({ port, host: "127.0.0.1" })
+        expect(inUse.reason).toBe("address-in-use")
+        expect(inUse.message).toBe(`port ${port} is already in use on 127.0.0.1`)
+        const badPort = yield* start({ port: 70_000 })
+        expect(badPort).toMatchObject({ reason: "invalid-option", field: "port" })
+        const badPrefix = yield* start({ prefix: "my-app" })
+        expect(badPrefix).toMatchObject({ reason: "invalid-option", field: "prefix" })
+      })
+    )
+  })
+})
