@@ -42,8 +42,10 @@ import { CheckpointStore, type CheckpointError } from "@redflow/core/CheckpointS
 import * as Envelope from "@redflow/core/Envelope"
 import * as Routing from "@redflow/core/Routing"
 import * as FailurePolicy from "./FailurePolicy.ts"
-import { RedisConnection, type RedisConnectionService } from "./RedisConnection.ts"
-import { classify, type RedisError } from "./RedisError.ts"
+import { Cluster } from "ioredis"
+import calculateSlot from "cluster-key-slot"
+import { type Client, RedisConnection, type RedisConnectionService } from "./RedisConnection.ts"
+import { classify, type RedisError, RedisReadOnly } from "./RedisError.ts"
 import { highWaterKey } from "./internal/highWater.ts"
 import * as Scripts from "./internal/scripts.ts"
 
@@ -430,9 +432,70 @@ const SEVERITY: Record<RedisError["_tag"], number> = {
 
 const isNoScript = (error: unknown) => error instanceof Error && /^NOSCRIPT\b/.test(error.message)
 
+type Reply = [Error | null, unknown]
+
+const evalshaArgs = (script: Scripts.Script, c: Command): ReadonlyArray<string | number> => [
+  script.sha,
+  c.keys.length,
+  ...c.keys,
+  ...c.argv
+]
+
+/** One pipeline: every command in one round trip. */
+const pipelined = async (
+  client: Client,
+  script: Scripts.Script,
+  commands: ReadonlyArray<Command>
+): Promise<Array<Reply>> => {
+  if (commands.length === 1) {
+    const c = commands[0]!
+    return [
+      await (client.evalsha as (...a: ReadonlyArray<unknown>) => Promise<unknown>)(...evalshaArgs(script, c)).then(
+        (r): Reply => [null, r],
+        (e: Error): Reply => [e, null]
+      )
+    ]
+  }
+  const pipeline = client.pipeline()
+  for (const c of commands) (pipeline.evalsha as (...a: ReadonlyArray<unknown>) => unknown)(...evalshaArgs(script, c))
+  return ((await pipeline.exec()) ?? []) as Array<Reply>
+}
+
 /**
- * Sends the commands (pipelined on one node; one by one, concurrently, on a cluster, where ioredis routes each to
- * its node) and returns one reply or error per command.
+ * On a cluster, a pipeline must stay on one node: group the commands by the node that owns their slot (from the
+ * client's slot map) and send one pipeline per node, all at once. A command whose slot moved meanwhile comes back
+ * with MOVED/ASK and is retried alone after the slot map is refreshed.
+ */
+const perNode = async (
+  cluster: Cluster,
+  script: Scripts.Script,
+  commands: ReadonlyArray<Command>
+): Promise<Array<Reply>> => {
+  const groups = new Map<string, Array<number>>()
+  commands.forEach((c, i) => {
+    const node = cluster.slots[calculateSlot(c.keys[0]!)]?.[0] ?? "?"
+    const group = groups.get(node)
+    if (group === undefined) groups.set(node, [i])
+    else group.push(i)
+  })
+  const replies = new Array<Reply>(commands.length)
+  await Promise.all(
+    [...groups.values()].map(async (indexes) => {
+      const results = await pipelined(
+        cluster,
+        script,
+        indexes.map((i) => commands[i]!)
+      ).catch((e: Error) => indexes.map((): Reply => [e, null]))
+      indexes.forEach((commandIndex, k) => (replies[commandIndex] = results[k] ?? [new Error("no reply"), null]))
+    })
+  )
+  return replies
+}
+
+/**
+ * Sends the commands (one pipeline per node) and returns one reply or error per command. A node that lost its
+ * script cache (restart, failover) answers NOSCRIPT without running anything: the source is sent once with EVAL,
+ * which also caches it there.
  */
 const send = (
   redis: RedisConnectionService,
@@ -440,25 +503,10 @@ const send = (
   commands: ReadonlyArray<Command>
 ): Effect.Effect<Array<ScriptReply | RedisError>, RedisError> =>
   redis.run(async (client): Promise<Array<ScriptReply | RedisError>> => {
-    const evalsha = (c: Command) => [script.sha, c.keys.length, ...c.keys, ...c.argv] as const
-    let results: Array<[Error | null, unknown]>
-    if (redis.topology === "cluster" || commands.length === 1) {
-      results = await Promise.all(
-        commands.map((c) =>
-          (client.evalsha as (...a: ReadonlyArray<unknown>) => Promise<unknown>)(...evalsha(c)).then(
-            (r): [null, unknown] => [null, r],
-            (e: Error): [Error, null] => [e, null]
-          )
-        )
-      )
-    } else {
-      const pipeline = client.pipeline()
-      for (const c of commands) (pipeline.evalsha as (...a: ReadonlyArray<unknown>) => unknown)(...evalsha(c))
-      results = ((await pipeline.exec()) ?? []) as Array<[Error | null, unknown]>
-    }
-    // A node that lost its script cache (restart, failover) answers NOSCRIPT without running anything: send the
-    // source once, which also caches it there.
+    const results =
+      client instanceof Cluster ? await perNode(client, script, commands) : await pipelined(client, script, commands)
     const out: Array<ScriptReply | RedisError> = []
+    let redirected = false
     for (let i = 0; i < commands.length; i++) {
       let [err, reply] = results[i] ?? [new Error("no reply"), null]
       if (isNoScript(err)) {
@@ -475,8 +523,11 @@ const send = (
           err = e as Error
         }
       }
-      out.push(err ? classify(err, { command: "EVALSHA", key: commands[i]!.stream }) : (reply as ScriptReply))
+      const result = err ? classify(err, { command: "EVALSHA", key: commands[i]!.stream }) : (reply as ScriptReply)
+      if (!Array.isArray(result) && result._tag === "RedisClusterRedirect") redirected = true
+      out.push(result)
     }
+    if (redirected && client instanceof Cluster) client.refreshSlotsCache()
     return out
   })
 
@@ -515,9 +566,9 @@ const start = <E, R>(
       Metric.update(Metric.withAttributes(Metrics.sinkRetries, { ...attributes, reason: error._tag }), 1)
     const onError = (error: RedisError) =>
       Metric.update(Metric.withAttributes(Metrics.sinkErrors, { ...attributes, kind: error._tag }), 1)
-    // Two batches' worth: one being written, one filling. This bound is what turns a Redis outage into
-    // backpressure on the source instead of memory growth.
-    const queue = yield* Queue.bounded<Entry, E | Cause.Done>(config.maxEvents * 2)
+    // One batch waits while one is written: all group commit needs. This bound (with the batch in flight) is what
+    // turns a Redis outage into backpressure on the source instead of memory growth.
+    const queue = yield* Queue.bounded<Entry, E | Cause.Done>(config.maxEvents)
     // Entries taken from the queue that did not fit the previous batch's bounds.
     let leftover: ReadonlyArray<Entry> = []
 
@@ -603,6 +654,7 @@ const start = <E, R>(
             )
           ),
           Effect.retry(FailurePolicy.schedule(policies, onRetry)),
+          Effect.mapError((error) => explainGiveUp(redis, error)),
           Effect.ensuring(Metric.update(metric.inFlight, 0))
         )
         if (config.waitForReplicas !== undefined) {
@@ -642,6 +694,17 @@ const start = <E, R>(
 
     return Effect.flatMap(takeBatch, writeBatch)
   })
+
+/** The error a sink fails with when its policy gives up, with the likely fix where there is one. */
+const explainGiveUp = (redis: RedisConnectionService, error: RedisError): RedisError =>
+  error._tag === "RedisReadOnly" && redis.topology === "standalone"
+    ? new RedisReadOnly({
+        message:
+          `${redis.description} points at a read-only replica (${error.message}). ` +
+          "Point the URL at the master, or use redis+sentinel://… so the sink follows the master.",
+        cause: error
+      })
+    : error
 
 const waitReplicas = (
   redis: RedisConnectionService,

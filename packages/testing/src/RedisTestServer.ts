@@ -49,6 +49,8 @@ export interface Options {
   readonly image?: string | undefined
   /** How long a spawned server may take to answer PING. Default 10 seconds. */
   readonly startTimeout?: Duration.Input | undefined
+  /** Spawn on this port rather than a free one; implies a spawned server (`REDIS_URL` is not used). */
+  readonly port?: number | undefined
 }
 
 /** A running test server. `pid` is set when this package spawned it (and will stop it). */
@@ -96,7 +98,8 @@ export const spawn = (
     const process = yield* RedisProcess.start({
       binary: options.binary ?? defaults.binary,
       args: (port) => [...RedisProcess.baseArgs(port, dir), ...extra],
-      startTimeout: options.startTimeout ?? defaults.startTimeout
+      startTimeout: options.startTimeout ?? defaults.startTimeout,
+      port: options.port
     })
     return {
       url: `redis://${process.host}:${process.port}`,
@@ -150,7 +153,7 @@ export const make = (options: Options = {}): Effect.Effect<Server, StartError, S
     if (options.url !== undefined) return fromUrl(options.url, args)
     const envUrl = yield* envRedisUrl
     if (Option.isSome(envUrl)) {
-      if (options.useEnv ?? args.length === 0) return fromUrl(envUrl.value, args)
+      if (options.useEnv ?? (args.length === 0 && options.port === undefined)) return fromUrl(envUrl.value, args)
       attempts.push(`REDIS_URL is set but not used: a shared server cannot take the arguments ${args.join(" ")}`)
     } else {
       attempts.push("REDIS_URL is not set")

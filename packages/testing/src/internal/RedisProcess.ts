@@ -205,6 +205,8 @@ export interface StartOptions {
   readonly startTimeout?: Duration.Input | undefined
   /** How many fresh ports to try when the chosen one is taken before the server binds it. */
   readonly portAttempts?: number | undefined
+  /** Listen on this port instead of a free one (e.g. to bring a server up where a client already waits). */
+  readonly port?: number | undefined
 }
 
 /** Spawns a server on a free port and waits until it answers PING; stopped by pid when the scope closes. */
@@ -212,7 +214,8 @@ export const start = (options: StartOptions): Effect.Effect<RedisProcess, Server
   const binary = options.binary ?? "redis-server"
   const host = options.host ?? "127.0.0.1"
   const timeout = options.startTimeout ?? "10 seconds"
-  const attempt = Effect.promise(() => freePort(host)).pipe(
+  const port = options.port
+  const attempt = (port !== undefined ? Effect.succeed(port) : Effect.promise(() => freePort(host))).pipe(
     Effect.tap((port) => options.prepare?.(port) ?? Effect.void),
     Effect.flatMap((port) => spawnChild(binary, options.args(port), port, host)),
     Effect.tap((process) => awaitReady(process, timeout)),
@@ -221,7 +224,10 @@ export const start = (options: StartOptions): Effect.Effect<RedisProcess, Server
     )
   )
   return attempt.pipe(
-    Effect.retry({ times: (options.portAttempts ?? 3) - 1, while: (error) => error.reason === "port-in-use" })
+    Effect.retry({
+      times: port !== undefined ? 0 : (options.portAttempts ?? 3) - 1,
+      while: (error) => error.reason === "port-in-use"
+    })
   )
 }
 

@@ -1,0 +1,97 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Fiber } from "effect"
+import { Metrics } from "@redflow/core"
+import * as ChaosProxy from "@redflow/testing/ChaosProxy"
+import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import { uniquePrefix, withClient } from "../support.ts"
+import { counter, landed, sleep, start } from "./harness.ts"
+
+describe("server unavailable (spec: connection refused → retries with backoff; blocks checkpoint)", () => {
+  it.live("at start: the sink retries, the checkpoint stays put, delivery starts when the server comes up", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(() => RedisTestServer.freePort())
+      const url = `redis://127.0.0.1:${port}`
+      const prefix = uniquePrefix("down-at-start")
+      const run = yield* start({ url, prefix, count: 3_000 })
+      yield* sleep(1_500)
+      // Nothing listens yet: connection refused, and nothing moved.
+      expect(run.fiber.pollUnsafe()).toBeUndefined()
+      expect(yield* run.checkpoint).toBe(0)
+      const refusedRetries = yield* counter(Metrics.sinkRetries, {
+        pipeline: prefix,
+        sink: "redis",
+        reason: "RedisUnavailable"
+      })
+      expect(refusedRetries).toBeGreaterThanOrEqual(3) // 100, 200, 400, 800 ms backoff within 1.5 s
+      expect(refusedRetries).toBeLessThanOrEqual(6)
+      // Backpressure: the source was pulled no further than the batch in flight, one batch waiting and the chunk
+      // being offered.
+      expect(yield* run.pulled).toBeLessThanOrEqual(2 * 1000 + 2 * 100)
+
+      yield* RedisTestServer.make({ port })
+      const batches = yield* Fiber.join(run.fiber)
+      expect(batches.reduce((n, b) => n + b.events, 0)).toBe(3_000)
+      const result = yield* landed(url, prefix, 3_000)
+      expect(result.missing).toEqual([])
+      expect(result.duplicates).toBe(0)
+    })
+  )
+
+  for (const guarantee of ["at-least-once", "exactly-once"] as const) {
+    it.live(`mid-run (${guarantee}): connections reset and refused for 2 s, then delivery resumes with no gap`, () =>
+      Effect.gen(function* () {
+        const server = yield* RedisTestServer.make({ useEnv: false })
+        const proxy = yield* ChaosProxy.make({ target: { host: server.host, port: server.port } })
+        const prefix = uniquePrefix(`down-mid-${guarantee}`)
+        const run = yield* start({
+          url: proxy.url,
+          prefix,
+          count: 12_000,
+          ratePerSecond: 4_000,
+          sink: { guarantee, batch: { maxEvents: 200 } }
+        })
+        yield* sleep(800)
+        proxy.refuse()
+        proxy.resetAll()
+        yield* sleep(300)
+        const atOutage = yield* run.checkpoint
+        const pulledAtOutage = yield* run.pulled
+        expect(atOutage).toBeGreaterThan(0)
+        yield* sleep(1_700)
+        // While Redis is unreachable the checkpoint does not move and the source is not pulled past the queue bound.
+        expect(yield* run.checkpoint).toBe(atOutage)
+        expect((yield* run.pulled) - pulledAtOutage).toBeLessThanOrEqual(2 * 200 + 2 * 100)
+        expect(run.fiber.pollUnsafe()).toBeUndefined()
+        proxy.heal()
+        yield* Fiber.join(run.fiber)
+        const result = yield* landed(server.url, prefix, 12_000)
+        expect(result.missing).toEqual([])
+        if (guarantee === "exactly-once") expect(result.duplicates).toBe(0)
+        else expect(result.duplicates).toBeLessThanOrEqual(200)
+        expect(
+          yield* counter(Metrics.sinkRetries, { pipeline: prefix, sink: "redis", reason: "RedisUnavailable" })
+        ).toBeGreaterThan(0)
+      })
+    )
+  }
+})
+
+describe("stream does not exist (spec: auto-created by XADD, no failure)", () => {
+  it.live("the first batch creates each stream", () =>
+    Effect.gen(function* () {
+      const server = yield* RedisTestServer.make()
+      const prefix = uniquePrefix("create")
+      const before = yield* Effect.promise(() => withClient(server.url, (c) => c.exists(`${prefix}.orders`)))
+      expect(before).toBe(0)
+      const run = yield* start({ url: server.url, prefix, count: 30 })
+      yield* Fiber.join(run.fiber)
+      const types = yield* Effect.promise(() =>
+        withClient(server.url, (c) =>
+          Promise.all(["customers", "orders", "payments"].map((t) => c.type(`${prefix}.${t}`)))
+        )
+      )
+      expect(types).toEqual(["stream", "stream", "stream"])
+      expect((yield* landed(server.url, prefix, 30)).missing).toEqual([])
+    })
+  )
+})
