@@ -7,6 +7,8 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Fault tests spawn redis-server processes; two cores do not reward more parallelism.
     maxWorkers: 2,
-    fileParallelism: true
+    fileParallelism: true,
+    // Sink warnings during fault tests are expected; show a test's output only when it fails.
+    silent: "passed-only"
   }
 })
