@@ -1,5 +1,5 @@
 /** Helpers shared by the Redis integration tests: reading streams back, unique names, the usual layers. */
-import { Redis } from "ioredis"
+import { Cluster, Redis } from "ioredis"
 import { Layer } from "effect"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as RedisConnection from "../src/RedisConnection.ts"
@@ -18,6 +18,31 @@ export const readStream = async (url: string, stream: string): Promise<Array<Ent
   const client = new Redis(url, { lazyConnect: true })
   await client.connect()
   try {
+    return await readWith(client, stream)
+  } finally {
+    client.disconnect()
+  }
+}
+
+/** {@link readStream} through a cluster client that follows the slot of `stream`. */
+export const readClusterStream = async (
+  nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>,
+  stream: string
+): Promise<Array<Entry>> => {
+  const client = new Cluster(
+    nodes.map((n) => ({ host: n.host, port: n.port })),
+    { lazyConnect: true }
+  )
+  await client.connect()
+  try {
+    return await readWith(client, stream)
+  } finally {
+    client.disconnect()
+  }
+}
+
+const readWith = async (client: Redis | Cluster, stream: string): Promise<Array<Entry>> => {
+  {
     const out: Array<Entry> = []
     let start = "-"
     for (;;) {
@@ -30,8 +55,6 @@ export const readStream = async (url: string, stream: string): Promise<Array<Ent
       if (page.length < 5000) return out
       start = `(${page[page.length - 1]![0]}`
     }
-  } finally {
-    client.disconnect()
   }
 }
 

@@ -8,7 +8,7 @@ import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisConnection from "../../src/RedisConnection.ts"
 import * as RedisStreamSink from "../../src/RedisStreamSink.ts"
-import { readStream } from "../support.ts"
+import { type Entry, readStream } from "../support.ts"
 
 export const TABLES = ["customers", "orders", "payments"] as const
 
@@ -70,8 +70,16 @@ export interface Landed {
   readonly outOfOrder: number
 }
 
-/** Reads every stream of the run and compares it with the first `count` events of the source. */
-export const landed = (url: string, prefix: string, count: number) =>
+/**
+ * Reads every stream of the run and compares it with the first `count` events of the source. `read` reads one
+ * stream (by default from the standalone server at `url`).
+ */
+export const landed = (
+  url: string,
+  prefix: string,
+  count: number,
+  read: (stream: string) => Promise<ReadonlyArray<Entry>> = (stream) => readStream(url, stream)
+) =>
   Effect.gen(function* () {
     const expected = new Map<string, number>()
     for (const event of yield* Stream.runCollect(SyntheticSource.make({ count, payloadBytes: 256 }))) {
@@ -83,7 +91,7 @@ export const landed = (url: string, prefix: string, count: number) =>
     let outOfOrder = 0
     for (const table of TABLES) {
       let last = 0
-      for (const entry of yield* Effect.promise(() => readStream(url, `${prefix}.${table}`))) {
+      for (const entry of yield* Effect.promise(() => read(`${prefix}.${table}`))) {
         entries++
         const sequence = expected.get(entry.fields.id!)
         if (sequence === undefined) throw new Error(`unexpected entry ${entry.id} with id ${entry.fields.id}`)
