@@ -17,10 +17,13 @@ export class RedisUnavailable extends Schema.TaggedError<RedisUnavailable>()("Re
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-/** NOAUTH, WRONGPASS or NOPERM: credentials or ACL are wrong. Never retried. */
+/**
+ * NOAUTH, WRONGPASS or NOPERM: credentials or ACL are wrong; or TLS: the server's certificate cannot be verified
+ * (wrong CA, wrong host name, expired). None of these fixes itself: never retried.
+ */
 export class RedisAuthFailed extends Schema.TaggedError<RedisAuthFailed>()("RedisAuthFailed", {
   message: Schema.String,
-  code: Schema.Literals(["NOAUTH", "WRONGPASS", "NOPERM"]),
+  code: Schema.Literals(["NOAUTH", "WRONGPASS", "NOPERM", "TLS"]),
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
@@ -87,6 +90,18 @@ const isRedisError = (u: unknown): u is RedisError =>
   u instanceof RedisClusterRedirect ||
   u instanceof RedisCommandError
 
+// Node's TLS verification failures: a configuration problem, not a transient one.
+const TLS_CODES = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "ERR_SSL_WRONG_VERSION_NUMBER"
+])
+
 const CONNECTION_CODES = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
@@ -124,6 +139,9 @@ export const classify = (cause: unknown, context: { readonly command?: string; r
 
   const auth = AUTH_REPLY.exec(message)
   if (auth) return new RedisAuthFailed({ message, code: auth[1] as RedisAuthFailed["code"], cause })
+  if (typeof code === "string" && TLS_CODES.has(code)) {
+    return new RedisAuthFailed({ message: `TLS: ${message}`, code: "TLS", cause })
+  }
   if (/^OOM\b/.test(message)) return new RedisOutOfMemory({ message, cause })
   if (/^READONLY\b/.test(message)) return new RedisReadOnly({ message, cause })
   const redirect = REDIRECT_REPLY.exec(message)

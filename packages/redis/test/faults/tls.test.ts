@@ -85,6 +85,13 @@ describe("TLS (rediss://)", () => {
       const result = yield* landed(server.url, prefix, 2_000)
       expect(result.missing).toEqual([])
       expect(result.duplicates).toBe(0)
+
+      // Without the CA the server's certificate cannot be verified: that never fixes itself, so fail fast.
+      const started = Date.now()
+      const untrusted = yield* start({ url: `rediss://127.0.0.1:${tlsPort}`, prefix: `${prefix}.untrusted`, count: 10 })
+      const error = yield* Fiber.join(untrusted.fiber).pipe(Effect.flip)
+      expect(error).toMatchObject({ _tag: "RedisAuthFailed", code: "TLS" })
+      expect(Date.now() - started).toBeLessThan(1_000)
     })
   )
 })
