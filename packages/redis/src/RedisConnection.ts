@@ -22,7 +22,8 @@
 import type { ConnectionOptions as TlsOptions } from "node:tls"
 import { Cluster, Redis } from "ioredis"
 import type { ClusterOptions, RedisOptions } from "ioredis"
-import { Config, Context, Duration, Effect, Layer, Option, Redacted, Scope } from "effect"
+import { Config, Context, Duration, Effect, Layer, Metric, Option, Redacted, Scope } from "effect"
+import { Metrics } from "@redflow/core"
 import { classify, RedisAuthFailed, RedisConfigError, type RedisError } from "./RedisError.ts"
 import * as RedisUrl from "./RedisUrl.ts"
 
@@ -228,6 +229,11 @@ const open = (
     client.on("error", (err: unknown) => {
       const error = classify(err)
       if (error._tag === "RedisAuthFailed") state.authError = error
+    })
+    const context = yield* Effect.context<never>()
+    const reconnects = Metric.withAttributes(Metrics.reconnects, { client: resolved.options.clientName ?? "redflow" })
+    client.on("reconnecting", () => {
+      Effect.runSyncWith(context)(Metric.update(reconnects, 1))
     })
 
     const run = <A>(

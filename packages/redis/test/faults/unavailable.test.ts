@@ -51,6 +51,7 @@ describe("server unavailable (spec: connection refused → retries with backoff;
           sink: { guarantee, batch: { maxEvents: 200 } }
         })
         yield* sleep(800)
+        const reconnectsBefore = yield* counter(Metrics.reconnects, { client: "redflow" })
         proxy.refuse()
         proxy.resetAll()
         yield* sleep(300)
@@ -71,6 +72,7 @@ describe("server unavailable (spec: connection refused → retries with backoff;
         expect(
           yield* counter(Metrics.sinkRetries, { pipeline: prefix, sink: "redis", reason: "RedisUnavailable" })
         ).toBeGreaterThan(0)
+        expect(yield* counter(Metrics.reconnects, { client: "redflow" })).toBeGreaterThan(reconnectsBefore)
       })
     )
   }
