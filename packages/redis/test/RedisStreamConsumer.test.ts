@@ -1,0 +1,466 @@
+import { spawn } from "node:child_process"
+import { join } from "node:path"
+import { expect, layer } from "@effect/vitest"
+import { Duration, Effect, Fiber, Metric, Stream } from "effect"
+import { Position } from "@redflow/core"
+import * as Metrics from "@redflow/core/Metrics"
+import * as SyntheticSource from "@redflow/core/SyntheticSource"
+import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import * as Idempotency from "../src/Idempotency.ts"
+import * as RedisConnection from "../src/RedisConnection.ts"
+import * as RedisStreamConsumer from "../src/RedisStreamConsumer.ts"
+import * as RedisStreamSink from "../src/RedisStreamSink.ts"
+import * as StreamAdmin from "../src/StreamAdmin.ts"
+import { readStream, sinkLayers, uniquePrefix, withClient } from "./support.ts"
+
+/** Writes synthetic order events `after + 1 … after + count` to `stream` through the sink (keyed by row id). */
+const produce = (url: string, stream: string, count: number, after = 0) =>
+  SyntheticSource.make({
+    count: after + count,
+    tables: ["orders"],
+    ...(after > 0 ? { from: Position.fromSequence(after) } : {})
+  }).pipe(Stream.run(RedisStreamSink.make({ stream, key: "${key.id}" })), Effect.provide(sinkLayers(url)))
+
+/** Polls `check` every 20 ms (real time) until it holds; dies after `timeout`. */
+const eventually = <E, R>(label: string, check: Effect.Effect<boolean, E, R>, timeout: Duration.Input = "20 seconds") =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + Duration.toMillis(Duration.fromInputUnsafe(timeout))
+    while (!(yield* check)) {
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for: ${label}`))
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+const pendingIds = (stream: string, group: string) =>
+  Effect.map(StreamAdmin.pendingEntries(stream, group, { count: 100_000 }), (entries) => entries.map((e) => e.id))
+
+const counterValue = (metric: Metric.Counter<number>, attributes: Record<string, string>) =>
+  Effect.map(Metric.value(Metric.withAttributes(metric, attributes)), (state) => state.count)
+
+/** Runs `f` with the test server's URL and a connection to it. */
+const withServer = <A, E>(f: (url: string) => Effect.Effect<A, E, RedisConnection.RedisConnection>) =>
+  Effect.gen(function* () {
+    const { url } = yield* RedisTestServer.RedisTestServer
+    return yield* f(url).pipe(Effect.provide(RedisConnection.layer({ url })))
+  })
+
+/** A consumer process that takes entries and hangs in its handler on the first one: killed later with SIGKILL. */
+const DOOMED_CONSUMER = `
+import { Effect, Stream } from "effect"
+import * as RedisConnection from "./src/RedisConnection.ts"
+import * as RedisStreamConsumer from "./src/RedisStreamConsumer.ts"
+const program = RedisStreamConsumer.messages({
+  stream: process.env.STREAM, group: "workers", consumer: "doomed", count: 50
+}).pipe(
+  Stream.runForEach(() => Effect.sync(() => process.stdout.write("processing\\n")).pipe(Effect.andThen(Effect.never)))
+)
+Effect.runPromise(program.pipe(Effect.provide(RedisConnection.layer({ url: process.env.URL }))))
+`
+
+layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsumer against a real Redis", (it) => {
+  it.effect("three competing consumers split 10,000 events: each processed once, nothing left pending", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("compete")
+        yield* produce(url, stream, 10_000)
+        const processedBy = new Map<string, Array<string>>()
+        const consumerOf = (consumer: string) =>
+          RedisStreamConsumer.run({
+            stream,
+            group: "billing",
+            consumer,
+            concurrency: 4,
+            minIdle: "2 seconds",
+            handler: (event) =>
+              Effect.sync(() => {
+                const seen = processedBy.get(event.id)
+                if (seen === undefined) processedBy.set(event.id, [consumer])
+                else seen.push(consumer)
+              })
+          }).pipe(Effect.forkChild)
+        const fibers = yield* Effect.all([consumerOf("c1"), consumerOf("c2"), consumerOf("c3")])
+        yield* eventually(
+          "10,000 events processed",
+          Effect.sync(() => processedBy.size === 10_000),
+          "30 seconds"
+        )
+        yield* eventually(
+          "no entry pending",
+          Effect.map(StreamAdmin.pending(stream, "billing"), (p) => p.count === 0)
+        )
+        yield* Fiber.interruptAll(fibers)
+
+        const ids = (yield* Effect.promise(() => readStream(url, stream))).map((e) => e.fields.id!)
+        expect(ids.length).toBe(10_000)
+        expect(ids.filter((id) => processedBy.get(id)?.length !== 1)).toEqual([])
+        const shares = new Map<string, number>()
+        for (const [consumer] of processedBy.values()) shares.set(consumer!, (shares.get(consumer!) ?? 0) + 1)
+        expect([...shares.keys()].sort()).toEqual(["c1", "c2", "c3"])
+
+        const [group] = yield* StreamAdmin.groups(stream)
+        expect(group).toMatchObject({ name: "billing", consumers: 3, pending: 0, lag: 0, entriesRead: 10_000 })
+        expect(yield* counterValue(Metrics.consumerAcked, { stream, group: "billing" })).toBe(10_000)
+        expect(yield* counterValue(Metrics.consumerDelivered, { stream, group: "billing" })).toBe(10_000)
+      })
+    )
+  )
+
+  it.effect("a consumer killed mid-processing: another claims its entries after the idle threshold; none lost", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("killed")
+        yield* produce(url, stream, 200)
+        const child = spawn(process.execPath, ["--input-type=module", "-e", DOOMED_CONSUMER], {
+          cwd: join(import.meta.dirname, ".."),
+          env: { ...process.env, URL: url, STREAM: stream },
+          stdio: ["ignore", "pipe", "pipe"]
+        })
+        let stderr = ""
+        child.stderr.on("data", (d) => (stderr += d))
+        const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on("exit", (_, signal) => resolve(signal)))
+        yield* Effect.promise(() => new Promise<void>((resolve) => child.stdout.once("data", () => resolve()))).pipe(
+          Effect.timeoutOrElse({
+            duration: "20 seconds",
+            orElse: () => Effect.die(new Error(`the doomed consumer did not start: ${stderr}`))
+          })
+        )
+        child.kill("SIGKILL")
+        expect(yield* Effect.promise(() => exited)).toBe("SIGKILL")
+        // What the killed consumer had taken and never acknowledged (its reads run ahead of its handler).
+        const held = (yield* StreamAdmin.pendingEntries(stream, "workers", { consumer: "doomed", count: 1000 })).map(
+          (e) => e.id
+        )
+        expect(held.length).toBeGreaterThanOrEqual(50)
+
+        const processed = new Map<string, number>()
+        const claimed = new Set<string>()
+        const rescuer = yield* RedisStreamConsumer.run({
+          stream,
+          group: "workers",
+          consumer: "rescuer",
+          minIdle: "200 millis",
+          claimInterval: "100 millis",
+          handler: (event, message) =>
+            Effect.sync(() => {
+              processed.set(event.id, (processed.get(event.id) ?? 0) + 1)
+              if (message.delivery === "claimed") claimed.add(message.id)
+            })
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "all 200 processed",
+          Effect.sync(() => processed.size === 200)
+        )
+        yield* eventually(
+          "nothing pending",
+          Effect.map(pendingIds(stream, "workers"), (ids) => ids.length === 0)
+        )
+        yield* Fiber.interrupt(rescuer)
+
+        // Exactly the entries the killed consumer held were claimed; every event was processed once.
+        expect([...claimed].sort()).toEqual([...held].sort())
+        expect([...processed.values()].every((n) => n === 1)).toBe(true)
+        const consumers = yield* StreamAdmin.consumers(stream, "workers")
+        expect(consumers.find((c) => c.name === "doomed")?.pending).toBe(0)
+        expect(yield* counterValue(Metrics.consumerClaimed, { stream, group: "workers" })).toBe(held.length)
+      })
+    )
+  )
+
+  it.effect("a poison entry goes to the dead-letter stream after N deliveries; undecodable ones at once", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("poison")
+        const dlq = `${stream}.dead-letter`
+        yield* produce(url, stream, 10)
+        const entries = yield* Effect.promise(() => readStream(url, stream))
+        const poison = entries[3]!
+        const [notJson, noEvent] = yield* Effect.promise(() =>
+          withClient(url, (c) =>
+            Promise.all([
+              c.xadd(stream, "*", "event", "{not json", "id", "bad-1"),
+              c.xadd(stream, "*", "id", "bad-2", "op", "c")
+            ])
+          )
+        )
+        const attempts = new Map<string, number>()
+        const fiber = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          maxDeliveries: 3,
+          minIdle: "200 millis",
+          claimInterval: "100 millis",
+          handler: (event) =>
+            Effect.suspend(() => {
+              attempts.set(event.id, (attempts.get(event.id) ?? 0) + 1)
+              return event.id === poison.fields.id ? Effect.fail(new Error("boom: card declined")) : Effect.void
+            })
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "three dead letters",
+          Effect.map(StreamAdmin.length(dlq), (n) => n === 3)
+        )
+        yield* eventually(
+          "nothing pending",
+          Effect.map(pendingIds(stream, "g"), (ids) => ids.length === 0)
+        )
+        yield* Fiber.interrupt(fiber)
+
+        expect(attempts.get(poison.fields.id!)).toBe(3)
+        expect([...attempts.entries()].filter(([id]) => id !== poison.fields.id).every(([, n]) => n === 1)).toBe(true)
+        expect(attempts.size).toBe(10)
+        const dead = yield* Effect.promise(() => readStream(url, dlq))
+        const bySource = new Map(dead.map((e) => [e.fields.source_id, e.fields]))
+        expect(bySource.get(notJson!)).toMatchObject({
+          event: "{not json",
+          id: "bad-1",
+          source_stream: stream,
+          group: "g",
+          consumer: "w1",
+          deliveries: "1"
+        })
+        expect(bySource.get(notJson!)!.error).toMatch(/invalid JSON/)
+        expect(bySource.get(noEvent!)).toMatchObject({ id: "bad-2", error: "the entry has no event field" })
+        // The poison entry keeps every original field, plus where it came from, its deliveries and its last error.
+        expect(bySource.get(poison.id)).toMatchObject({
+          ...poison.fields,
+          source_stream: stream,
+          source_id: poison.id,
+          group: "g",
+          deliveries: "3"
+        })
+        expect(bySource.get(poison.id)!.error).toMatch(/boom: card declined/)
+        expect(yield* counterValue(Metrics.consumerDeadLettered, { stream, group: "g" })).toBe(3)
+        // The errors hash is cleaned up once the entry is dead-lettered.
+        const errors = yield* Effect.promise(() =>
+          withClient(url, (c) => c.hlen(`redflow:consumer-errors:${stream}:g`))
+        )
+        expect(errors).toBe(0)
+      })
+    )
+  )
+
+  it.effect("a redelivered duplicate is skipped by the idempotency helper and acknowledged", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("dupes")
+        yield* produce(url, stream, 20)
+        // A producer restart replays events 11..20: same event ids, new entries (at-least-once).
+        yield* produce(url, stream, 10, 10)
+        const entries = yield* Effect.promise(() => readStream(url, stream))
+        expect(entries.length).toBe(30)
+        const store = yield* Idempotency.makeRedis({ prefix: `${stream}:processed:`, ttl: "1 hour" })
+        const handled: Array<string> = []
+        const fiber = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          idempotency: store,
+          orderedBy: "key",
+          concurrency: 4,
+          handler: (event) => Effect.sync(() => handled.push(event.id))
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "all entries acknowledged",
+          Effect.map(StreamAdmin.groups(stream), ([g]) => g?.lag === 0 && g.pending === 0)
+        )
+        yield* Fiber.interrupt(fiber)
+        expect(handled.length).toBe(20)
+        expect(new Set(handled).size).toBe(20)
+        expect(yield* store.isProcessed(entries[29]!.fields.id!)).toBe(true)
+        const ttl = yield* Effect.promise(() =>
+          withClient(url, (c) => c.pttl(`${stream}:processed:${entries[0]!.fields.id}`))
+        )
+        expect(ttl).toBeGreaterThan(3_500_000)
+        expect(ttl).toBeLessThanOrEqual(3_600_000)
+      })
+    )
+  )
+
+  it.effect("shutdown while busy: finished handlers are acknowledged, the rest stays pending, none lost", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("shutdown")
+        yield* produce(url, stream, 30)
+        const entries = yield* Effect.promise(() => readStream(url, stream))
+        const seq = new Map(entries.map((e, i) => [e.fields.id!, i + 1]))
+        const finished = new Set<string>()
+        const started = new Set<string>()
+        const fiber = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          concurrency: 10,
+          shutdownTimeout: "1 second",
+          // Events 1-5 finish at once, 6-10 take 300 ms (they finish during the shutdown), 11+ never finish.
+          handler: (event, message) => {
+            const n = seq.get(event.id)!
+            started.add(message.id)
+            const work = n <= 5 ? Effect.void : n <= 10 ? Effect.sleep("300 millis") : Effect.never
+            return work.pipe(Effect.andThen(Effect.sync(() => finished.add(message.id))))
+          }
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "15 handlers started",
+          Effect.sync(() => started.size === 15 && finished.size === 5)
+        )
+        const before = Date.now()
+        yield* Fiber.interrupt(fiber)
+        const took = Date.now() - before
+        expect(took).toBeGreaterThanOrEqual(900)
+        expect(took).toBeLessThan(3000)
+
+        expect(finished.size).toBe(10)
+        const pending = yield* pendingIds(stream, "g")
+        const ids = entries.map((e) => e.id)
+        expect(pending.sort()).toEqual(ids.filter((id) => !finished.has(id)).sort())
+        expect(pending.length).toBe(20)
+
+        // The same consumer restarts: its pending entries come first, and everything gets done.
+        const redone = new Set<string>()
+        const restarted = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          handler: (_, message) =>
+            Effect.sync(() => {
+              expect(message.delivery).toBe("pending")
+              expect(message.deliveries).toBe(2)
+              redone.add(message.id)
+            })
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "the rest processed",
+          Effect.sync(() => redone.size === 20)
+        )
+        yield* eventually(
+          "nothing pending",
+          Effect.map(pendingIds(stream, "g"), (p) => p.length === 0)
+        )
+        yield* Fiber.interrupt(restarted)
+        expect(new Set([...finished, ...redone]).size).toBe(30)
+      })
+    )
+  )
+
+  it.effect("ordered per key under concurrency: each row's changes are handled in stream order", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("ordered")
+        yield* produce(url, stream, 600)
+        const seen = new Map<string, Array<string>>()
+        const running = new Set<string>()
+        let overlapped = false
+        let maxParallel = 0
+        const fiber = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          concurrency: 8,
+          orderedBy: "key",
+          handler: (event, message) =>
+            Effect.gen(function* () {
+              const key = message.key!
+              if (running.has(key)) overlapped = true
+              running.add(key)
+              maxParallel = Math.max(maxParallel, running.size)
+              yield* Effect.sleep(Duration.millis(Math.floor(Math.random() * 3)))
+              running.delete(key)
+              const list = seen.get(key) ?? []
+              list.push(event.position)
+              seen.set(key, list)
+            })
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "600 processed",
+          Effect.sync(() => [...seen.values()].reduce((n, l) => n + l.length, 0) === 600)
+        )
+        yield* Fiber.interrupt(fiber)
+        expect(overlapped).toBe(false)
+        expect(maxParallel).toBeGreaterThan(1)
+        const updatedRows = [...seen.values()].filter((l) => l.length > 1)
+        expect(updatedRows.length).toBeGreaterThan(10)
+        for (const positions of seen.values()) expect(positions).toEqual([...positions].sort())
+      })
+    )
+  )
+
+  it.effect("the message stream: chunks acknowledged with one XACK, entries not acknowledged come back", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("messages")
+        yield* produce(url, stream, 50)
+        const options = { stream, group: "g", consumer: "w1", count: 20 } as const
+        // Take 30 messages and acknowledge 20 of them. The stream reads ahead (up to a read's worth beyond what was
+        // taken), and what was read is pending until acknowledged.
+        const first = yield* RedisStreamConsumer.messages(options).pipe(Stream.take(30), Stream.runCollect)
+        expect(first.map((m) => m.delivery)).toEqual(Array(30).fill("new"))
+        yield* RedisStreamConsumer.ack(first.slice(0, 20))
+        const entries = yield* Effect.promise(() => readStream(url, stream))
+        const left = entries.slice(20).map((e) => e.id)
+        expect((yield* pendingIds(stream, "g")).sort()).toEqual(left)
+        // A new run re-reads the entries left pending (delivered twice now) and acknowledges them chunk by chunk.
+        const second = yield* RedisStreamConsumer.messages(options).pipe(
+          Stream.take(30),
+          Stream.mapArrayEffect((chunk) => Effect.as(RedisStreamConsumer.ack(chunk), chunk)),
+          Stream.runCollect
+        )
+        expect(second.map((m) => [m.id, m.delivery, m.deliveries])).toEqual(left.map((id) => [id, "pending", 2]))
+        expect((yield* pendingIds(stream, "g")).length).toBe(0)
+        expect(new Set([...first, ...second].map((m) => m.event.id)).size).toBe(50)
+      })
+    )
+  )
+
+  it.effect("a plain XREAD subscription: from 0-0, from $, and resumed from an id", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("subscribe")
+        yield* produce(url, stream, 5)
+        const all = yield* RedisStreamConsumer.subscribe({ stream, from: "0-0" }).pipe(
+          Stream.take(5),
+          Stream.runCollect
+        )
+        expect(all.map((e) => e.event.position)).toEqual([1, 2, 3, 4, 5].map((n) => Position.fromSequence(n)))
+
+        // From `$`: only what is added after the subscription started.
+        const live = yield* RedisStreamConsumer.subscribe({ stream, from: "$", block: "100 millis" }).pipe(
+          Stream.take(3),
+          Stream.runCollect,
+          Effect.forkChild
+        )
+        yield* Effect.sleep("300 millis")
+        yield* produce(url, stream, 3, 5)
+        const fresh = yield* Fiber.join(live)
+        expect(fresh.map((e) => e.event.position)).toEqual([6, 7, 8].map((n) => Position.fromSequence(n)))
+
+        // Resumed after the second entry seen.
+        const resumed = yield* RedisStreamConsumer.subscribe({ stream, from: all[1]!.id }).pipe(
+          Stream.take(6),
+          Stream.runCollect
+        )
+        expect(resumed.map((e) => e.event.position)).toEqual([3, 4, 5, 6, 7, 8].map((n) => Position.fromSequence(n)))
+      })
+    )
+  )
+
+  it.effect("invalid options fail before anything is read, naming the option", () =>
+    withServer(() =>
+      Effect.gen(function* () {
+        const error = yield* RedisStreamConsumer.messages({ stream: "s", group: "g", consumer: "", count: 0 }).pipe(
+          Stream.runDrain,
+          Effect.flip
+        )
+        expect(error).toMatchObject({ _tag: "ConsumerConfigError", field: "consumer" })
+        const run = yield* RedisStreamConsumer.run({
+          stream: "s",
+          group: "g",
+          consumer: "c",
+          concurrency: 0,
+          handler: () => Effect.void
+        }).pipe(Effect.flip)
+        expect(run).toMatchObject({ _tag: "ConsumerConfigError", field: "concurrency" })
+      })
+    )
+  )
+})
