@@ -572,13 +572,17 @@ const start = <E, R>(
     // Entries taken from the queue that did not fit the previous batch's bounds.
     let leftover: ReadonlyArray<Entry> = []
 
-    yield* feed((chunk) =>
+    // Encode at most one batch's worth at a time: a source that emits huge chunks (Stream.fromIterable of an
+    // array emits it whole) must not have all of it encoded ahead of the queue.
+    const offerSlice = (chunk: ReadonlyArray<CdcEvent.CdcEvent>, from: number): Effect.Effect<void> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const entries = new Array<Entry>(chunk.length)
-        for (let i = 0; i < chunk.length; i++) entries[i] = prepare(chunk[i]!, now)
-        return Queue.offerAll(queue, entries)
-      }).pipe(Effect.asVoid)
-    ).pipe(
+        const to = Math.min(chunk.length, from + config.maxEvents)
+        const entries = new Array<Entry>(to - from)
+        for (let i = from; i < to; i++) entries[i - from] = prepare(chunk[i]!, now)
+        const offered = Queue.offerAll(queue, entries)
+        return to < chunk.length ? Effect.flatMap(offered, () => offerSlice(chunk, to)) : Effect.asVoid(offered)
+      })
+    yield* feed((chunk) => offerSlice(chunk, 0)).pipe(
       Effect.onExit((exit) => (Exit.isSuccess(exit) ? Queue.end(queue) : Queue.failCause(queue, exit.cause))),
       Effect.forkIn(scope)
     )
