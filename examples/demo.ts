@@ -1,8 +1,10 @@
 /**
- * The minimal demo: the synthetic source into Redis Streams, then a summary of what landed.
+ * The library in a few lines: the synthetic source into Redis Streams through `RedisStreamSink.deliver`, then a
+ * summary of what landed. (`pnpm demo` runs the fuller `redflow demo` of packages/cli: source, sink and a consumer
+ * group together, with progress, metrics and Ctrl-C draining.)
  *
  * Redis: `REDIS_URL` when set, else a `redis-server` spawned on a free port, else a Docker container.
- * Run with `pnpm demo` (`EVENTS=50000 pnpm demo` for more).
+ * Run with `node examples/demo.ts` (`EVENTS=50000 node examples/demo.ts` for more).
  */
 import { Console, Effect, Layer, Stream } from "effect"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"

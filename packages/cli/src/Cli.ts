@@ -1,0 +1,80 @@
+/**
+ * The `redflow` command line: `produce`, `consume`, `stream info|groups|pending|trim|claim` and `demo`, built with
+ * Effect's CLI module.
+ *
+ * Exit codes: 0 done, 1 any other fatal error, 2 bad arguments or configuration (the message names the flag),
+ * 3 authentication failure. A failure prints one line on stderr; `--verbose` adds the cause.
+ *
+ * @example
+ * ```ts
+ * // bin.ts
+ * Cli.main(process.argv.slice(2))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { NodeServices } from "@effect/platform-node"
+import { Cause, Console, Effect, Exit, Fiber } from "effect"
+import { CliError, CliOutput, Command } from "effect/cli"
+import * as Consume from "./internal/consume.ts"
+import * as Demo from "./internal/demo.ts"
+import * as Errors from "./internal/errors.ts"
+import { Json, Verbose } from "./internal/flags.ts"
+import { Reported } from "./internal/output.ts"
+import * as Produce from "./internal/produce.ts"
+import * as Shutdown from "./internal/shutdown.ts"
+import * as Stream from "./internal/stream.ts"
+
+export const VERSION = "0.1.0"
+
+/** The root command. */
+export const command = Command.make("redflow").pipe(
+  Command.withDescription("Move CDC events into Redis Streams and back out: produce, consume, inspect, demo."),
+  Command.withSubcommands([Produce.command, Consume.command, Stream.command, Demo.command]),
+  Command.withGlobalFlags([Json, Verbose])
+)
+
+/**
+ * Parse errors as one line each plus a pointer to `--help`, on stderr; help and version as usual on stdout.
+ */
+const presenter: CliOutput.Presenter = {
+  present: (event) =>
+    event._tag === "InvalidInvocation"
+      ? Effect.gen(function* () {
+          const path = event.commandPath.join(" ")
+          for (const error of event.errors) {
+            yield* Console.error(`redflow: error: ${error.message.split("\n")[0]}`)
+          }
+          yield* Console.error(`Run \`${path} --help\` for the flags and what they expect.`)
+        })
+      : CliOutput.defaultPresenter.present(event)
+}
+
+/** The exit code of a finished run. */
+export const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
+  if (Exit.isSuccess(exit)) return Errors.EXIT_OK
+  const error = Cause.squash(exit.cause)
+  if (error instanceof Reported) return error.exitCode
+  if (CliError.isCliError(error)) return Errors.EXIT_USAGE
+  return Errors.exitCode(exit.cause)
+}
+
+/** Runs the command line with these arguments and exits the process with the exit code. */
+export const main = (args: ReadonlyArray<string>): void => {
+  const program = Command.runWith(command, { version: VERSION })(args).pipe(
+    Effect.provide(CliOutput.layerPresenter(presenter)),
+    Effect.provide(NodeServices.layer)
+  )
+  const fiber = Effect.runFork(program)
+  const uninstall = Shutdown.install(fiber as Fiber.Fiber<unknown, unknown>)
+  fiber.addObserver((exit) => {
+    uninstall()
+    const code = exitCodeOf(exit)
+    if (Exit.isFailure(exit) && !(Cause.squash(exit.cause) instanceof Reported) && code !== Errors.EXIT_USAGE) {
+      // Not reported by a handler: a failure outside the commands (the CLI itself).
+      if (code !== Errors.EXIT_INTERRUPTED) process.stderr.write(`redflow: error: ${Errors.describe(exit.cause)}\n`)
+      if (args.includes("--verbose")) process.stderr.write(`${Cause.pretty(exit.cause)}\n`)
+    }
+    process.exit(code)
+  })
+}

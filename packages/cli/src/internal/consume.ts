@@ -1,0 +1,221 @@
+/**
+ * `redflow consume`: a consumer-group worker on `RedisStreamConsumer.run`. It acknowledges each event after
+ * processing it; with `--count N` it stops after N events were processed and acknowledged.
+ */
+import { Clock, Deferred, Duration, Effect, Layer, Option, Ref } from "effect"
+import { Command, Flag } from "effect/cli"
+import type { CdcEvent } from "@redflow/core/CdcEvent"
+import * as Metrics from "@redflow/core/Metrics"
+import * as PipelineHealth from "@redflow/core/PipelineHealth"
+import * as RedisStreamConsumer from "@redflow/redis/RedisStreamConsumer"
+import * as StreamAdmin from "@redflow/redis/StreamAdmin"
+import { UsageError } from "./errors.ts"
+import * as Flags from "./flags.ts"
+import * as MetricValues from "./metricValues.ts"
+import * as Output from "./output.ts"
+import { announceMetrics, metricsLayer } from "./produce.ts"
+import * as Redis from "./redis.ts"
+import * as Shutdown from "./shutdown.ts"
+
+/** The consumer option each flag sets, to name the flag when the consumer rejects a value. */
+const FLAG_OF_FIELD: Record<string, string> = {
+  stream: "stream",
+  group: "group",
+  consumer: "consumer",
+  startId: "start-id",
+  minIdle: "claim-idle",
+  deadLetterStream: "dead-letter",
+  maxDeliveries: "max-deliveries",
+  concurrency: "concurrency",
+  count: "count"
+}
+
+export interface ConsumeInput {
+  readonly redis: Option.Option<string>
+  readonly stream: string
+  readonly group: string
+  readonly consumer: string
+  readonly count: Option.Option<number>
+  readonly claimIdle: Option.Option<number>
+  readonly deadLetter: Option.Option<string>
+  readonly maxDeliveries: Option.Option<number>
+  readonly concurrency: number
+  readonly startId: string
+  readonly print: boolean
+  readonly metricsPort: Option.Option<number>
+}
+
+/** Consumer options from the flags. */
+export const consumerOptions = (input: {
+  readonly stream: string
+  readonly group: string
+  readonly consumer: string
+  readonly claimIdle: Option.Option<number>
+  readonly deadLetter: Option.Option<string>
+  readonly maxDeliveries: Option.Option<number>
+  readonly startId: string
+  readonly readCount?: number
+}): RedisStreamConsumer.Options => ({
+  stream: input.stream,
+  group: input.group,
+  consumer: input.consumer,
+  startId: input.startId,
+  block: "500 millis",
+  ...(input.readCount !== undefined ? { count: input.readCount } : {}),
+  ...Option.match(input.claimIdle, { onNone: () => ({}), onSome: (ms) => ({ minIdle: Duration.millis(ms) }) }),
+  ...Option.match(input.deadLetter, { onNone: () => ({}), onSome: (s) => ({ deadLetterStream: s }) }),
+  ...Option.match(input.maxDeliveries, { onNone: () => ({}), onSome: (n) => ({ maxDeliveries: n }) })
+})
+
+/** A consumer configuration error names its flag (exit 2). */
+export const namingFlags = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.catchIf(
+    self,
+    (e): e is E & RedisStreamConsumer.ConsumerConfigError => (e as { _tag?: unknown })._tag === "ConsumerConfigError",
+    (e) =>
+      Effect.fail(new UsageError({ flag: FLAG_OF_FIELD[e.field] ?? e.field, message: e.message.replace(/^\S+ /, "") }))
+  )
+
+const run = (input: ConsumeInput) =>
+  Effect.gen(function* () {
+    const json = yield* Flags.Json
+    const url = yield* Flags.resolveRedisUrl(input.redis)
+    const target = Option.getOrUndefined(input.count)
+    return yield* Effect.gen(function* () {
+      yield* announceMetrics(true)
+      const stop = yield* Shutdown.drainOnSignal
+      const done = yield* Deferred.make<void>()
+      const processed = yield* Ref.make(0)
+      const startedAt = yield* Clock.currentTimeMillis
+      const attributes = { stream: input.stream, group: input.group }
+      const handler = (event: CdcEvent, message: RedisStreamConsumer.Message) =>
+        Effect.gen(function* () {
+          // Past --count: leave the entry pending (an interrupted handler is not acknowledged and not retried).
+          const n = yield* Ref.modify(processed, (n) =>
+            target !== undefined && n >= target ? [-1, n] : [n + 1, n + 1]
+          )
+          if (n < 0) return yield* Effect.interrupt
+          if (input.print) {
+            yield* Effect.sync(() =>
+              process.stdout.write(`${JSON.stringify({ entry: message.id, stream: message.stream, event })}\n`)
+            )
+          }
+          if (target !== undefined && n >= target) yield* Deferred.succeed(done, undefined)
+        })
+      yield* Output.progressLine(
+        Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          const n = yield* Ref.get(processed)
+          const pending = yield* MetricValues.sum(Metrics.consumerPending.id, attributes)
+          return `consumed ${Output.count(n)}${target !== undefined ? `/${Output.count(target)}` : ""} events · ${Output.count(Output.rate(n, now - startedAt))} events/s · pending ${Output.count(pending)}`
+        })
+      )
+      const consumer = RedisStreamConsumer.run({
+        // Small reads with --count: what is read ahead of the handler stays pending to this consumer when it exits.
+        ...consumerOptions({
+          ...input,
+          ...(target !== undefined ? { readCount: Math.max(1, Math.min(100, Math.ceil(target / 10))) } : {})
+        }),
+        concurrency: input.concurrency,
+        handler
+      }).pipe(PipelineHealth.track(`consumer:${input.group}:${input.consumer}`))
+      // The consumer runs until --count is reached or a signal asks to drain; interrupting it stops reading,
+      // lets the handlers in flight finish and acknowledges them.
+      yield* Effect.raceFirst(namingFlags(consumer), Effect.race(Deferred.await(done), stop))
+      const durationMs = (yield* Clock.currentTimeMillis) - startedAt
+      const count = yield* Ref.get(processed)
+      const pending = yield* StreamAdmin.pending(input.stream, input.group)
+      const summary = {
+        command: "consume",
+        stream: input.stream,
+        group: input.group,
+        consumer: input.consumer,
+        processed: count,
+        acked: yield* MetricValues.sum(Metrics.consumerAcked.id, attributes),
+        claimed: yield* MetricValues.sum(Metrics.consumerClaimed.id, attributes),
+        deadLettered: yield* MetricValues.sum(Metrics.consumerDeadLettered.id, attributes),
+        pending: pending.count,
+        pendingOfConsumer: pending.consumers.find((c) => c.name === input.consumer)?.pending ?? 0,
+        stopped: Shutdown.signalled(),
+        durationMs,
+        eventsPerSecond: Output.rate(count, durationMs)
+      }
+      if (json) return yield* Output.printJson(summary)
+      yield* Effect.sync(() =>
+        process.stderr.write(
+          `${summary.stopped ? "stopped: " : ""}${Output.count(count)} events processed and acknowledged in ${(durationMs / 1000).toFixed(2)} s` +
+            ` (${Output.count(summary.eventsPerSecond)} events/s); claimed ${summary.claimed}, dead-lettered ${summary.deadLettered}; ` +
+            `${Output.count(summary.pending)} pending in ${input.group}\n`
+        )
+      )
+    }).pipe(Effect.scoped, Effect.provide(metricsLayer(input.metricsPort).pipe(Layer.provideMerge(Redis.layer(url)))))
+  })
+
+export const command = Command.make(
+  "consume",
+  {
+    redis: Flags.redis,
+    stream: Flag.String("stream").pipe(Flag.withDescription("Stream to read, e.g. orders.events")),
+    group: Flag.String("group").pipe(
+      Flag.withDescription("Consumer group (created at the start of the stream when missing)")
+    ),
+    consumer: Flag.String("consumer").pipe(
+      Flag.withDescription("This consumer's name in the group; keep it across restarts to recover its pending entries")
+    ),
+    count: Flags.intAtLeast("count", 1, "a number of messages").pipe(
+      Flag.withMetavar("N"),
+      Flag.withDescription("Exit after N messages were processed and acknowledged (default: run until Ctrl-C)"),
+      Flag.optional
+    ),
+    claimIdle: Flags.intAtLeast("claim-idle", 1, "milliseconds").pipe(
+      Flag.withMetavar("MS"),
+      Flag.withDescription("Take over entries other consumers left pending this long (XAUTOCLAIM; default 30000)"),
+      Flag.optional
+    ),
+    deadLetter: Flag.String("dead-letter").pipe(
+      Flag.withMetavar("STREAM"),
+      Flag.withDescription("Where undecodable or too-often-delivered entries go (default <stream>.dead-letter)"),
+      Flag.optional
+    ),
+    maxDeliveries: Flags.intAtLeast("max-deliveries", 1, "a number of deliveries").pipe(
+      Flag.withMetavar("N"),
+      Flag.withDescription("Deliveries before an entry goes to the dead-letter stream (default 5)"),
+      Flag.optional
+    ),
+    concurrency: Flags.intAtLeast("concurrency", 1, "a number of handlers").pipe(
+      Flag.withMetavar("N"),
+      Flag.withDescription("Messages processed at once"),
+      Flag.withDefault(1)
+    ),
+    startId: Flag.String("start-id").pipe(
+      Flag.withMetavar("ID"),
+      Flag.withDescription("Where a new group starts: 0 (the whole stream), $ (only new entries) or an id"),
+      Flag.withDefault("0")
+    ),
+    print: Flag.Boolean("print").pipe(
+      Flag.withDescription("Print each event as one JSON line on stdout"),
+      Flag.withDefault(false)
+    ),
+    metricsPort: Flag.Int("metrics-port").pipe(
+      Flag.withMetavar("PORT"),
+      Flag.withDescription("Serve /metrics, /health and /ready on this port while consuming (0 = a free port)"),
+      Flag.optional
+    )
+  },
+  (input) => Output.handler(run(input))
+).pipe(
+  Command.withDescription(
+    "A consumer-group worker: reads a stream with XREADGROUP, acknowledges each event after processing it, takes over entries idle past --claim-idle and dead-letters poison entries. With --count N it exits after N messages are processed and acknowledged."
+  ),
+  Command.withExamples([
+    {
+      command:
+        "redflow consume --redis redis://localhost:6379 --stream orders.events --group mygroup --consumer worker1",
+      description: "Work until Ctrl-C (which finishes and acknowledges what is in flight)"
+    },
+    {
+      command: "redflow consume --stream orders.events --group mygroup --consumer worker2 --count 100 --print",
+      description: "Process 100 events, printing each as JSON, then exit"
+    }
+  ])
+)

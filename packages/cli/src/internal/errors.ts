@@ -1,0 +1,83 @@
+/**
+ * What a failed command prints and the exit code it ends with.
+ *
+ * | exit | when |
+ * |---|---|
+ * | 0 | done (also after Ctrl-C drained the run) |
+ * | 1 | any other fatal error (Redis unreachable, a fatal reply error, a corrupt checkpoint file) |
+ * | 2 | bad arguments or configuration: the message names the flag and what it expects |
+ * | 3 | authentication failure (NOAUTH, WRONGPASS, NOPERM) |
+ */
+import { Cause, Predicate, Schema } from "effect"
+import { CliError } from "effect/cli"
+
+/** A flag value that cannot work, found before anything runs. */
+export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", {
+  /** The flag at fault, without dashes. */
+  flag: Schema.String,
+  /** What the flag expects, and what it got. */
+  message: Schema.String
+}) {}
+
+/** A stream that the command reads does not exist (exit 1: the name may be right and the stream not made yet). */
+export class StreamNotFound extends Schema.TaggedError<StreamNotFound>()("StreamNotFound", {
+  stream: Schema.String
+}) {
+  override get message(): string {
+    return `stream ${JSON.stringify(this.stream)} does not exist`
+  }
+}
+
+export const EXIT_OK = 0
+export const EXIT_FAILURE = 1
+export const EXIT_USAGE = 2
+export const EXIT_AUTH = 3
+export const EXIT_INTERRUPTED = 130
+
+const USAGE_TAGS = new Set(["UsageError", "RedisConfigError", "SinkConfigError", "ConfigError"])
+
+const tagOf = (error: unknown): string | undefined =>
+  Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" ? error._tag : undefined
+
+const messageOf = (error: unknown): string =>
+  Predicate.hasProperty(error, "message") && typeof error.message === "string" && error.message !== ""
+    ? error.message
+    : String(error)
+
+/** The exit code for a failure. */
+export const exitCode = (cause: Cause.Cause<unknown>): number => {
+  if (Cause.hasInterruptsOnly(cause)) return EXIT_INTERRUPTED
+  const error = Cause.squash(cause)
+  if (CliError.isCliError(error)) return EXIT_USAGE
+  const tag = tagOf(error)
+  if (tag === "RedisAuthFailed") return EXIT_AUTH
+  if (tag !== undefined && USAGE_TAGS.has(tag)) return EXIT_USAGE
+  if (tag === "MetricsServerError" && (error as { reason?: unknown }).reason === "invalid-option") return EXIT_USAGE
+  return EXIT_FAILURE
+}
+
+/** The one line a failure prints (without the `redflow:` prefix). */
+export const describe = (cause: Cause.Cause<unknown>): string => {
+  if (Cause.hasInterruptsOnly(cause)) return "interrupted"
+  const error = Cause.squash(cause)
+  const tag = tagOf(error)
+  const message = messageOf(error).split("\n")[0]!
+  switch (tag) {
+    case "UsageError":
+      return `--${(error as UsageError).flag}: ${message}`
+    case "RedisAuthFailed":
+      return `authentication failed: ${message} (check the user and password in --redis or REDIS_URL)`
+    case "RedisConfigError": {
+      const field = (error as { field?: unknown }).field
+      return field === "url" || field === undefined ? `--redis: ${message}` : `${field}: ${message}`
+    }
+    case "StreamNotFound":
+      return message
+    case "RedisUnavailable":
+      return `Redis is not reachable: ${message}`
+    case undefined:
+      return Cause.hasDies(cause) ? `unexpected error: ${message}` : message
+    default:
+      return `${tag}: ${message}`
+  }
+}

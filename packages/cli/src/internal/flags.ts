@@ -1,0 +1,83 @@
+/**
+ * Flags shared by several commands, and the global `--json` / `--verbose` settings.
+ */
+import { Config, Effect, Option } from "effect"
+import { Flag, GlobalFlag } from "effect/cli"
+import { RedisConfigError } from "@redflow/redis/RedisError"
+import * as RedisUrl from "@redflow/redis/RedisUrl"
+import { UsageError } from "./errors.ts"
+
+/** `--json`: one JSON object on stdout at the end instead of the human summary. */
+export const Json = GlobalFlag.Setting("json")({
+  flag: Flag.Boolean("json").pipe(
+    Flag.withDescription("Print one JSON object at the end (the summary) instead of human-readable output"),
+    Flag.withDefault(false)
+  )
+})
+
+/** `--verbose`: on failure, print the full cause after the one-line message; log more. */
+export const Verbose = GlobalFlag.Setting("verbose")({
+  flag: Flag.Boolean("verbose").pipe(
+    Flag.withDescription("On failure, print the full cause; log warnings and progress details"),
+    Flag.withDefault(false)
+  )
+})
+
+/** `--redis URL`, falling back to `REDIS_URL`; validated by {@link resolveRedisUrl}. */
+export const redis = Flag.String("redis").pipe(
+  Flag.withMetavar("URL"),
+  Flag.withDescription(
+    "Redis URL: redis://[user:password@]host:port[/db], rediss://, redis+sentinel://h1,h2/master, redis+cluster://h1,h2 (default: REDIS_URL)"
+  ),
+  Flag.optional
+)
+
+const envRedisUrl = Config.option(Config.String("REDIS_URL")).pipe(
+  Effect.map(Option.filter((url) => url !== "")),
+  Effect.orElseSucceed(() => Option.none<string>())
+)
+
+/** The `--redis` value, else `REDIS_URL`; `None` when neither is set. Fails when the URL cannot work. */
+export const redisUrlOption = (flag: Option.Option<string>): Effect.Effect<Option.Option<string>, UsageError> =>
+  Effect.gen(function* () {
+    const url = Option.isSome(flag) ? flag : yield* envRedisUrl
+    if (Option.isNone(url)) return url
+    const parsed = RedisUrl.parse(url.value)
+    if (parsed instanceof RedisConfigError) {
+      const source = Option.isSome(flag) ? "" : " (from REDIS_URL)"
+      return yield* new UsageError({ flag: "redis", message: `${parsed.message}${source}` })
+    }
+    return url
+  })
+
+/** The `--redis` value, else `REDIS_URL`; one of them is required. */
+export const resolveRedisUrl = (flag: Option.Option<string>): Effect.Effect<string, UsageError> =>
+  Effect.flatMap(redisUrlOption(flag), (url) =>
+    Option.isSome(url)
+      ? Effect.succeed(url.value)
+      : Effect.fail(
+          new UsageError({
+            flag: "redis",
+            message: "required: a Redis URL such as redis://localhost:6379 (or set REDIS_URL)"
+          })
+        )
+  )
+
+/** An integer flag that must be at least `min`. */
+export const intAtLeast = (name: string, min: number, what: string) =>
+  Flag.Int(name).pipe(
+    Flag.filter(
+      (n) => n >= min,
+      (n) => `Expected ${what} (an integer >= ${min}), got ${n}`
+    )
+  )
+
+/** A comma-separated list of non-empty names. */
+export const list = (name: string) =>
+  Flag.String(name).pipe(
+    Flag.map((s) => s.split(",").map((part) => part.trim())),
+    Flag.filter(
+      (parts) => parts.length > 0 && parts.every((p) => p !== ""),
+      (parts) => `Expected a comma-separated list of names such as a,b, got "${parts.join(",")}"`
+    )
+  )

@@ -1,0 +1,83 @@
+/**
+ * Output of the `redflow` commands: a terse logger on stderr, a live progress line on a TTY, failure reporting with
+ * the exit code, and JSON.
+ */
+import { Cause, Effect, Logger, Option, References, Schedule, Schema, Scope } from "effect"
+import { GlobalFlag } from "effect/cli"
+import * as Errors from "./errors.ts"
+import { Verbose } from "./flags.ts"
+
+/** A failure already printed; carries the exit code for the process. */
+export class Reported extends Schema.TaggedError<Reported>()("Reported", {
+  exitCode: Schema.Number
+}) {}
+
+const render = (message: unknown): string =>
+  Array.isArray(message) ? message.map(render).join(" ") : typeof message === "string" ? message : String(message)
+
+/** `redflow: warn: message` on stderr, without timestamps or fiber ids. */
+const logger = Logger.make(({ logLevel, message, cause }) => {
+  const detail = cause.reasons.length > 0 ? ` (${Errors.describe(cause)})` : ""
+  process.stderr.write(`${clearLine()}redflow: ${logLevel.toLowerCase()}: ${render(message)}${detail}\n`)
+})
+
+const clearLine = () => (process.stderr.isTTY ? "\r\x1b[2K" : "")
+
+/**
+ * Runs a command's handler: the CLI logger (warnings and errors; everything with `--verbose`), and on failure one
+ * line on stderr (`--verbose` adds the full cause) and a {@link Reported} failure with the exit code.
+ */
+export const handler = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const verbose = yield* Verbose
+    const logLevel = yield* GlobalFlag.LogLevel
+    return yield* self.pipe(
+      Effect.catchCause((cause): Effect.Effect<never, Reported> =>
+        Cause.hasInterruptsOnly(cause)
+          ? Effect.interrupt
+          : Effect.gen(function* () {
+              process.stderr.write(`${clearLine()}redflow: error: ${Errors.describe(cause)}\n`)
+              if (verbose) process.stderr.write(`${Cause.pretty(cause)}\n`)
+              return yield* new Reported({ exitCode: Errors.exitCode(cause) })
+            })
+      ),
+      Effect.provide(Logger.layer([logger])),
+      // Retries show in the metrics; a fatal error prints its own line. --log-level, when given, decides.
+      Effect.provideService(
+        References.MinimumLogLevel,
+        Option.getOrElse(logLevel, () => (verbose ? "Debug" : "Error"))
+      )
+    )
+  })
+
+/** Prints one JSON object on stdout. */
+export const printJson = (value: unknown) =>
+  Effect.sync(() => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`))
+
+/** Prints lines on stdout. */
+export const print = (...lines: ReadonlyArray<string>) =>
+  Effect.sync(() => process.stdout.write(`${lines.join("\n")}\n`))
+
+/**
+ * A live progress line on stderr, redrawn every `everyMs` while the scope is open, when stderr is a terminal (never
+ * in a pipe or a log file). The line is cleared when the scope closes.
+ */
+export const progressLine = <R>(
+  line: Effect.Effect<string, never, R>,
+  everyMs = 250
+): Effect.Effect<void, never, Scope.Scope | R> =>
+  process.stderr.isTTY !== true
+    ? Effect.void
+    : Effect.gen(function* () {
+        const draw = Effect.flatMap(line, (text) =>
+          Effect.sync(() => process.stderr.write(`\r\x1b[2K${text.slice(0, (process.stderr.columns ?? 120) - 1)}`))
+        )
+        yield* Effect.addFinalizer(() => Effect.sync(() => process.stderr.write("\r\x1b[2K")))
+        yield* draw.pipe(Effect.repeat(Schedule.spaced(`${everyMs} millis`)), Effect.forkScoped)
+      })
+
+/** `12345` → `12,345`. */
+export const count = (n: number) => n.toLocaleString("en-US")
+
+/** Events per second over `ms`. */
+export const rate = (events: number, ms: number) => (ms <= 0 ? 0 : Math.round((events * 1000) / ms))

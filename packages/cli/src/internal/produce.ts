@@ -1,0 +1,365 @@
+/**
+ * `redflow produce`: the synthetic source into Redis Streams through the sink, resumable from a checkpoint file.
+ */
+import { Clock, Effect, Layer, Option, Result, Schema, Stream } from "effect"
+import { Command, Flag } from "effect/cli"
+import * as CheckpointStore from "@redflow/core/CheckpointStore"
+import * as MetricsServer from "@redflow/core/MetricsServer"
+import * as PipelineHealth from "@redflow/core/PipelineHealth"
+import * as Position from "@redflow/core/Position"
+import * as Routing from "@redflow/core/Routing"
+import * as SyntheticSource from "@redflow/core/SyntheticSource"
+import { RedisConnection } from "@redflow/redis/RedisConnection"
+import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
+import { UsageError } from "./errors.ts"
+import * as Flags from "./flags.ts"
+import * as Output from "./output.ts"
+import * as Redis from "./redis.ts"
+import * as Shutdown from "./shutdown.ts"
+
+export interface ProduceInput {
+  readonly redis: Option.Option<string>
+  readonly stream: string
+  readonly events: number
+  readonly rate: Option.Option<number>
+  readonly tables: Option.Option<ReadonlyArray<string>>
+  readonly payloadBytes: Option.Option<number>
+  readonly guarantee: "at-least-once" | "exactly-once"
+  readonly checkpoint: Option.Option<string>
+  readonly batchSize: Option.Option<number>
+  readonly maxlen: Option.Option<number>
+  readonly key: Option.Option<string>
+  readonly pipeline: string
+  readonly seed: number
+  readonly metricsPort: Option.Option<number>
+}
+
+/** The sink option each flag sets, to name the flag when the sink rejects a value. */
+const FLAG_OF_SINK_FIELD: Record<string, string> = {
+  stream: "stream",
+  key: "key",
+  guarantee: "guarantee",
+  pipeline: "pipeline",
+  "batch.maxEvents": "batch-size",
+  "trim.maxLen": "maxlen"
+}
+
+const FLAG_OF_SOURCE_FIELD: Record<string, string> = {
+  count: "events",
+  ratePerSecond: "rate",
+  tables: "tables",
+  payloadBytes: "payload-bytes",
+  seed: "seed"
+}
+
+const decodeSourceOptions = Schema.decodeUnknownResult(SyntheticSource.Options)
+
+/** The synthetic source's options from the flags, validated (an invalid value names its flag). */
+export const sourceOptions = (input: {
+  readonly events: number
+  readonly rate: Option.Option<number>
+  readonly tables: Option.Option<ReadonlyArray<string>>
+  readonly payloadBytes: Option.Option<number>
+  readonly seed: number
+}): Effect.Effect<SyntheticSource.Options, UsageError> => {
+  const raw = {
+    count: input.events,
+    seed: input.seed,
+    ...Option.match(input.rate, { onNone: () => ({}), onSome: (r) => ({ ratePerSecond: r }) }),
+    ...Option.match(input.tables, { onNone: () => ({}), onSome: (t) => ({ tables: t }) }),
+    ...Option.match(input.payloadBytes, { onNone: () => ({}), onSome: (b) => ({ payloadBytes: b }) })
+  }
+  const decoded = decodeSourceOptions(raw)
+  if (Result.isSuccess(decoded)) return Effect.succeed(decoded.success)
+  const issue = decoded.failure.message
+  const field = Object.keys(FLAG_OF_SOURCE_FIELD).find((f) => issue.includes(`["${f}"]`)) ?? "count"
+  return Effect.fail(new UsageError({ flag: FLAG_OF_SOURCE_FIELD[field]!, message: issue.replaceAll("\n", " ") }))
+}
+
+/** Validates the sink options, naming the flag of a rejected value. */
+export const validateSink = (options: RedisStreamSink.Options): Effect.Effect<void, UsageError> =>
+  RedisStreamSink.validate(options).pipe(
+    Effect.asVoid,
+    Effect.mapError(
+      (e) => new UsageError({ flag: FLAG_OF_SINK_FIELD[e.field] ?? e.field, message: e.message.replace(/^\S+: /, "") })
+    )
+  )
+
+/** Stream names the run writes to, known up front when the template depends only on the table. */
+const streamsOfTables = (template: string, options: SyntheticSource.Options): Array<string> => {
+  const router = Routing.makeSync(template)
+  const tables = new Set(options.tables ?? SyntheticSource.defaults.tables)
+  const streams = new Set<string>()
+  const { count: _c, ratePerSecond: _r, from: _f, ...identity } = options
+  for (let n = 1; n <= 1000 && tables.size > 0; n++) {
+    const event = SyntheticSource.eventAt(n, identity)
+    if (!tables.delete(event.source.table)) continue
+    const rendered = router.render(event)
+    if (Result.isSuccess(rendered)) streams.add(rendered.success)
+  }
+  return [...streams]
+}
+
+/** What a run of the sink delivered, updated batch by batch. */
+export interface Tally {
+  events: number
+  batches: number
+  written: number
+  skipped: number
+  deadLettered: number
+  position: Option.Option<Position.Position>
+  readonly streams: Map<string, { written: number; skipped: number }>
+}
+
+export const emptyTally = (): Tally => ({
+  events: 0,
+  batches: 0,
+  written: 0,
+  skipped: 0,
+  deadLettered: 0,
+  position: Option.none(),
+  streams: new Map()
+})
+
+export const addBatch = (tally: Tally, batch: RedisStreamSink.CommittedBatch) => {
+  tally.events += batch.events
+  tally.batches += 1
+  tally.deadLettered += batch.deadLettered
+  tally.position = Option.some(batch.position)
+  for (const s of batch.streams) {
+    tally.written += s.written
+    tally.skipped += s.skipped
+    const prior = tally.streams.get(s.stream) ?? { written: 0, skipped: 0 }
+    tally.streams.set(s.stream, { written: prior.written + s.written, skipped: prior.skipped + s.skipped })
+  }
+}
+
+export const sequenceOf = (position: Option.Option<Position.Position>): number | null =>
+  Option.match(position, { onNone: () => null, onSome: (p) => Number(Position.toSequence(p)) })
+
+/** The length of each stream now. */
+export const streamLengths = (streams: Iterable<string>) =>
+  RedisConnection.use((redis) =>
+    Effect.forEach(
+      [...streams].sort(),
+      (stream) =>
+        Effect.map(
+          redis.run((client) => client.xlen(stream)),
+          (length) => ({ stream, length })
+        ),
+      { concurrency: 8 }
+    )
+  )
+
+/** The metrics server when a port was given (a taken port is an error here: the user asked for that port). */
+export const metricsLayer = (port: Option.Option<number>) =>
+  Option.match(port, {
+    onNone: () => PipelineHealth.layer({ checks: [Redis.check] }),
+    onSome: (p) =>
+      MetricsServer.layer({ port: p }).pipe(Layer.provideMerge(PipelineHealth.layer({ checks: [Redis.check] })))
+  })
+
+/** Says where the metrics are served, when they are (on stderr with --json: stdout is the summary's). */
+export const announceMetrics = (json: boolean) =>
+  Effect.flatMap(Effect.serviceOption(MetricsServer.MetricsServer), (server) =>
+    Option.match(server, {
+      onNone: () => Effect.void,
+      onSome: ({ url }) =>
+        Effect.sync(() =>
+          (json ? process.stderr : process.stdout).write(`Metrics: ${url}/metrics (also /health, /ready)\n`)
+        )
+    })
+  )
+
+const run = (input: ProduceInput) =>
+  Effect.gen(function* () {
+    const json = yield* Flags.Json
+    const url = yield* Flags.resolveRedisUrl(input.redis)
+    const source = yield* sourceOptions(input)
+    const sink: RedisStreamSink.Options = {
+      stream: input.stream,
+      pipeline: input.pipeline,
+      guarantee: input.guarantee,
+      ...Option.match(input.batchSize, { onNone: () => ({}), onSome: (n) => ({ batch: { maxEvents: n } }) }),
+      ...Option.match(input.maxlen, { onNone: () => ({}), onSome: (n) => ({ trim: { maxLen: n } }) }),
+      ...Option.match(input.key, { onNone: () => ({}), onSome: (k) => ({ key: k }) })
+    }
+    yield* validateSink(sink)
+    if (Option.isSome(input.metricsPort) && (input.metricsPort.value < 0 || input.metricsPort.value > 65535)) {
+      return yield* new UsageError({
+        flag: "metrics-port",
+        message: `expected a port 0-65535, got ${input.metricsPort.value}`
+      })
+    }
+    const checkpoints = Option.match(input.checkpoint, {
+      onNone: () => CheckpointStore.layerMemory,
+      onSome: (path) => CheckpointStore.layerFile(path)
+    })
+
+    return yield* Effect.gen(function* () {
+      yield* announceMetrics(json)
+      const store = yield* CheckpointStore.CheckpointStore
+      const from = yield* store.load(input.pipeline)
+      const stop = yield* Shutdown.drainOnSignal
+      const startedAt = yield* Clock.currentTimeMillis
+      const tally = emptyTally()
+      const resumedFrom = sequenceOf(from)
+      const target = input.events
+      if (!json && Option.isSome(from)) {
+        yield* Output.print(
+          resumedFrom! >= target
+            ? `checkpoint ${input.checkpoint.pipe(Option.getOrElse(() => ""))} is at event ${resumedFrom}: nothing left to produce`
+            : `resuming after event ${Output.count(resumedFrom!)} (checkpoint ${input.checkpoint.pipe(Option.getOrElse(() => ""))})`
+        )
+      }
+      yield* Output.progressLine(
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          const done = sequenceOf(tally.position) ?? resumedFrom ?? 0
+          return `produced ${Output.count(done)}/${Output.count(target)} events · ${Output.count(Output.rate(tally.events, now - startedAt))} events/s · ${tally.batches} batches`
+        })
+      )
+      yield* SyntheticSource.make({
+        ...source,
+        ...Option.match(from, { onNone: () => ({}), onSome: (p) => ({ from: p }) })
+      }).pipe(
+        Stream.interruptWhen(stop),
+        RedisStreamSink.deliver(sink),
+        Stream.runForEach((batch) => Effect.sync(() => addBatch(tally, batch))),
+        PipelineHealth.track(input.pipeline)
+      )
+      const durationMs = (yield* Clock.currentTimeMillis) - startedAt
+      const streams = new Set([...streamsOfTables(input.stream, source), ...tally.streams.keys()])
+      const lengths = yield* streamLengths(streams)
+      const checkpoint = Option.orElse(tally.position, () => from)
+      const sequence = sequenceOf(checkpoint)
+      const summary = {
+        command: "produce",
+        pipeline: input.pipeline,
+        guarantee: input.guarantee,
+        events: tally.events,
+        written: tally.written,
+        skipped: tally.skipped,
+        deadLettered: tally.deadLettered,
+        batches: tally.batches,
+        target,
+        resumedFrom,
+        complete: (sequence ?? 0) >= target,
+        stopped: Shutdown.signalled(),
+        checkpoint: Option.match(checkpoint, {
+          onNone: () => null,
+          onSome: (p) => ({ position: p, sequence: Number(Position.toSequence(p)) })
+        }),
+        streams: lengths.map(({ stream, length }) => ({
+          stream,
+          written: tally.streams.get(stream)?.written ?? 0,
+          length
+        })),
+        durationMs,
+        eventsPerSecond: Output.rate(tally.events, durationMs)
+      }
+      if (json) return yield* Output.printJson(summary)
+      yield* Output.print(
+        `${summary.stopped ? "stopped: " : ""}${Output.count(tally.events)} events in ${tally.batches} batches, ${(durationMs / 1000).toFixed(2)} s (${Output.count(summary.eventsPerSecond)} events/s)` +
+          (tally.skipped > 0 ? `, ${Output.count(tally.skipped)} already written (skipped)` : ""),
+        `checkpoint: ${sequence === null ? "none" : `event ${Output.count(sequence)} of ${Output.count(target)}`}`,
+        ...summary.streams.map(
+          (s) => `  ${s.stream}: ${Output.count(s.written)} written, XLEN ${Output.count(s.length)}`
+        )
+      )
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.mergeAll(metricsLayer(input.metricsPort), checkpoints).pipe(Layer.provideMerge(Redis.layer(url)))
+      )
+    )
+  })
+
+export const command = Command.make(
+  "produce",
+  {
+    redis: Flags.redis,
+    stream: Flag.String("stream").pipe(
+      Flag.withMetavar("TEMPLATE"),
+      Flag.withDescription("Target stream name or template, e.g. orders.events or cdc.${source.db}.${source.table}")
+    ),
+    events: Flags.intAtLeast("events", 0, "a number of events").pipe(
+      Flag.withMetavar("N"),
+      Flag.withDescription("Events of the whole run (a resumed run produces what is left of them)")
+    ),
+    rate: Flag.Finite("rate").pipe(
+      Flag.filter(
+        (r) => r > 0,
+        (r) => `Expected events per second > 0, got ${r}`
+      ),
+      Flag.withMetavar("R"),
+      Flag.withDescription("Pace the source to R events per second (default: as fast as Redis takes them)"),
+      Flag.optional
+    ),
+    tables: Flags.list("tables").pipe(
+      Flag.withMetavar("a,b"),
+      Flag.withDescription("Source tables (default customers,orders,payments)"),
+      Flag.optional
+    ),
+    payloadBytes: Flags.intAtLeast("payload-bytes", 0, "a size in bytes").pipe(
+      Flag.withMetavar("B"),
+      Flag.withDescription("Approximate JSON size of each row image"),
+      Flag.optional
+    ),
+    guarantee: Flag.Literals("guarantee", ["at-least-once", "exactly-once"]).pipe(
+      Flag.withMetavar("MODE"),
+      Flag.withDescription("exactly-once skips entries already written (no duplicates after a crash or a retry)"),
+      Flag.withDefault("at-least-once")
+    ),
+    checkpoint: Flag.String("checkpoint").pipe(
+      Flag.withMetavar("FILE"),
+      Flag.withDescription("Checkpoint file: a re-run resumes after the last checkpointed event"),
+      Flag.optional
+    ),
+    batchSize: Flags.intAtLeast("batch-size", 1, "events per batch").pipe(
+      Flag.withMetavar("N"),
+      Flag.withDescription("Most events per batch (default 1000)"),
+      Flag.optional
+    ),
+    maxlen: Flags.intAtLeast("maxlen", 1, "a stream length").pipe(
+      Flag.withMetavar("N"),
+      Flag.withDescription("Trim each stream to about N entries (MAXLEN ~)"),
+      Flag.optional
+    ),
+    key: Flag.String("key").pipe(
+      Flag.withMetavar("TEMPLATE"),
+      Flag.withDescription("Entry key template, e.g. ${key.id}"),
+      Flag.optional
+    ),
+    pipeline: Flag.String("pipeline").pipe(
+      Flag.withMetavar("NAME"),
+      Flag.withDescription("Pipeline name: the checkpoint key and the pipeline metric label"),
+      Flag.withDefault("redflow")
+    ),
+    seed: Flag.Int("seed").pipe(
+      Flag.withMetavar("N"),
+      Flag.withDescription("Seed of the synthetic data (keep it when resuming)"),
+      Flag.withDefault(1)
+    ),
+    metricsPort: Flag.Int("metrics-port").pipe(
+      Flag.withMetavar("PORT"),
+      Flag.withDescription("Serve /metrics, /health and /ready on this port while producing (0 = a free port)"),
+      Flag.optional
+    )
+  },
+  (input) => Output.handler(run(input))
+).pipe(
+  Command.withDescription(
+    "Write N synthetic change events to Redis Streams through the sink. With --checkpoint, running the same command again after a crash resumes where the checkpoint stands and finishes the N events."
+  ),
+  Command.withExamples([
+    {
+      command: 'redflow produce --redis redis://localhost:6379 --stream "cdc.${source.table}" --events 100000',
+      description: "100,000 events into cdc.customers, cdc.orders and cdc.payments"
+    },
+    {
+      command:
+        "redflow produce --stream orders.events --events 1000000 --rate 5000 --guarantee exactly-once --checkpoint ./orders.ckpt",
+      description: "A paced, resumable run without duplicates"
+    }
+  ])
+)
