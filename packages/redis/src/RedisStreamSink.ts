@@ -481,11 +481,14 @@ const perNode = async (
   const replies = new Array<Reply>(commands.length)
   await Promise.all(
     [...groups.values()].map(async (indexes) => {
-      const results = await pipelined(
-        cluster,
-        script,
-        indexes.map((i) => commands[i]!)
-      ).catch((e: Error) => indexes.map((): Reply => [e, null]))
+      const group = indexes.map((i) => commands[i]!)
+      const results = await pipelined(cluster, script, group).catch((e: Error) =>
+        // The slot map changed between grouping and sending (a migration): ioredis refused the pipeline before
+        // sending anything. Send each command alone; ioredis routes it and follows its redirects.
+        /same slots allocation group/.test(e.message)
+          ? Promise.all(group.map((c) => pipelined(cluster, script, [c]).then((r) => r[0]!)))
+          : indexes.map((): Reply => [e, null])
+      )
       indexes.forEach((commandIndex, k) => (replies[commandIndex] = results[k] ?? [new Error("no reply"), null]))
     })
   )
