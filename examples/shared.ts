@@ -18,10 +18,13 @@ import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 export const isMain = (meta: ImportMeta): boolean =>
   process.argv[1] !== undefined && resolve(process.argv[1]) === meta.filename
 
-/** Writes events through the sink (what a CDC pipeline does), entries keyed by the row's `id`. */
-export const publish = (stream: string, events: Stream.Stream<CdcEvent>) =>
+/**
+ * Writes events through the sink (what a CDC pipeline does), entries keyed by the row's `id` unless `keyed` is
+ * false (the sink dead-letters an event without a row, such as a truncate, when a key template is set).
+ */
+export const publish = (stream: string, events: Stream.Stream<CdcEvent>, options: { readonly keyed?: boolean } = {}) =>
   events.pipe(
-    Stream.run(RedisStreamSink.make({ stream, key: "${key.id}" })),
+    Stream.run(RedisStreamSink.make(options.keyed === false ? { stream } : { stream, key: "${key.id}" })),
     Effect.provide(CheckpointStore.layerMemory)
   )
 
