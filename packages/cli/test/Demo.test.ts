@@ -61,12 +61,14 @@ describe("redflow consume", () => {
   it("--claim-idle takes over a crashed consumer's entries; --dead-letter receives poison entries", async () => {
     const stream = unique("claim")
     const dead = `${stream}.dlq`
+    // The poison entry comes first, so the crashed consumer holds it: every good entry is needed to reach --count, and
+    // the 9 good entries it holds can only come back through XAUTOCLAIM, which brings the poison along.
+    await withClient(server.url, (c) => c.xadd(stream, "*", "id", "poison", "event", "{not json"))
     await run(["produce", "--redis", server.url, "--stream", stream, "--events", "50"])
     await withClient(server.url, async (c) => {
       await c.xgroup("CREATE", stream, "g", "0")
       // "crashed" reads 10 entries and never acknowledges them.
       await c.xreadgroup("GROUP", "g", "crashed", "COUNT", 10, "STREAMS", stream, ">")
-      await c.xadd(stream, "*", "id", "poison", "event", "{not json")
     })
     await new Promise((r) => setTimeout(r, 300))
     const r = await run([
