@@ -2,7 +2,7 @@
  * `redflow demo`: the synthetic source, the sink and a consumer group running together in one process, with a live
  * progress line, the metrics endpoint, and a summary of what landed and what was consumed.
  */
-import { Clock, Effect, Layer, Option, Schedule, Stream } from "effect"
+import { Clock, Context, Effect, Layer, Option, Schedule, Stream } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
@@ -107,10 +107,7 @@ const run = (input: DemoInput) =>
 
     return yield* Effect.gen(function* () {
       const context = yield* monitoring(input.metricsPort, info)
-      const server = (yield* Effect.provideContext(
-        MetricsServer.MetricsServer.use(Effect.succeed),
-        context
-      )) as MetricsServer.MetricsServerInfo
+      const server = Context.get(context, MetricsServer.MetricsServer)
       yield* info(`Metrics: ${server.url}/metrics (health: ${server.url}/health, readiness: ${server.url}/ready)`)
       yield* info(
         `Producing ${Output.count(input.events)} events${input.rate > 0 ? ` at ${Output.count(input.rate)}/s` : ""} (${input.guarantee}) into ${streams.join(", ")}; consumer group "${GROUP}" reads them. Ctrl-C drains and stops.`
@@ -249,10 +246,7 @@ const run = (input: DemoInput) =>
           ? ["The demo's redis-server stops now; pass --redis or set REDIS_URL to keep the streams."]
           : [`Inspect them with: pnpm redflow stream info ${streams[0]} --redis ${where}`])
       )
-    }).pipe(
-      Effect.scoped,
-      Effect.provide(Layer.mergeAll(CheckpointStore.layerMemory).pipe(Layer.provideMerge(Redis.layer(redis.url))))
-    )
+    }).pipe(Effect.scoped, Effect.provide(CheckpointStore.layerMemory.pipe(Layer.provideMerge(Redis.layer(redis.url)))))
   }).pipe(Effect.scoped)
 
 export const command = Command.make(
