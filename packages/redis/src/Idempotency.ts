@@ -1,17 +1,24 @@
 /**
  * Idempotent consumers, keyed on the event `id` (the spec's "Handling duplicates in consumers").
  *
- * The sink's ids are deterministic (source identity + position), so a replayed or re-delivered event carries the id
- * it had the first time. A store remembers which ids were processed; {@link once} runs the processing only for an
- * id it has not seen and marks the id after the processing succeeded:
+ * The sink's ids are deterministic (source identity + position), so a replayed or redelivered event carries the id
+ * it had the first time. A store remembers, per event id, whether it was processed; {@link once} runs the
+ * processing only for an id not processed yet:
  *
- * - a duplicate of an event already processed is skipped (and the consumer acknowledges it);
- * - an event whose processing failed, or whose consumer crashed mid-way, is NOT marked, so its redelivery is
- *   processed: nothing is lost to the dedup. Two copies processed at the very same time can both run; run the
- *   consumer with `orderedBy: "key"` to serialize copies of one row within a consumer.
+ * 1. `acquire`: `SET <prefix><id> <token> NX PX <lease>` reserves the id for this processing. If the key exists,
+ *    its value tells: `1` means processed (a duplicate: skip it), a token means another copy is being processed
+ *    right now (busy: try again later, see {@link EventInProgress}).
+ * 2. the processing runs;
+ * 3. `complete`: `SET <prefix><id> 1 PX <ttl>` marks it processed for `ttl`; or, when it failed, `release` deletes
+ *    the reservation (only if it is still ours), so a redelivery processes it again.
  *
- * The default store is Redis: `SET <prefix><id> 1 NX PX <ttl>` marks, `EXISTS` checks. The interface is small
- * ({@link IdempotencyStore}), so any store fits; {@link makeMemory} is an in-process one for tests.
+ * Nothing is lost to the dedup: an id is marked processed only after its processing succeeded, and a consumer that
+ * crashes mid-way leaves a reservation that expires after `lease`. Two copies of an event (a replayed duplicate
+ * read by another worker at the same moment) are never processed at the same time: the second is busy and comes
+ * back after the first finished, as a duplicate.
+ *
+ * The interface is small ({@link IdempotencyStore}): {@link makeRedis} is the default, {@link makeMemory} an
+ * in-process store for tests.
  *
  * @example
  * ```ts
@@ -21,22 +28,45 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Layer } from "effect"
+import { randomUUID } from "node:crypto"
+import { Clock, Context, Duration, Effect, Layer, Schema } from "effect"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 import * as StreamAdmin from "./StreamAdmin.ts"
 
+/** What `acquire` found. */
+export type Acquired =
+  /** Reserved for this processing: go ahead, then `complete` or `release`. */
+  | { readonly _tag: "Acquired"; readonly token: string }
+  /** Already processed: a duplicate. */
+  | { readonly _tag: "Processed" }
+  /** Being processed by someone else right now. */
+  | { readonly _tag: "Busy" }
+
 /** A record of processed event ids. */
 export interface IdempotencyStore {
-  /** Whether `eventId` was marked processed (within the store's retention). */
+  /** Reserves `eventId` for processing, unless it was processed or is being processed. */
+  readonly acquire: (eventId: string) => Effect.Effect<Acquired, RedisError>
+  /** Marks `eventId` processed (after the processing succeeded). */
+  readonly complete: (eventId: string, token: string) => Effect.Effect<void, RedisError>
+  /** Drops a reservation (after the processing failed), so that a redelivery processes the event. */
+  readonly release: (eventId: string, token: string) => Effect.Effect<void, RedisError>
+  /** Whether `eventId` was marked processed (within the retention). */
   readonly isProcessed: (eventId: string) => Effect.Effect<boolean, RedisError>
-  /** Marks `eventId` processed; `false` when it already was (the first mark and its expiry are kept). */
-  readonly markProcessed: (eventId: string) => Effect.Effect<boolean, RedisError>
 }
 
 /** The store as a service, for code that takes it from the context. */
 export class Idempotency extends Context.Service<Idempotency, IdempotencyStore>()("@redflow/redis/Idempotency") {}
+
+/** Another copy of the event is being processed right now: try again later (the consumer redelivers it). */
+export class EventInProgress extends Schema.TaggedError<EventInProgress>()("EventInProgress", {
+  eventId: Schema.String
+}) {
+  override get message() {
+    return `event ${this.eventId} is being processed by another consumer; it will be retried`
+  }
+}
 
 /** What {@link once} did. */
 export type Outcome = "processed" | "duplicate"
@@ -44,75 +74,114 @@ export type Outcome = "processed" | "duplicate"
 export interface Options {
   /** Key prefix. Default `redflow:processed:`; give each consumer group its own, e.g. `processed:billing:`. */
   readonly prefix?: string
-  /** How long an id is remembered. Default 24 hours: longer than any redelivery or replay you expect. */
+  /** How long a processed id is remembered. Default 24 hours: longer than any redelivery or replay you expect. */
   readonly ttl?: Duration.Input
+  /**
+   * How long a reservation holds if its consumer dies mid-way. Default 60 seconds: longer than a handler takes,
+   * and about the consumer's `minIdle`, so the redelivery of a crashed consumer's entry finds it expired.
+   */
+  readonly lease?: Duration.Input
 }
 
-const ttlMillis = (options: Options): number => {
-  const ms = Duration.toMillis(Duration.fromInputUnsafe(options.ttl ?? "24 hours"))
-  if (!Number.isFinite(ms) || ms < 1) throw new RangeError(`ttl must be a positive finite duration, got ${options.ttl}`)
+const positiveMillis = (field: string, value: Duration.Input | undefined, fallback: Duration.Input): number => {
+  const ms = Duration.toMillis(Duration.fromInputUnsafe(value ?? fallback))
+  if (!Number.isFinite(ms) || ms < 1) throw new RangeError(`${field} must be a positive finite duration, got ${value}`)
   return Math.round(ms)
 }
 
-/** The Redis store: `SET <prefix><id> 1 NX PX <ttl>` to mark, `EXISTS` to check. */
+/** Deletes a reservation only if it is still ours (it may have expired and been taken by another consumer). */
+const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`
+
+/** The Redis store: `SET key <token> NX PX lease` to reserve, `SET key 1 PX ttl` once processed. */
 export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore, never, RedisConnection> =>
   Effect.gen(function* () {
     const redis = yield* RedisConnection
     const prefix = options.prefix ?? "redflow:processed:"
-    const ttl = ttlMillis(options)
+    const ttl = positiveMillis("ttl", options.ttl, "24 hours")
+    const lease = positiveMillis("lease", options.lease, "60 seconds")
     const run = <A>(effect: Effect.Effect<A, RedisError, RedisConnection>) =>
       Effect.provideService(effect, RedisConnection, redis)
+    const get = (key: string) => run(StreamAdmin.command("GET", key, [key], (reply) => reply))
     return {
-      isProcessed: (eventId) =>
-        run(StreamAdmin.command("EXISTS", prefix + eventId, [prefix + eventId], (reply) => Number(reply) > 0)),
-      markProcessed: (eventId) =>
-        run(StreamAdmin.command("SET", prefix + eventId, [prefix + eventId, "1", "NX", "PX", ttl], (r) => r === "OK"))
+      acquire: (eventId) =>
+        Effect.gen(function* () {
+          const key = prefix + eventId
+          const token = `pending:${randomUUID()}`
+          const set = yield* run(StreamAdmin.command("SET", key, [key, token, "NX", "PX", lease], (r) => r === "OK"))
+          if (set) return { _tag: "Acquired", token } as const
+          // Taken: processed ("1"), or reserved by another consumer (or expired in between: try again later).
+          return (yield* get(key)) === "1" ? ({ _tag: "Processed" } as const) : ({ _tag: "Busy" } as const)
+        }),
+      complete: (eventId) =>
+        run(StreamAdmin.command("SET", prefix + eventId, [prefix + eventId, "1", "PX", ttl], () => undefined)),
+      release: (eventId, token) =>
+        run(StreamAdmin.command("EVAL", prefix + eventId, [RELEASE, 1, prefix + eventId, token], () => undefined)),
+      isProcessed: (eventId) => Effect.map(get(prefix + eventId), (value) => value === "1")
     }
   })
 
-/** An in-process store (ids expire by `Clock`, so `TestClock` drives the TTL). For tests and single processes. */
-export const makeMemory = (options: Pick<Options, "ttl"> = {}): Effect.Effect<IdempotencyStore> =>
+/** An in-process store (expiry by `Clock`, so `TestClock` drives it). For tests and single processes. */
+export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect<IdempotencyStore> =>
   Effect.sync(() => {
-    const ttl = ttlMillis(options)
-    const expiries = new Map<string, number>()
+    const ttl = positiveMillis("ttl", options.ttl, "24 hours")
+    const lease = positiveMillis("lease", options.lease, "60 seconds")
+    const entries = new Map<string, { readonly value: string; readonly expiresAt: number }>()
+    let tokens = 0
     const live = (eventId: string, now: number) => {
-      const expiry = expiries.get(eventId)
-      if (expiry === undefined) return false
-      if (expiry > now) return true
-      expiries.delete(eventId)
-      return false
+      const entry = entries.get(eventId)
+      if (entry === undefined || entry.expiresAt > now) return entry
+      entries.delete(eventId)
+      return undefined
     }
     return {
-      isProcessed: (eventId) => Effect.map(Clock.currentTimeMillis, (now) => live(eventId, now)),
-      markProcessed: (eventId) =>
+      acquire: (eventId) =>
+        Effect.map(Clock.currentTimeMillis, (now): Acquired => {
+          const entry = live(eventId, now)
+          if (entry !== undefined) return entry.value === "1" ? { _tag: "Processed" } : { _tag: "Busy" }
+          const token = `pending:${++tokens}`
+          entries.set(eventId, { value: token, expiresAt: now + lease })
+          return { _tag: "Acquired", token }
+        }),
+      complete: (eventId) =>
+        Effect.map(Clock.currentTimeMillis, (now) => void entries.set(eventId, { value: "1", expiresAt: now + ttl })),
+      release: (eventId, token) =>
         Effect.map(Clock.currentTimeMillis, (now) => {
-          if (live(eventId, now)) return false
-          expiries.set(eventId, now + ttl)
-          return true
-        })
+          if (live(eventId, now)?.value === token) entries.delete(eventId)
+        }),
+      isProcessed: (eventId) => Effect.map(Clock.currentTimeMillis, (now) => live(eventId, now)?.value === "1")
     }
   })
 
 export const layerRedis = (options: Options = {}): Layer.Layer<Idempotency, never, RedisConnection> =>
   Layer.effect(Idempotency, makeRedis(options))
 
-export const layerMemory = (options: Pick<Options, "ttl"> = {}): Layer.Layer<Idempotency> =>
+export const layerMemory = (options: Omit<Options, "prefix"> = {}): Layer.Layer<Idempotency> =>
   Layer.effect(Idempotency, makeMemory(options))
 
 /**
- * Runs `process` unless `eventId` was processed before; marks it once `process` succeeded. A failed `process`
- * leaves the id unmarked, so a redelivery runs it again.
+ * Runs `process` unless `eventId` was processed: `"duplicate"` when it was, `"processed"` once `process` succeeded
+ * (and the id is marked). A failed or interrupted `process` releases the id, so a redelivery runs it again. Fails
+ * with {@link EventInProgress} when another copy is being processed at this moment.
  */
 export const once = <A, E, R>(
   store: IdempotencyStore,
   eventId: string,
   process: Effect.Effect<A, E, R>
-): Effect.Effect<Outcome, E | RedisError, R> =>
-  Effect.flatMap(store.isProcessed(eventId), (seen) =>
-    seen
-      ? Effect.succeed("duplicate" as const)
-      : process.pipe(Effect.andThen(store.markProcessed(eventId)), Effect.as("processed" as const))
-  )
+): Effect.Effect<Outcome, E | RedisError | EventInProgress, R> =>
+  Effect.flatMap(store.acquire(eventId), (acquired): Effect.Effect<Outcome, E | RedisError | EventInProgress, R> => {
+    switch (acquired._tag) {
+      case "Processed":
+        return Effect.succeed("duplicate" as const)
+      case "Busy":
+        return Effect.fail(new EventInProgress({ eventId }))
+      case "Acquired":
+        return process.pipe(
+          Effect.onError(() => Effect.ignore(store.release(eventId, acquired.token))),
+          Effect.andThen(store.complete(eventId, acquired.token)),
+          Effect.as("processed" as const)
+        )
+    }
+  })
 
 /**
  * Wraps a handler so that duplicates of an event (by `id`) are skipped.
@@ -125,5 +194,5 @@ export const once = <A, E, R>(
 export const skipDuplicates =
   (store: IdempotencyStore) =>
   <Args extends ReadonlyArray<unknown>, A, E, R>(handler: (event: CdcEvent, ...rest: Args) => Effect.Effect<A, E, R>) =>
-  (event: CdcEvent, ...rest: Args): Effect.Effect<Outcome, E | RedisError, R> =>
+  (event: CdcEvent, ...rest: Args): Effect.Effect<Outcome, E | RedisError | EventInProgress, R> =>
     once(store, event.id, handler(event, ...rest))

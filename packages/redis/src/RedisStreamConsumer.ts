@@ -54,7 +54,7 @@ import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as Envelope from "@redflow/core/Envelope"
 import * as Metrics from "@redflow/core/Metrics"
 import * as FailurePolicy from "./FailurePolicy.ts"
-import type { IdempotencyStore } from "./Idempotency.ts"
+import { EventInProgress, type IdempotencyStore } from "./Idempotency.ts"
 import { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 import * as StreamAdmin from "./StreamAdmin.ts"
@@ -607,7 +607,10 @@ export interface RunOptions<E, R> extends Options {
    * previous `XACK` was in flight (no added latency); `"each"`: one `XACK` per message, before the next is taken.
    */
   readonly ack?: "batch" | "each"
-  /** Skip events already processed (by event id), see `Idempotency`. Duplicates are acknowledged unprocessed. */
+  /**
+   * Skip events already processed (by event id), see `Idempotency`: a duplicate is acknowledged without running
+   * the handler; a copy being processed elsewhere at that moment is given back and comes back later.
+   */
   readonly idempotency?: IdempotencyStore
   /**
    * On interruption: how long handlers in flight may take to finish (and be acknowledged). Those still running
@@ -676,18 +679,30 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<never, Consu
       const idempotency = options.idempotency
       const handle = (message: Message): Effect.Effect<void, never, R> =>
         Effect.gen(function* () {
+          let token: string | undefined
           if (idempotency !== undefined) {
-            const seen = yield* machine.retrying(idempotency.isProcessed(message.event.id))
-            if (seen) {
+            const acquired = yield* machine.retrying(idempotency.acquire(message.event.id))
+            if (acquired._tag === "Processed") {
               yield* Effect.logDebug(`skipping duplicate event ${message.event.id} (entry ${message.id})`)
               return yield* acknowledge(message)
             }
+            if (acquired._tag === "Busy") {
+              // Another copy is being processed right now: this one comes back later, as a duplicate by then.
+              return yield* message.nack(new EventInProgress({ eventId: message.event.id }).message)
+            }
+            token = acquired.token
           }
-          const exit = yield* Effect.exit(options.handler(message.event, message))
+          const release = (t: string) => Effect.ignore(idempotency!.release(message.event.id, t))
+          const exit = yield* Effect.exit(
+            options
+              .handler(message.event, message)
+              .pipe(Effect.onInterrupt(() => (token === undefined ? Effect.void : release(token))))
+          )
           if (Exit.isSuccess(exit)) {
-            if (idempotency !== undefined) yield* machine.retrying(idempotency.markProcessed(message.event.id))
+            if (token !== undefined) yield* machine.retrying(idempotency!.complete(message.event.id, token))
             return yield* acknowledge(message)
           }
+          if (token !== undefined) yield* release(token)
           if (Cause.hasInterruptsOnly(exit.cause)) return
           const reason = Cause.pretty(exit.cause)
           yield* Effect.logWarning(`handler failed for entry ${message.id} (delivery ${message.deliveries})`, reason)

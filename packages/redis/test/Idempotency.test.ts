@@ -35,7 +35,7 @@ describe("Idempotency in memory", () => {
     })
   )
 
-  it.effect("a failed processing is not marked: the redelivery runs it again", () =>
+  it.effect("a failed processing is released, not marked: the redelivery runs it again", () =>
     Effect.gen(function* () {
       const store = yield* Idempotency.makeMemory()
       const failed = yield* Effect.flip(Idempotency.once(store, "e1", Effect.fail("boom")))
@@ -43,6 +43,24 @@ describe("Idempotency in memory", () => {
       expect(yield* store.isProcessed("e1")).toBe(false)
       expect(yield* Idempotency.once(store, "e1", Effect.void)).toBe("processed")
     })
+  )
+
+  it.effect(
+    "a copy processed while another is in progress is busy; a crashed reservation expires after the lease",
+    () =>
+      Effect.gen(function* () {
+        const store = yield* Idempotency.makeMemory({ lease: "30 seconds" })
+        const first = yield* store.acquire("e1")
+        expect(first._tag).toBe("Acquired")
+        const busy = yield* Effect.flip(Idempotency.once(store, "e1", Effect.void))
+        expect(busy).toMatchObject({ _tag: "EventInProgress", eventId: "e1" })
+        // The first holder crashed (never completed nor released): after the lease the event can be processed.
+        yield* TestClock.adjust("30 seconds")
+        expect(yield* Idempotency.once(store, "e1", Effect.void)).toBe("processed")
+        // A late release by the crashed holder does not undo the mark.
+        if (first._tag === "Acquired") yield* store.release("e1", first.token)
+        expect(yield* store.isProcessed("e1")).toBe(true)
+      })
   )
 
   it.effect("skipDuplicates wraps a handler by event id", () =>
@@ -61,30 +79,42 @@ describe("Idempotency in memory", () => {
 })
 
 layer(RedisTestServer.layer(), { excludeTestServices: true })("Idempotency in Redis", (it) => {
-  it.effect("marks with SET key 1 NX PX ttl: the first mark wins and keeps its expiry", () =>
+  it.effect("reserves with SET NX PX lease, marks with SET key 1 PX ttl; shared by every consumer of a group", () =>
     Effect.gen(function* () {
       const { url } = yield* RedisTestServer.RedisTestServer
       const prefix = `${uniquePrefix("dedup")}:`
       // Two processes' connections (closed with the test's scope).
       const [one, two] = [yield* RedisConnection.make({ url }), yield* RedisConnection.make({ url })]
-      const store = yield* Idempotency.makeRedis({ prefix, ttl: "10 seconds" }).pipe(
+      const store = yield* Idempotency.makeRedis({ prefix, ttl: "10 seconds", lease: "5 seconds" }).pipe(
         Effect.provideService(RedisConnection.RedisConnection, one)
       )
-      expect(yield* store.isProcessed("e1")).toBe(false)
-      expect(yield* store.markProcessed("e1")).toBe(true)
-      expect(yield* store.markProcessed("e1")).toBe(false)
-      expect(yield* store.isProcessed("e1")).toBe(true)
-      const [value, ttl] = yield* Effect.promise(() =>
-        withClient(url, (c) => Promise.all([c.get(`${prefix}e1`), c.pttl(`${prefix}e1`)]))
-      )
-      expect(value).toBe("1")
-      expect(ttl).toBeGreaterThan(9_000)
-      expect(ttl).toBeLessThanOrEqual(10_000)
-
-      // Shared by every consumer of a group: another process's store sees the same marks.
       const other = yield* Idempotency.makeRedis({ prefix }).pipe(
         Effect.provideService(RedisConnection.RedisConnection, two)
       )
+      const inspect = (key: string) =>
+        Effect.promise(() => withClient(url, (c) => Promise.all([c.get(`${prefix}${key}`), c.pttl(`${prefix}${key}`)])))
+
+      const acquired = yield* store.acquire("e1")
+      if (acquired._tag !== "Acquired") return expect.fail(`expected Acquired, got ${acquired._tag}`)
+      const [reserved, leaseLeft] = yield* inspect("e1")
+      expect(reserved).toBe(acquired.token)
+      expect(leaseLeft).toBeGreaterThan(4_000)
+      expect(leaseLeft).toBeLessThanOrEqual(5_000)
+      // While reserved, another worker's copy is busy.
+      expect(yield* other.acquire("e1")).toEqual({ _tag: "Busy" })
+      expect(yield* Effect.flip(Idempotency.once(other, "e1", Effect.void))).toMatchObject({ _tag: "EventInProgress" })
+
+      yield* store.complete("e1", acquired.token)
+      const [value, ttl] = yield* inspect("e1")
+      expect(value).toBe("1")
+      expect(ttl).toBeGreaterThan(9_000)
+      expect(ttl).toBeLessThanOrEqual(10_000)
+      expect(yield* other.acquire("e1")).toEqual({ _tag: "Processed" })
+      expect(yield* other.isProcessed("e1")).toBe(true)
+      // Releasing after completion (a stale token) does not undo the mark.
+      yield* store.release("e1", acquired.token)
+      expect(yield* other.isProcessed("e1")).toBe(true)
+
       let runs = 0
       expect(
         yield* Idempotency.once(
@@ -93,6 +123,8 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("Idempotency in Re
           Effect.sync(() => runs++)
         )
       ).toBe("duplicate")
+      expect(yield* Effect.flip(Idempotency.once(other, "e2", Effect.fail("boom")))).toBe("boom")
+      expect((yield* inspect("e2"))[0]).toBeNull()
       expect(
         yield* Idempotency.once(
           other,
@@ -112,7 +144,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("Idempotency in Re
       const store = yield* Idempotency.makeRedis().pipe(
         Effect.provideService(RedisConnection.RedisConnection, connection)
       )
-      const error = yield* Effect.flip(store.isProcessed("e1"))
+      const error = yield* Effect.flip(store.acquire("e1"))
       expect(error._tag).toBe("RedisUnavailable")
     })
   )
