@@ -5,6 +5,7 @@ import { Duration, Effect, Fiber, Metric, Stream } from "effect"
 import { Position } from "@redflow/core"
 import * as Metrics from "@redflow/core/Metrics"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
+import * as ChaosProxy from "@redflow/testing/ChaosProxy"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as Idempotency from "../src/Idempotency.ts"
 import * as RedisConnection from "../src/RedisConnection.ts"
@@ -442,6 +443,87 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
         expect(resumed.map((e) => e.event.position)).toEqual([3, 4, 5, 6, 7, 8].map((n) => Position.fromSequence(n)))
       })
     )
+  )
+
+  it.effect(
+    "a handler slower than the idle threshold keeps its entries: they are not claimed by another consumer",
+    () =>
+      withServer((url) =>
+        Effect.gen(function* () {
+          const stream = uniquePrefix("slow")
+          yield* produce(url, stream, 6)
+          const calls = new Map<string, number>()
+          const consumer = (name: string) =>
+            RedisStreamConsumer.run({
+              stream,
+              group: "g",
+              consumer: name,
+              concurrency: 3,
+              minIdle: "200 millis",
+              claimInterval: "50 millis",
+              handler: (event) =>
+                Effect.sync(() => calls.set(event.id, (calls.get(event.id) ?? 0) + 1)).pipe(
+                  Effect.andThen(Effect.sleep("700 millis"))
+                )
+            }).pipe(Effect.forkChild)
+          const fibers = yield* Effect.all([consumer("a"), consumer("b")])
+          yield* eventually(
+            "all acknowledged",
+            Effect.map(StreamAdmin.groups(stream), ([g]) => g?.lag === 0 && g.pending === 0)
+          )
+          yield* Fiber.interruptAll(fibers)
+          expect(calls.size).toBe(6)
+          expect([...calls.values()].every((n) => n === 1)).toBe(true)
+          expect(yield* counterValue(Metrics.consumerClaimed, { stream, group: "g" })).toBe(0)
+        })
+      )
+  )
+
+  it.effect("the consumer rides out dropped connections: everything is processed once Redis is reachable again", () =>
+    Effect.gen(function* () {
+      const server = yield* RedisTestServer.RedisTestServer
+      const stream = uniquePrefix("outage")
+      yield* produce(server.url, stream, 2000)
+      const proxy = yield* ChaosProxy.make({ target: server.url })
+      const processed = new Map<string, number>()
+      yield* Effect.gen(function* () {
+        const fiber = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          count: 50,
+          minIdle: "500 millis",
+          claimInterval: "100 millis",
+          handler: (event) =>
+            Effect.sleep("1 millis").pipe(
+              Effect.andThen(Effect.sync(() => processed.set(event.id, (processed.get(event.id) ?? 0) + 1)))
+            )
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "some processed",
+          Effect.sync(() => processed.size >= 300)
+        )
+        // Every connection is cut and new ones are refused for half a second.
+        proxy.refuse()
+        expect(proxy.resetAll()).toBeGreaterThanOrEqual(2)
+        yield* Effect.sleep("500 millis")
+        const during = processed.size
+        expect(during).toBeLessThan(2000)
+        proxy.heal()
+        yield* eventually(
+          "all 2000 processed",
+          Effect.sync(() => processed.size === 2000),
+          "20 seconds"
+        )
+        yield* eventually(
+          "nothing pending",
+          Effect.map(pendingIds(stream, "g"), (ids) => ids.length === 0),
+          "20 seconds"
+        )
+        yield* Fiber.interrupt(fiber)
+      }).pipe(Effect.provide(RedisConnection.layer({ url: proxy.url })))
+      expect(processed.size).toBe(2000)
+    })
   )
 
   it.effect("invalid options fail before anything is read, naming the option", () =>
