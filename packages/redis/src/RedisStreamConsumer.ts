@@ -438,6 +438,10 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
     }
   })
 
+  const updatePending = Effect.flatMap(retrying(StreamAdmin.pending(config.stream, config.group)), (summary) =>
+    Metric.update(metric.pending, summary.count)
+  )
+
   /** One pass of `XAUTOCLAIM` over the pending list (bounded), then the pending gauge. */
   const claimPass = (offer: (messages: ReadonlyArray<Message>) => Effect.Effect<void>) =>
     Effect.gen(function* () {
@@ -460,11 +464,10 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
         }
         if (cursor === "0-0") break
       }
-      const summary = yield* retrying(StreamAdmin.pending(config.stream, config.group))
-      yield* Metric.update(metric.pending, summary.count)
+      yield* updatePending
     })
 
-  return { core, ensureGroup, admit, heartbeat, claimPass, retrying, inFlight }
+  return { core, ensureGroup, admit, heartbeat, claimPass, updatePending, retrying }
 })
 
 const isNoGroup = (error: RedisError) => error._tag === "RedisCommandError" && error.code === "NOGROUP"
@@ -528,7 +531,8 @@ const open = Effect.fnUntraced(function* (config: Config) {
         Effect.forkIn(scope)
       )
     : undefined
-  yield* machine.heartbeat.pipe(
+  // Without claiming, the heartbeat also keeps the pending gauge current.
+  yield* (config.claim ? machine.heartbeat : Effect.andThen(machine.heartbeat, machine.updatePending)).pipe(
     Effect.catch((error) => Effect.logWarning(`heartbeat failed: ${error._tag}: ${error.message}`)),
     Effect.repeat(Schedule.spaced(Duration.millis(Math.max(1, config.minIdleMs / 4)))),
     Effect.forkIn(scope)
