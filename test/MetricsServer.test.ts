@@ -8,11 +8,11 @@ import { Effect, Exit, Layer, Stream } from "effect"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
-import * as CheckpointStore from "../src/CheckpointStore.ts"
-import * as MetricsServer from "../src/MetricsServer.ts"
-import * as PipelineHealth from "../src/PipelineHealth.ts"
-import * as Position from "../src/Position.ts"
-import * as SyntheticSource from "../src/SyntheticSource.ts"
+import * as CheckpointStore from "@redflow/core/CheckpointStore"
+import * as MetricsServer from "@redflow/core/MetricsServer"
+import * as PipelineHealth from "@redflow/core/PipelineHealth"
+import * as Position from "@redflow/core/Position"
+import * as SyntheticSource from "@redflow/core/SyntheticSource"
 
 let counter = 0
 const unique = (label: string) => `${label}_${process.pid}_${Date.now().toString(36)}_${counter++}`
