@@ -39,6 +39,7 @@ import {
 } from "effect"
 import { CdcEvent, Metrics, Position } from "@redflow/core"
 import { CheckpointStore, type CheckpointError } from "@redflow/core/CheckpointStore"
+import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Envelope from "@redflow/core/Envelope"
 import * as Routing from "@redflow/core/Routing"
 import * as FailurePolicy from "./FailurePolicy.ts"
@@ -567,8 +568,15 @@ const start = <E, R>(
     }
     const onRetry = (error: RedisError) =>
       Metric.update(Metric.withAttributes(Metrics.sinkRetries, { ...attributes, reason: error._tag }), 1)
+    // When the application tracks health, every failed write shows there, retried or not.
+    const health = yield* Effect.serviceOption(PipelineHealth.PipelineHealth)
+    const component = `sink:${config.pipeline}`
     const onError = (error: RedisError) =>
-      Metric.update(Metric.withAttributes(Metrics.sinkErrors, { ...attributes, kind: error._tag }), 1)
+      Metric.update(Metric.withAttributes(Metrics.sinkErrors, { ...attributes, kind: error._tag }), 1).pipe(
+        Effect.andThen(
+          Option.isSome(health) ? health.value.recordError(component, `${error._tag}: ${error.message}`) : Effect.void
+        )
+      )
     // One batch waits while one is written: all group commit needs. This bound (with the batch in flight) is what
     // turns a Redis outage into backpressure on the source instead of memory growth.
     const queue = yield* Queue.bounded<Entry, E | Cause.Done>(config.maxEvents)

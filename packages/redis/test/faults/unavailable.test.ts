@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { Metrics } from "@redflow/core"
+import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as ChaosProxy from "@redflow/testing/ChaosProxy"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import { uniquePrefix, withClient } from "../support.ts"
@@ -12,7 +13,10 @@ describe("server unavailable (spec: connection refused → retries with backoff;
       const port = yield* Effect.promise(() => RedisTestServer.freePort())
       const url = `redis://127.0.0.1:${port}`
       const prefix = uniquePrefix("down-at-start")
-      const run = yield* start({ url, prefix, count: 3_000 })
+      const health = yield* PipelineHealth.make()
+      const run = yield* start({ url, prefix, count: 3_000 }).pipe(
+        Effect.provideService(PipelineHealth.PipelineHealth, health)
+      )
       yield* sleep(1_500)
       // Nothing listens yet: connection refused, and nothing moved.
       expect(run.fiber.pollUnsafe()).toBeUndefined()
@@ -27,6 +31,10 @@ describe("server unavailable (spec: connection refused → retries with backoff;
       // Backpressure: the source was pulled no further than the batch in flight, one batch waiting and the chunk
       // being offered.
       expect(yield* run.pulled).toBeLessThanOrEqual(2 * 1000 + 2 * 100)
+
+      // An application that tracks health sees the retried failures as the sink's last error.
+      const components = yield* health.components
+      expect(components[`sink:${prefix}`]?.lastError).toContain("RedisUnavailable")
 
       yield* RedisTestServer.make({ port })
       const batches = yield* Fiber.join(run.fiber)
