@@ -86,6 +86,11 @@ export interface RedisConnectionService {
    */
   readonly dedicated: (overrides?: {
     readonly commandTimeout?: Duration.Input
+    /**
+     * For a connection that sits in blocking reads: closed by dropping the socket rather than with QUIT, which would
+     * wait behind a blocked command.
+     */
+    readonly blocking?: boolean
   }) => Effect.Effect<RedisConnectionService, RedisError, Scope.Scope>
 }
 
@@ -212,19 +217,22 @@ const createClient = (resolved: ResolvedOptions, state: ClientState, commandTime
 const open = (
   resolved: ResolvedOptions,
   description: string,
-  commandTimeoutMs: number
+  commandTimeoutMs: number,
+  blocking = false
 ): Effect.Effect<RedisConnectionService, RedisError, Scope.Scope> =>
   Effect.gen(function* () {
     const state: ClientState = { authError: undefined }
     const client = yield* Effect.acquireRelease(
       Effect.sync(() => createClient(resolved, state, commandTimeoutMs)),
       (client) =>
-        Effect.promise(() =>
-          client.quit().then(
-            () => undefined,
-            () => client.disconnect()
-          )
-        ).pipe(Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.sync(() => client.disconnect()) }))
+        blocking
+          ? Effect.sync(() => client.disconnect())
+          : Effect.promise(() =>
+              client.quit().then(
+                () => undefined,
+                () => client.disconnect()
+              )
+            ).pipe(Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.sync(() => client.disconnect()) }))
     )
     client.on("error", (err: unknown) => {
       const error = classify(err)
@@ -283,7 +291,8 @@ const open = (
           description,
           overrides?.commandTimeout !== undefined
             ? Duration.toMillis(Duration.fromInputUnsafe(overrides.commandTimeout))
-            : commandTimeoutMs
+            : commandTimeoutMs,
+          overrides?.blocking ?? false
         )
     }
     return service

@@ -364,7 +364,9 @@ const makePrepare = (config: Config) => {
     if (Result.isFailure(routed)) return deadLetter(event, routed.failure.message, encoded, now)
     const stream = routed.success
     let key = ""
-    if (config.key !== undefined) {
+    // An event without a row image (a truncate) has no key to give: it is written without one. A row whose key
+    // cannot be resolved is a routing problem and goes to the dead-letter stream.
+    if (config.key !== undefined && (event.after !== null || event.before !== null)) {
       const k = config.key.render(event)
       if (Result.isFailure(k)) return deadLetter(event, k.failure.message, encoded, now)
       key = k.success

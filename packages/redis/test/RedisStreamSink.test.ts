@@ -183,17 +183,21 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamSink a
     Effect.gen(function* () {
       const { url } = yield* RedisTestServer.RedisTestServer
       const prefix = uniquePrefix("dlq")
-      const events = Array.from(yield* Stream.runCollect(SyntheticSource.make({ count: 50 })))
-      // A truncate has no row, so the key template cannot be resolved for it.
+      const events = Array.from(yield* Stream.runCollect(SyntheticSource.make({ count: 60 })))
+      // No table name: the stream template cannot be resolved.
+      const nameless = { ...events[10]!, source: { ...events[10]!.source, table: "" } }
+      // A row without the key column: the key template cannot be resolved.
+      const keyless = { ...events[20]!, after: { ...events[20]!.after, id: null }, before: null }
+      // A truncate has no row image at all: it is written, without a key.
       const truncate = CdcEvent.make({
         op: "t",
         before: null,
         after: null,
-        source: events[24]!.source,
-        ts_ms: events[24]!.ts_ms,
-        position: events[24]!.position
+        source: events[30]!.source,
+        ts_ms: events[30]!.ts_ms,
+        position: events[30]!.position
       })
-      const input = [...events.slice(0, 24), truncate, ...events.slice(25)]
+      const input = events.map((e, i) => (i === 10 ? nameless : i === 20 ? keyless : i === 30 ? truncate : e))
       const summary = yield* Stream.fromIterable(input).pipe(
         Stream.run(
           RedisStreamSink.make({
@@ -204,16 +208,24 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamSink a
         ),
         Effect.provide(sinkLayers(url))
       )
-      expect(summary.events).toBe(50)
-      expect(summary.deadLettered).toBe(1)
+      expect(summary.events).toBe(60)
+      expect(summary.deadLettered).toBe(2)
       const dead = yield* Effect.promise(() => readStream(url, `${prefix}.dead`))
-      expect(dead.length).toBe(1)
-      expect(dead[0]!.fields.id).toBe(truncate.id)
-      expect(dead[0]!.fields.error).toContain("key.id")
-      expect(Envelope.native.decodeSync(dead[0]!.fields.event!)).toEqual(truncate)
+      expect(dead.map((d) => d.fields.id)).toEqual([nameless.id, keyless.id])
+      expect(dead[0]!.fields.error).toContain("source.table")
+      expect(dead[1]!.fields.error).toContain("key.id")
+      expect(Envelope.native.decodeSync(dead[0]!.fields.event!)).toEqual(nameless)
       let landed = 0
-      for (const table of TABLES) landed += (yield* Effect.promise(() => readStream(url, `${prefix}.${table}`))).length
-      expect(landed).toBe(49)
+      for (const table of TABLES) {
+        const entries = yield* Effect.promise(() => readStream(url, `${prefix}.${table}`))
+        landed += entries.length
+        const t = entries.find((e) => e.fields.id === truncate.id)
+        if (t !== undefined) {
+          expect(t.fields.op).toBe("t")
+          expect(t.fields.key).toBeUndefined()
+        }
+      }
+      expect(landed).toBe(58)
     })
   )
 })
