@@ -14,7 +14,9 @@
  *
  * {@link run} is the application loop on top: a handler, concurrency (optionally ordered per key), acknowledgement
  * after the handler succeeded (per message or batched), duplicate skipping by event id, and a graceful shutdown on
- * interruption that stops reading, lets the handlers in flight finish within a bound, and acknowledges them.
+ * interruption that stops reading, lets the handlers in flight finish within a bound, and acknowledges them; what
+ * was read ahead and never handled is given back with its delivery count restored, so stopping a consumer does not
+ * push healthy entries towards the dead-letter stream.
  *
  * {@link subscribe} is the plain `XREAD` subscription, without a group.
  *
@@ -36,10 +38,12 @@ import {
   Cause,
   Clock,
   Duration,
+  Deferred,
   Effect,
   Exit,
   Fiber,
   FiberSet,
+  Latch,
   Metric,
   Option,
   Predicate,
@@ -75,7 +79,7 @@ export interface Options {
   readonly startId?: string
   /** Envelope of the `event` field. Default `native`. */
   readonly envelope?: Envelope.Format
-  /** Most entries per read. Default 100. */
+  /** Most entries per read, and most entries read ahead of the application (not handed out yet). Default 100. */
   readonly count?: number
   /** How long one `XREADGROUP` blocks waiting for entries. Default 2 seconds. */
   readonly block?: Duration.Input
@@ -224,6 +228,24 @@ interface Core {
 
 const cores = new WeakMap<Message, Core>()
 
+/**
+ * Gives back entries this consumer read but never handed out: each one still pending to this consumer with the
+ * delivery count our read left (so not acknowledged, taken over or re-read since) gets that count minus one, and an
+ * idle time of `minIdle`. Setting the count rather than decrementing it makes a retried call harmless.
+ *
+ * KEYS: 1 the stream. ARGV: group, consumer, idle ms, then pairs of entry id and its delivery count after our read.
+ * Returns how many were given back.
+ */
+const GIVE_BACK = `local released = 0
+for i = 4, #ARGV, 2 do
+  local p = redis.call("XPENDING", KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])[1]
+  if p and p[4] == tonumber(ARGV[i + 1]) then
+    redis.call("XCLAIM", KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], "IDLE", ARGV[3], "RETRYCOUNT", p[4] - 1, "JUSTID")
+    released = released + 1
+  end
+end
+return released`
+
 /** Metadata fields of a dead-letter entry; an original field of the same name is kept as `original.<name>`. */
 const DEAD_LETTER_FIELDS = ["error", "source_stream", "source_id", "group", "consumer", "deliveries"] as const
 
@@ -243,6 +265,12 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
   }
   /** Entries handed out and not yet acknowledged or given back, with when they were last touched (ms). */
   const inFlight = new Map<string, number>()
+  /**
+   * Entries read (their delivery counted by Redis) and not handed out yet: waiting to be decoded, or decoded and
+   * waiting for the application. With the delivery count our read left, once known. What is here when the consumer
+   * stops was never seen by a handler, so {@link giveBack} puts its delivery count back.
+   */
+  const held = new Map<string, number | undefined>()
 
   const retrying = <A>(effect: Effect.Effect<A, RedisError, RedisConnection>): Effect.Effect<A, RedisError> =>
     effect.pipe(
@@ -379,6 +407,7 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
       const gone = fresh.filter((r) => r.fields === undefined).map((r) => r.id)
       if (gone.length > 0) {
         yield* retrying(StreamAdmin.ack(config.stream, config.group, gone))
+        for (const id of gone) held.delete(id)
         yield* Effect.logWarning(`acknowledged ${gone.length} pending entries deleted from the stream`).pipe(
           Effect.annotateLogs({ stream: config.stream, group: config.group, ids: gone.join(",") })
         )
@@ -392,6 +421,7 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
         if (deliveries > config.maxDeliveries) {
           const error = (yield* lastError(raw.id)) ?? "not acknowledged (handler failed, timed out or crashed)"
           yield* deadLetter(raw, deliveries - 1, error)
+          held.delete(raw.id)
           continue
         }
         const text = raw.fields.event
@@ -401,9 +431,11 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
             : Result.mapError(config.envelope.decodeResult(text), (e) => e.message)
         if (Result.isFailure(decoded)) {
           yield* deadLetter(raw, deliveries, decoded.failure)
+          held.delete(raw.id)
           continue
         }
         inFlight.set(raw.id, now)
+        held.set(raw.id, deliveries)
         const id = raw.id
         const message: Message = {
           stream: config.stream,
@@ -442,38 +474,93 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
     Metric.update(metric.pending, summary.count)
   )
 
-  /** One pass of `XAUTOCLAIM` over the pending list (bounded), then the pending gauge. */
-  const claimPass = (offer: (messages: ReadonlyArray<Message>) => Effect.Effect<void>) =>
-    Effect.gen(function* () {
-      let cursor = "0-0"
-      for (let round = 0; round < 10; round++) {
-        const result = yield* retrying(
-          StreamAdmin.autoClaim(config.stream, config.group, config.consumer, config.minIdleMs, {
-            start: cursor,
-            count: config.count
-          })
-        )
-        cursor = result.next
-        if (result.entries.length > 0) {
-          yield* Metric.update(metric.claimed, result.entries.length)
-          yield* Effect.logInfo(`claimed ${result.entries.length} idle entries`).pipe(
-            Effect.annotateLogs({ stream: config.stream, group: config.group, consumer: config.consumer })
-          )
-          const messages = yield* admit(result.entries, "claimed")
-          if (messages.length > 0) yield* offer(messages)
-        }
-        if (cursor === "0-0") break
-      }
-      yield* updatePending
-    })
+  /**
+   * Records what a read returned, in the same uninterruptible step as the read: Redis has counted a delivery for
+   * each entry, and an entry it returned must not go unrecorded. Entries already in flight here (a claim can return
+   * them) are left as they are.
+   */
+  const hold = (raws: ReadonlyArray<Raw>, deliveries: number | undefined) => {
+    for (const raw of raws) if (!inFlight.has(raw.id)) held.set(raw.id, deliveries)
+  }
 
-  return { core, ensureGroup, admit, heartbeat, claimPass, updatePending, retrying }
+  /** The messages reached the application (a handler, or the caller of `messages`): their delivery stands. */
+  const handOut = (messages: ReadonlyArray<Message>) => {
+    for (const m of messages) held.delete(m.id)
+  }
+
+  /**
+   * On a graceful stop, after reading has stopped: puts back the delivery count of every entry read and never
+   * handed out, so that being read ahead does not bring an entry closer to the dead-letter stream.
+   *
+   * Redis cannot take a delivery back (no command returns an entry to the group's never-delivered part), and
+   * acknowledging would lose the entry, so the entries stay pending to this consumer, with the count they had
+   * before our read. Their idle time is set to `minIdle`: a consumer of the group that is still running takes them
+   * over at its next claim pass (counting that delivery, as it should) rather than `minIdle` later, and this
+   * consumer re-reads them first on its next start.
+   *
+   * A crash (SIGKILL, power loss) runs none of this: what was read ahead keeps the one delivery our read counted.
+   * Reading ahead is bounded (see `open`), and a run reads an entry no handler has seen at most once (its own
+   * pending entries once on start, new ones once; claims only take entries idle past `minIdle`, which the heartbeat
+   * keeps ours from being). So a crash adds at most one delivery to such an entry: one never delivered, or given
+   * back by a graceful stop, is re-read with 2 deliveries at most, and with `maxDeliveries` ≥ 2 a single crash sends
+   * no healthy entry to the dead-letter stream.
+   */
+  const giveBack = Effect.gen(function* () {
+    if (held.size === 0) return
+    const entries = [...held]
+    held.clear()
+    for (const [id] of entries) inFlight.delete(id)
+    // Read but not decoded when reading stopped: the count our read left is the one pending now.
+    const unknown = entries.filter(([, n]) => n === undefined).map(([id]) => id)
+    const counts = unknown.length > 0 ? yield* deliveriesOf(unknown) : new Map<string, number>()
+    const args: Array<string | number> = []
+    for (const [id, n] of entries) {
+      const deliveries = n ?? counts.get(id)
+      if (deliveries !== undefined) args.push(id, deliveries)
+    }
+    let released = 0
+    for (let i = 0; i < args.length; i += 2000) {
+      released += yield* retrying(
+        StreamAdmin.command(
+          "EVAL",
+          config.stream,
+          [GIVE_BACK, 1, config.stream, config.group, config.consumer, config.minIdleMs, ...args.slice(i, i + 2000)],
+          (reply) => (typeof reply === "number" ? reply : 0)
+        )
+      )
+    }
+    yield* Effect.logDebug(`gave back ${released} entries read ahead and never handed out`)
+  }).pipe(
+    Effect.catch((error) =>
+      Effect.logWarning(
+        `could not give back entries read ahead (they keep one delivery too many): ${error._tag}: ${error.message}`
+      )
+    ),
+    Effect.annotateLogs({ stream: config.stream, group: config.group, consumer: config.consumer })
+  )
+
+  return { core, ensureGroup, admit, heartbeat, updatePending, retrying, held, hold, handOut, giveBack, metric }
 })
 
 const isNoGroup = (error: RedisError) => error._tag === "RedisCommandError" && error.code === "NOGROUP"
 
-/** A consumer's reading machinery in the current scope: a pull of messages, and a way to stop reading. */
-const open = Effect.fnUntraced(function* (config: Config) {
+/** How long a graceful stop may take to give back what was read ahead, when the caller sets no bound. */
+const GIVE_BACK_TIMEOUT_MS = 10_000
+
+/**
+ * A consumer's reading machinery in the current scope: messages to take, and a graceful stop.
+ *
+ * One fiber reads: its own pending entries first, then new ones, and every `claimInterval` a claim pass. Reading
+ * ahead is bounded: entries read and not handed out yet never exceed one read's `count` (a read asks for no more
+ * than the room left, and waits until half of it is free), so at most `count` entries plus what the handlers hold
+ * are delivered to this consumer and unfinished at any time. With `limit`, no more than `limit` messages are ever
+ * admitted, so a consumer that stops after `limit` messages has read nothing beyond them.
+ *
+ * Closing the scope (or `stop`) stops reading without losing a read: each Redis command of the reader runs
+ * uninterruptibly together with recording what it returned, a blocked `XREADGROUP` is cut short with
+ * `CLIENT UNBLOCK … TIMEOUT`, then the entries read and never handed out are given back (`giveBack`).
+ */
+const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
   const redis = yield* RedisConnection
   const scope = yield* Scope.Scope
   const machine = yield* makeCore(config)
@@ -481,78 +568,195 @@ const open = Effect.fnUntraced(function* (config: Config) {
   // A blocked XREADGROUP must not hold up acks and claims: it gets its own connection, with a command timeout above
   // the block time.
   const reader = yield* redis.dedicated({
-    commandTimeout: Duration.millis(config.blockMs + redis.resolved.commandTimeoutMs)
+    commandTimeout: Duration.millis(config.blockMs + redis.resolved.commandTimeoutMs),
+    blocking: true
   })
-  // Closing it while a read blocks would wait out the block time (QUIT queues behind the read): drop it instead.
-  yield* Effect.addFinalizer(() => Effect.sync(() => reader.client.disconnect()))
-  const queue = yield* Queue.bounded<Message, ConsumerError | Cause.Done>(config.count)
-  const offer = (messages: ReadonlyArray<Message>) => Effect.asVoid(Queue.offerAll(queue, messages))
+  // Bounded by the room logic below, not by the queue.
+  const queue = yield* Queue.unbounded<Message, ConsumerError | Cause.Done>()
+  /** Opened whenever messages are handed out: the reader waits on it for room. */
+  const room = yield* Latch.make(false)
+  let admitted = 0
 
-  const read = (id: string, block: boolean) =>
-    StreamAdmin.readGroup(config.stream, config.group, config.consumer, id, {
-      count: config.count,
-      ...(block ? { block: config.blockMs } : {})
+  /** Entries a read may ask for now, once it is worth a read: half of `count` free, or all that `limit` leaves. */
+  const lowWater = Math.ceil(config.count / 2)
+  const awaitRoom = Effect.gen(function* () {
+    for (;;) {
+      room.closeUnsafe()
+      const left = limit === undefined ? Number.POSITIVE_INFINITY : limit - admitted
+      const n = Math.min(config.count - machine.held.size, left)
+      if (n > 0 && n >= Math.min(lowWater, left)) return n
+      yield* room.await
+    }
+  })
+
+  const deliver = (raws: ReadonlyArray<Raw>, delivery: Delivery) =>
+    Effect.gen(function* () {
+      const messages = yield* machine.admit(raws, delivery)
+      admitted += messages.length
+      if (messages.length > 0) yield* Queue.offerAll(queue, messages)
+    })
+
+  // CLIENT UNBLOCK needs the reader connection's id, known per connection (a reconnect gets a new one). A cluster
+  // client cannot aim it at the node the read blocks on: there a stop waits for the read's `block` time instead.
+  let unblockable = redis.topology !== "cluster"
+  let readerId: number | undefined
+  let blockedIn: number | undefined
+  if (unblockable) reader.client.on("close", () => (readerId = undefined))
+  const knowReaderId = Effect.suspend(() =>
+    !unblockable || readerId !== undefined
+      ? Effect.void
+      : StreamAdmin.command("CLIENT", config.stream, ["ID"], (reply) =>
+          typeof reply === "number" ? reply : undefined
+        ).pipe(
+          Effect.provideService(RedisConnection, reader),
+          Effect.match({
+            // Refused (an ACL without CLIENT): a stop waits for the read's block time instead.
+            onFailure: (error) => {
+              unblockable = error._tag !== "RedisCommandError"
+            },
+            onSuccess: (id) => {
+              readerId = id
+            }
+          })
+        )
+  )
+
+  const read = (id: string, count: number, block: number | undefined) =>
+    Effect.gen(function* () {
+      if (block !== undefined) yield* knowReaderId
+      blockedIn = block === undefined ? undefined : readerId
+      return yield* StreamAdmin.readGroup(config.stream, config.group, config.consumer, id, {
+        count,
+        ...(block !== undefined ? { block } : {})
+      }).pipe(
+        Effect.provideService(RedisConnection, reader),
+        Effect.tap((raws) => Effect.sync(() => machine.hold(raws, id === ">" ? 1 : undefined))),
+        Effect.uninterruptible,
+        Effect.ensuring(Effect.sync(() => (blockedIn = undefined)))
+      )
     }).pipe(
-      Effect.provideService(RedisConnection, reader),
       // The group (or the stream) was deleted under us: create it again and go on.
       Effect.catchIf(isNoGroup, () => Effect.as(machine.ensureGroup, [])),
       machine.retrying
     )
 
+  /** One pass of `XAUTOCLAIM` over the pending list (bounded): idle entries of any consumer of the group. */
+  const claimPass = Effect.gen(function* () {
+    let cursor = "0-0"
+    for (let round = 0; round < 10; round++) {
+      const count = yield* awaitRoom
+      const result = yield* machine.retrying(
+        StreamAdmin.autoClaim(config.stream, config.group, config.consumer, config.minIdleMs, {
+          start: cursor,
+          count
+        }).pipe(
+          Effect.tap((r) => Effect.sync(() => machine.hold(r.entries, undefined))),
+          Effect.uninterruptible
+        )
+      )
+      cursor = result.next
+      if (result.entries.length > 0) {
+        yield* Metric.update(machine.metric.claimed, result.entries.length)
+        yield* Effect.logInfo(`claimed ${result.entries.length} idle entries`)
+        yield* deliver(result.entries, "claimed")
+      }
+      if (cursor === "0-0") break
+    }
+  }).pipe(
+    Effect.catch((error) => Effect.logWarning(`claiming idle entries failed: ${error._tag}: ${error.message}`)),
+    Effect.annotateLogs({ stream: config.stream, group: config.group, consumer: config.consumer })
+  )
+
   const readLoop = Effect.gen(function* () {
     if (config.recoverPending) {
       let cursor = "0"
       for (;;) {
-        const raws = yield* read(cursor, false)
+        const raws = yield* read(cursor, yield* awaitRoom, undefined)
         if (raws.length === 0) break
         cursor = raws[raws.length - 1]!.id
-        const messages = yield* machine.admit(raws, "pending")
-        if (messages.length > 0) yield* offer(messages)
+        yield* deliver(raws, "pending")
       }
     }
+    // Claims run between reads, within the same room: a busy consumer does not take over more than it can handle.
+    let nextClaim = config.claim ? yield* Clock.currentTimeMillis : Number.POSITIVE_INFINITY
     for (;;) {
-      const raws = yield* read(">", true)
-      if (raws.length === 0) continue
-      const messages = yield* machine.admit(raws, "new")
-      if (messages.length > 0) yield* offer(messages)
+      const count = yield* awaitRoom
+      const now = yield* Clock.currentTimeMillis
+      if (now >= nextClaim) {
+        yield* claimPass
+        nextClaim = (yield* Clock.currentTimeMillis) + config.claimIntervalMs
+        continue
+      }
+      // Blocks no longer than until the next claim pass is due.
+      const raws = yield* read(">", count, Math.max(1, Math.min(config.blockMs, nextClaim - now)))
+      if (raws.length > 0) yield* deliver(raws, "new")
     }
   })
 
   const failQueue = (cause: Cause.Cause<ConsumerError>) => Queue.failCause(queue, cause)
   const readerFiber = yield* readLoop.pipe(Effect.catchCause(failQueue), Effect.forkIn(scope))
-  const claimerFiber = config.claim
-    ? yield* machine.claimPass(offer).pipe(
-        Effect.catch((error) =>
-          Effect.logWarning(`claiming idle entries failed: ${error._tag}: ${error.message}`).pipe(
-            Effect.annotateLogs({ stream: config.stream, group: config.group })
-          )
-        ),
-        Effect.repeat(Schedule.spaced(Duration.millis(config.claimIntervalMs))),
-        Effect.forkIn(scope)
-      )
-    : undefined
-  // Without claiming, the heartbeat also keeps the pending gauge current.
-  yield* (config.claim ? machine.heartbeat : Effect.andThen(machine.heartbeat, machine.updatePending)).pipe(
+  yield* machine.heartbeat.pipe(
+    Effect.andThen(machine.updatePending),
     Effect.catch((error) => Effect.logWarning(`heartbeat failed: ${error._tag}: ${error.message}`)),
     Effect.repeat(Schedule.spaced(Duration.millis(Math.max(1, config.minIdleMs / 4)))),
     Effect.forkIn(scope)
   )
 
-  /** Stops reading new entries (and claiming); entries already handed out keep their heartbeat. */
-  const stopReading = Effect.gen(function* () {
-    yield* Fiber.interrupt(readerFiber)
-    if (claimerFiber !== undefined) yield* Fiber.interrupt(claimerFiber)
-    // Drop a blocked read at once rather than waiting out its block time.
-    reader.client.disconnect()
-  })
+  const unblock = Effect.suspend(() =>
+    blockedIn === undefined
+      ? Effect.void
+      : StreamAdmin.command("CLIENT", config.stream, ["UNBLOCK", blockedIn, "TIMEOUT"], () => 0).pipe(
+          Effect.provideService(RedisConnection, redis)
+        )
+  ).pipe(Effect.ignore)
 
-  return { pull: Queue.takeAll(queue), stopReading, machine }
+  /**
+   * Stops reading, without losing a read: interrupting the reader waits for the Redis command it is in (and the
+   * recording of what that returned). A blocked read is cut short: `CLIENT UNBLOCK … TIMEOUT` makes it return as if
+   * its block time had run out, with whatever it had; sent again until the reader is done, in case the read had not
+   * reached Redis yet.
+   */
+  const stopReading = Effect.raceFirst(
+    Fiber.interrupt(readerFiber),
+    Effect.forever(Effect.andThen(unblock, Effect.sleep("20 millis")))
+  )
+
+  /**
+   * A graceful stop: reading stops, and what was read and never handed out is given back, within `timeoutMs`. Past
+   * it (Redis unreachable, or a read that could not be unblocked), the reader's connection is dropped: what is not
+   * given back by then keeps the delivery its read counted, as after a crash.
+   */
+  const stop = (timeoutMs: number) =>
+    Effect.andThen(stopReading, machine.giveBack).pipe(
+      Effect.timeoutOrElse({
+        duration: Duration.millis(timeoutMs),
+        orElse: () =>
+          Effect.sync(() => reader.client.disconnect()).pipe(
+            Effect.andThen(Effect.logWarning("stopping: entries read ahead were not all given back in time")),
+            Effect.annotateLogs({ stream: config.stream, group: config.group, consumer: config.consumer })
+          )
+      })
+    )
+  yield* Effect.addFinalizer(() => stop(GIVE_BACK_TIMEOUT_MS))
+
+  /** Messages read, not yet handed out: mark them with `handOut` once they reach the application. */
+  const take = Queue.takeAll(queue)
+  const handOut = (messages: ReadonlyArray<Message>) => {
+    machine.handOut(messages)
+    room.openUnsafe()
+  }
+
+  return { take, handOut, stop, machine }
 })
 
 /**
  * The messages of one consumer of a group: its own pending entries first, then new ones, plus idle entries taken
  * over from other consumers. Acknowledge each message (`message.ack`) or each chunk ({@link ack}) after processing
  * it; what is not acknowledged stays pending and comes back.
+ *
+ * The stream reads ahead at most one read's `count` beyond what it has emitted. When it ends, entries read ahead
+ * and not emitted are given back with their delivery count restored (see `giveBack`); what was emitted counts as
+ * delivered, acknowledged or not.
  *
  * @example
  * ```ts
@@ -568,7 +772,12 @@ export const messages = (options: Options): Stream.Stream<Message, ConsumerError
   Stream.unwrap(
     Effect.gen(function* () {
       const config = yield* validate(options)
-      const { pull } = yield* open(config)
+      const { take, handOut } = yield* open(config)
+      // What the pull returns has reached the application; what is still queued when the stream ends is given back.
+      const pull = Effect.map(take, (chunk) => {
+        handOut(chunk)
+        return chunk
+      })
       return Stream.fromPull(Effect.succeed(pull))
     })
   )
@@ -621,6 +830,13 @@ export interface RunOptions<E, R> extends Options {
    * then are interrupted and stay pending. Default 10 seconds.
    */
   readonly shutdownTimeout?: Duration.Input
+  /**
+   * Handle this many messages, then stop as on interruption and return (for a batch job, or `consume --count`).
+   * Only as many entries as are still to be handled are read, so none is left read ahead. A message counts when it
+   * reaches its handler (or is skipped as a duplicate); entries sent to the dead-letter stream do not. Default: run
+   * until interrupted.
+   */
+  readonly limit?: number
 }
 
 /** FNV-1a: a stable lane for a key. */
@@ -639,12 +855,13 @@ const orderKey = (orderedBy: "key" | ((message: Message) => string)) =>
     : orderedBy
 
 /**
- * Runs a consumer until interrupted (or until a failure policy gives up): reads, processes with `handler`,
- * acknowledges after success. On interruption it stops reading, waits up to `shutdownTimeout` for the handlers in
- * flight, acknowledges those that finished, and leaves everything else pending for the next start or another
- * consumer.
+ * Runs a consumer until interrupted (or until a failure policy gives up, or `limit` messages were handled): reads,
+ * processes with `handler`, acknowledges after success. On interruption it stops reading, waits up to
+ * `shutdownTimeout` for the handlers in flight, acknowledges those that finished, and leaves everything else pending
+ * for the next start or another consumer. Entries read ahead that no handler took are given back with their delivery
+ * count restored, so a stop does not push them towards the dead-letter stream.
  */
-export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<never, ConsumerError, R | RedisConnection> =>
+export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, ConsumerError, R | RedisConnection> =>
   Effect.scoped(
     Effect.gen(function* () {
       const config = yield* validate(options)
@@ -656,13 +873,18 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<never, Consu
         try: () => durationMs("shutdownTimeout", options.shutdownTimeout, 10_000),
         catch: (e) => e as ConsumerConfigError
       })
+      const limit = yield* Effect.try({
+        try: () => (options.limit === undefined ? undefined : positiveInt("limit", options.limit, 1)),
+        catch: (e) => e as ConsumerConfigError
+      })
       const scope = yield* Scope.Scope
       const annotate = Effect.annotateLogs({ stream: config.stream, group: config.group, consumer: config.consumer })
 
       // Handlers run in this set, outside the fibers that take messages: interrupting those (to stop) leaves the
       // handlers running until the shutdown bound.
       const jobs = yield* FiberSet.make<void, never>()
-      const { pull, stopReading, machine } = yield* open(config)
+      const reading = yield* open(config, limit)
+      const machine = reading.machine
 
       const batched = (options.ack ?? "batch") === "batch"
       const ackQueue = yield* Queue.unbounded<Message, Cause.Done>()
@@ -723,20 +945,28 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<never, Consu
       const lanes = yield* Effect.forEach(Array.from({ length: keyOf === undefined ? 1 : concurrency }), () =>
         Queue.bounded<Message>(keyOf === undefined ? concurrency : 1)
       )
+      let handed = 0
+      const limitReached = yield* Deferred.make<void>()
+      // Taking a message and starting its handler is one step: interrupted before it, the message is still read
+      // ahead (given back on stop); after it, the handler has it.
       const worker = (lane: Queue.Queue<Message>) =>
         Effect.forever(
-          Effect.gen(function* () {
-            const message = yield* Queue.take(lane)
-            const job = yield* FiberSet.run(jobs, handle(message))
-            yield* Fiber.await(job)
-          })
+          Effect.uninterruptibleMask((restore) =>
+            Effect.gen(function* () {
+              const message = yield* restore(Queue.take(lane))
+              const job = yield* FiberSet.run(jobs, handle(message))
+              reading.handOut([message])
+              if (++handed === limit) yield* Deferred.succeed(limitReached, undefined)
+              return job
+            })
+          ).pipe(Effect.flatMap(Fiber.await))
         )
       const workers = yield* Effect.forEach(Array.from({ length: concurrency }), (_, i) =>
         Effect.forkIn(worker(lanes[keyOf === undefined ? 0 : i]!), scope)
       )
       const dispatcher = yield* Effect.gen(function* () {
         for (;;) {
-          const chunk = yield* pull
+          const chunk = yield* reading.take
           for (const message of chunk) {
             yield* Queue.offer(lanes[keyOf === undefined ? 0 : laneOf(keyOf(message), concurrency)]!, message)
           }
@@ -746,11 +976,12 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<never, Consu
       yield* Effect.addFinalizer(() =>
         Effect.gen(function* () {
           const started = yield* Clock.currentTimeMillis
-          yield* stopReading
+          // No handler starts from here on. Reading stops and what is still queued for the handlers is given back
+          // while the handlers in flight finish (their entries and those are not the same).
           yield* Fiber.interruptAll([dispatcher, ...workers])
           const running = yield* FiberSet.size(jobs)
           if (running > 0) yield* Effect.logInfo(`shutting down: waiting for ${running} handlers`)
-          yield* FiberSet.awaitEmpty(jobs).pipe(
+          const handlersDone = FiberSet.awaitEmpty(jobs).pipe(
             Effect.timeoutOrElse({
               duration: Duration.millis(shutdownMs),
               orElse: () =>
@@ -761,6 +992,7 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<never, Consu
                 })
             })
           )
+          yield* Effect.all([reading.stop(shutdownMs), handlersDone], { concurrency: "unbounded", discard: true })
           yield* Queue.end(ackQueue)
           const elapsed = (yield* Clock.currentTimeMillis) - started
           yield* Fiber.await(acker).pipe(
@@ -772,10 +1004,14 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<never, Consu
         }).pipe(annotate)
       )
 
-      const exit = yield* Fiber.await(dispatcher)
-      return yield* Exit.isFailure(exit)
-        ? Effect.failCause(exit.cause as Cause.Cause<ConsumerError>)
-        : Effect.die(new Error("the consumer stream ended"))
+      const failed = Effect.flatMap(Fiber.await(dispatcher), (exit) =>
+        Exit.isFailure(exit)
+          ? Effect.failCause(exit.cause as Cause.Cause<ConsumerError>)
+          : Effect.die(new Error("the consumer stream ended"))
+      )
+      if (limit === undefined) return yield* failed
+      // With a limit: done once the last message's handler finished; the finalizer acknowledges what is left.
+      yield* Effect.raceFirst(failed, Effect.andThen(Deferred.await(limitReached), FiberSet.awaitEmpty(jobs)))
     })
   )
 

@@ -51,12 +51,33 @@ import { Effect, Stream } from "effect"
 import * as RedisConnection from "./src/RedisConnection.ts"
 import * as RedisStreamConsumer from "./src/RedisStreamConsumer.ts"
 const program = RedisStreamConsumer.messages({
-  stream: process.env.STREAM, group: "workers", consumer: "doomed", count: 50
+  stream: process.env.STREAM, group: process.env.GROUP ?? "workers", consumer: process.env.CONSUMER ?? "doomed", count: 50
 }).pipe(
   Stream.runForEach(() => Effect.sync(() => process.stdout.write("processing\\n")).pipe(Effect.andThen(Effect.never)))
 )
 Effect.runPromise(program.pipe(Effect.provide(RedisConnection.layer({ url: process.env.URL }))))
 `
+
+/** Starts {@link DOOMED_CONSUMER} and kills it with SIGKILL once its handler has the first message. */
+const crashConsumer = (env: Record<string, string>) =>
+  Effect.gen(function* () {
+    const child = spawn(process.execPath, ["--input-type=module", "-e", DOOMED_CONSUMER], {
+      cwd: join(import.meta.dirname, ".."),
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stderr = ""
+    child.stderr.on("data", (d) => (stderr += d))
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on("exit", (_, signal) => resolve(signal)))
+    yield* Effect.promise(() => new Promise<void>((resolve) => child.stdout.once("data", () => resolve()))).pipe(
+      Effect.timeoutOrElse({
+        duration: "20 seconds",
+        orElse: () => Effect.die(new Error(`the doomed consumer did not start: ${stderr}`))
+      })
+    )
+    child.kill("SIGKILL")
+    expect(yield* Effect.promise(() => exited)).toBe("SIGKILL")
+  })
 
 layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsumer against a real Redis", (it) => {
   it.effect("three competing consumers split 10,000 events: each processed once, nothing left pending", () =>
@@ -312,10 +333,14 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
         expect(took).toBeLessThan(3000)
 
         expect(finished.size).toBe(10)
-        const pending = yield* pendingIds(stream, "g")
+        const pending = yield* StreamAdmin.pendingEntries(stream, "g", { count: 100 })
         const ids = entries.map((e) => e.id)
-        expect(pending.sort()).toEqual(ids.filter((id) => !finished.has(id)).sort())
+        expect(pending.map((e) => e.id).sort()).toEqual(ids.filter((id) => !finished.has(id)).sort())
         expect(pending.length).toBe(20)
+        // A handler had the 5 interrupted ones: that delivery counts. The 15 read ahead were never handed out: their
+        // delivery count was put back.
+        expect(pending.filter((e) => started.has(e.id)).map((e) => e.deliveries)).toEqual(Array(5).fill(1))
+        expect(pending.filter((e) => !started.has(e.id)).map((e) => e.deliveries)).toEqual(Array(15).fill(0))
 
         // The same consumer restarts: its pending entries come first, and everything gets done.
         const redone = new Set<string>()
@@ -326,7 +351,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
           handler: (_, message) =>
             Effect.sync(() => {
               expect(message.delivery).toBe("pending")
-              expect(message.deliveries).toBe(2)
+              expect(message.deliveries).toBe(started.has(message.id) ? 2 : 1)
               redone.add(message.id)
             })
         }).pipe(Effect.forkChild)
@@ -340,6 +365,136 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
         )
         yield* Fiber.interrupt(restarted)
         expect(new Set([...finished, ...redone]).size).toBe(30)
+      })
+    )
+  )
+
+  it.effect(
+    "a graceful stop gives back what was read ahead: stopped twice with maxDeliveries 2, every entry handled once",
+    () =>
+      withServer((url) =>
+        Effect.gen(function* () {
+          const stream = uniquePrefix("readahead")
+          yield* produce(url, stream, 600)
+          const handled = new Map<string, number>()
+          const start = RedisStreamConsumer.run({
+            stream,
+            group: "g",
+            consumer: "w1",
+            count: 50,
+            concurrency: 2,
+            maxDeliveries: 2,
+            handler: (_, message) =>
+              Effect.sleep("2 millis").pipe(
+                Effect.andThen(Effect.sync(() => handled.set(message.id, (handled.get(message.id) ?? 0) + 1)))
+              )
+          }).pipe(Effect.forkChild)
+          // Stops the consumer gracefully once `n` entries were handled: the reader is well ahead of the handlers.
+          const stopAfter = (n: number) =>
+            Effect.gen(function* () {
+              const fiber = yield* start
+              yield* eventually(
+                `${n} handled`,
+                Effect.sync(() => handled.size >= n)
+              )
+              yield* Fiber.interrupt(fiber)
+              // What is left pending was read ahead and never reached a handler: at most one read's COUNT, and its
+              // delivery count is put back, so being read again does not bring it closer to the dead-letter stream.
+              const left = yield* StreamAdmin.pendingEntries(stream, "g", { count: 1000 })
+              expect(left.length).toBeGreaterThan(0)
+              expect(left.length).toBeLessThanOrEqual(50)
+              expect(left.filter((e) => handled.has(e.id))).toEqual([])
+              expect(left.filter((e) => e.deliveries !== 0)).toEqual([])
+            })
+          yield* stopAfter(100)
+          yield* stopAfter(200)
+          const fiber = yield* start
+          yield* eventually(
+            "all 600 handled",
+            Effect.sync(() => handled.size === 600)
+          )
+          yield* eventually(
+            "nothing pending",
+            Effect.map(pendingIds(stream, "g"), (ids) => ids.length === 0)
+          )
+          yield* Fiber.interrupt(fiber)
+          expect([...handled.values()].filter((n) => n !== 1)).toEqual([])
+          expect(yield* StreamAdmin.length(`${stream}.dead-letter`)).toBe(0)
+          expect(yield* counterValue(Metrics.consumerDeadLettered, { stream, group: "g" })).toBe(0)
+        })
+      )
+  )
+
+  it.effect("a crash adds at most one delivery to what was read ahead: with maxDeliveries 2, none dead-lettered", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("crash")
+        yield* produce(url, stream, 300)
+        const handled = new Map<string, number>()
+        const start = RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          count: 50,
+          maxDeliveries: 2,
+          handler: (_, message) =>
+            Effect.sleep("1 millis").pipe(
+              Effect.andThen(Effect.sync(() => handled.set(message.id, (handled.get(message.id) ?? 0) + 1)))
+            )
+        }).pipe(Effect.forkChild)
+        // A graceful stop first: what was read ahead is given back (0 deliveries).
+        const first = yield* start
+        yield* eventually(
+          "50 handled",
+          Effect.sync(() => handled.size >= 50)
+        )
+        yield* Fiber.interrupt(first)
+        const given = yield* StreamAdmin.pendingEntries(stream, "g", { count: 1000 })
+        expect(given.length).toBeGreaterThan(0)
+        expect(given.filter((e) => e.deliveries !== 0)).toEqual([])
+        // Then the same consumer, in another process, re-reads them and is killed with its handler busy: no shutdown
+        // code runs, so what it had read (handed out or read ahead) keeps the one delivery it counted.
+        yield* crashConsumer({ URL: url, STREAM: stream, GROUP: "g", CONSUMER: "w1" })
+        const crashed = yield* StreamAdmin.pendingEntries(stream, "g", { count: 1000 })
+        expect(crashed.length).toBeGreaterThan(0)
+        expect(crashed.filter((e) => e.deliveries > 1)).toEqual([])
+        // Restarted: re-read with 2 deliveries, which is not past maxDeliveries. Everything is handled, once.
+        const last = yield* start
+        yield* eventually(
+          "all 300 handled",
+          Effect.sync(() => handled.size === 300)
+        )
+        yield* eventually(
+          "nothing pending",
+          Effect.map(pendingIds(stream, "g"), (ids) => ids.length === 0)
+        )
+        yield* Fiber.interrupt(last)
+        expect([...handled.values()].filter((n) => n !== 1)).toEqual([])
+        expect(yield* StreamAdmin.length(`${stream}.dead-letter`)).toBe(0)
+      })
+    )
+  )
+
+  it.effect("a stop cuts a blocked read short (CLIENT UNBLOCK) instead of waiting out its block time", () =>
+    withServer(() =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("unblock")
+        const fiber = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          block: "20 seconds",
+          claim: false,
+          handler: () => Effect.void
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "the group exists",
+          Effect.map(StreamAdmin.groups(stream).pipe(Effect.orElseSucceed(() => [])), (g) => g.length === 1)
+        )
+        yield* Effect.sleep("300 millis")
+        const before = Date.now()
+        yield* Fiber.interrupt(fiber)
+        expect(Date.now() - before).toBeLessThan(2000)
       })
     )
   )
@@ -392,21 +547,30 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
         const stream = uniquePrefix("messages")
         yield* produce(url, stream, 50)
         const options = { stream, group: "g", consumer: "w1", count: 20 } as const
-        // Take 30 messages and acknowledge 20 of them. The stream reads ahead (up to a read's worth beyond what was
-        // taken), and what was read is pending until acknowledged.
+        // Take 30 messages and acknowledge 20 of them. What the stream emitted is pending until acknowledged (the
+        // second chunk of 20, of which `take` kept 10, included). It reads ahead at most one read's worth beyond what
+        // it emitted; what it read and never emitted is given back when it ends: still pending, with its delivery
+        // count put back to 0.
         const first = yield* RedisStreamConsumer.messages(options).pipe(Stream.take(30), Stream.runCollect)
         expect(first.map((m) => m.delivery)).toEqual(Array(30).fill("new"))
         yield* RedisStreamConsumer.ack(first.slice(0, 20))
         const entries = yield* Effect.promise(() => readStream(url, stream))
         const left = entries.slice(20).map((e) => e.id)
-        expect((yield* pendingIds(stream, "g")).sort()).toEqual(left)
-        // A new run re-reads the entries left pending (delivered twice now) and acknowledges them chunk by chunk.
+        const pending = yield* StreamAdmin.pendingEntries(stream, "g", { count: 100 })
+        const before = new Map(pending.map((e) => [e.id, e.deliveries]))
+        expect(left.slice(0, 20).map((id) => before.get(id))).toEqual(Array(20).fill(1))
+        expect(left.slice(20).map((id) => before.get(id) ?? 0)).toEqual(Array(10).fill(0))
+        expect(pending.length).toBeLessThanOrEqual(30)
+        // A new run re-reads the entries left pending (one more delivery each) and acknowledges them chunk by chunk;
+        // entries never read come as new ones.
         const second = yield* RedisStreamConsumer.messages(options).pipe(
           Stream.take(30),
           Stream.mapArrayEffect((chunk) => Effect.as(RedisStreamConsumer.ack(chunk), chunk)),
           Stream.runCollect
         )
-        expect(second.map((m) => [m.id, m.delivery, m.deliveries])).toEqual(left.map((id) => [id, "pending", 2]))
+        expect(second.map((m) => [m.id, m.delivery, m.deliveries])).toEqual(
+          left.map((id) => [id, before.has(id) ? "pending" : "new", (before.get(id) ?? 0) + 1])
+        )
         expect((yield* pendingIds(stream, "g")).length).toBe(0)
         expect(new Set([...first, ...second].map((m) => m.event.id)).size).toBe(50)
       })

@@ -1,8 +1,9 @@
 /**
  * `redflow consume`: a consumer-group worker on `RedisStreamConsumer.run`. It acknowledges each event after
- * processing it; with `--count N` it stops after N events were processed and acknowledged.
+ * processing it; with `--count N` it stops after N events were processed and acknowledged (the consumer's `limit`:
+ * it reads no more than N, so it leaves nothing read ahead and unprocessed behind).
  */
-import { Clock, Deferred, Duration, Effect, Layer, Option, Ref } from "effect"
+import { Clock, Duration, Effect, Layer, Option, Ref } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as Metrics from "@redflow/core/Metrics"
@@ -27,7 +28,7 @@ const FLAG_OF_FIELD: Record<string, string> = {
   deadLetterStream: "dead-letter",
   maxDeliveries: "max-deliveries",
   concurrency: "concurrency",
-  count: "count"
+  limit: "count"
 }
 
 export interface ConsumeInput {
@@ -54,14 +55,12 @@ export const consumerOptions = (input: {
   readonly deadLetter: Option.Option<string>
   readonly maxDeliveries: Option.Option<number>
   readonly startId: string
-  readonly readCount?: number
 }): RedisStreamConsumer.Options => ({
   stream: input.stream,
   group: input.group,
   consumer: input.consumer,
   startId: input.startId,
   block: "500 millis",
-  ...(input.readCount !== undefined ? { count: input.readCount } : {}),
   ...Option.match(input.claimIdle, { onNone: () => ({}), onSome: (ms) => ({ minIdle: Duration.millis(ms) }) }),
   ...Option.match(input.deadLetter, { onNone: () => ({}), onSome: (s) => ({ deadLetterStream: s }) }),
   ...Option.match(input.maxDeliveries, { onNone: () => ({}), onSome: (n) => ({ maxDeliveries: n }) })
@@ -84,23 +83,17 @@ const run = (input: ConsumeInput) =>
     return yield* Effect.gen(function* () {
       yield* announceMetrics(true)
       const stop = yield* Shutdown.drainOnSignal
-      const done = yield* Deferred.make<void>()
       const processed = yield* Ref.make(0)
       const startedAt = yield* Clock.currentTimeMillis
       const attributes = { stream: input.stream, group: input.group }
       const handler = (event: CdcEvent, message: RedisStreamConsumer.Message) =>
         Effect.gen(function* () {
-          // Past --count: leave the entry pending (an interrupted handler is not acknowledged and not retried).
-          const n = yield* Ref.modify(processed, (n) =>
-            target !== undefined && n >= target ? [-1, n] : [n + 1, n + 1]
-          )
-          if (n < 0) return yield* Effect.interrupt
+          yield* Ref.update(processed, (n) => n + 1)
           if (input.print) {
             yield* Effect.sync(() =>
               process.stdout.write(`${JSON.stringify({ entry: message.id, stream: message.stream, event })}\n`)
             )
           }
-          if (target !== undefined && n >= target) yield* Deferred.succeed(done, undefined)
         })
       yield* Output.progressLine(
         Effect.gen(function* () {
@@ -111,17 +104,15 @@ const run = (input: ConsumeInput) =>
         })
       )
       const consumer = RedisStreamConsumer.run({
-        // Small reads with --count: what is read ahead of the handler stays pending to this consumer when it exits.
-        ...consumerOptions({
-          ...input,
-          ...(target !== undefined ? { readCount: Math.max(1, Math.min(100, Math.ceil(target / 10))) } : {})
-        }),
+        ...consumerOptions(input),
         concurrency: input.concurrency,
+        ...(target !== undefined ? { limit: target } : {}),
         handler
       }).pipe(PipelineHealth.track(`consumer:${input.group}:${input.consumer}`))
-      // The consumer runs until --count is reached or a signal asks to drain; interrupting it stops reading,
-      // lets the handlers in flight finish and acknowledges them.
-      yield* Effect.raceFirst(namingFlags(consumer), Effect.race(Deferred.await(done), stop))
+      // The consumer returns once --count messages were handled and acknowledged. A signal asks it to drain:
+      // interrupting it stops reading, lets the handlers in flight finish and acknowledges them, and gives back what
+      // it had read ahead.
+      yield* Effect.raceFirst(namingFlags(consumer), stop)
       const durationMs = (yield* Clock.currentTimeMillis) - startedAt
       const count = yield* Ref.get(processed)
       const pending = yield* StreamAdmin.pending(input.stream, input.group)
