@@ -101,8 +101,9 @@ const isErrno = (e: unknown, code: string): boolean =>
  * Each commit writes the whole file to a temporary file in the same directory, fsyncs it, renames it over the
  * target and fsyncs the directory, so a crash leaves either the old or the new file, never a torn one. A missing
  * file means no checkpoints; a file that is not valid checkpoint JSON is a {@link CheckpointError} naming the path.
- * Commits of one store are serialized and re-read the file first, so stores sharing a file in one process keep each
- * other's keys; separate processes should not share a file.
+ * Commits to one file are serialized across every store of the process on that path, and start from the content
+ * last written, so stores sharing a file in one process keep each other's keys; separate processes should not share
+ * a file (the file is read once, at the first commit).
  *
  * This uses `node:fs/promises` directly rather than Effect's `FileSystem`: the layer then needs no platform layer,
  * and the directory fsync (opening a directory read-only and fsyncing its descriptor) is plain POSIX here.
@@ -113,10 +114,9 @@ const isErrno = (e: unknown, code: string): boolean =>
  * ```
  */
 export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"]> =>
-  Effect.map(Semaphore.make(1), (lock) => {
+  Effect.sync(() => {
     const target = NodePath.resolve(path)
-    const directory = NodePath.dirname(target)
-    const base = NodePath.basename(target)
+    const file = fileOf(target)
 
     const read = (operation: "load" | "commit", key: string): Effect.Effect<FileContent, CheckpointError> =>
       Effect.tryPromise({
@@ -147,44 +147,19 @@ export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"]
         })
       )
 
-    const writeAtomically = async (text: string): Promise<void> => {
-      await Fs.mkdir(directory, { recursive: true })
-      const temp = NodePath.join(directory, `.${base}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`)
-      try {
-        const file = await Fs.open(temp, "wx", 0o644)
-        try {
-          await file.writeFile(text, "utf8")
-          await file.sync()
-        } finally {
-          await file.close()
-        }
-        await Fs.rename(temp, target)
-      } catch (e) {
-        await Fs.rm(temp, { force: true })
-        throw e
-      }
-      // The rename is durable only once the directory entry is; Windows cannot open a directory and needs no fsync.
-      if (process.platform !== "win32") {
-        const dir = await Fs.open(directory, "r")
-        try {
-          await dir.sync()
-        } finally {
-          await dir.close()
-        }
-      }
-    }
-
     return CheckpointStore.of({
       load: (key) =>
         Effect.map(read("load", key), (content) =>
           Object.hasOwn(content.checkpoints, key) ? Option.some(content.checkpoints[key]!) : Option.none()
         ),
       commit: (key, position) =>
-        lock.withPermits(1)(
-          Effect.flatMap(read("commit", key), (content) => {
+        file.lock.withPermits(1)(
+          Effect.gen(function* () {
+            // The file's image is read once; every later commit of this process starts from it.
+            const content = file.image ?? (yield* read("commit", key))
             const next: FileContent = { version: 1, checkpoints: { ...content.checkpoints, [key]: position } }
-            return Effect.tryPromise({
-              try: () => writeAtomically(`${JSON.stringify(next, null, 2)}\n`),
+            yield* Effect.tryPromise({
+              try: () => writeAtomically(file, `${JSON.stringify(next, null, 2)}\n`),
               catch: (cause) =>
                 new CheckpointError({
                   operation: "commit",
@@ -194,10 +169,58 @@ export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"]
                   cause
                 })
             })
+            file.image = next
           })
         )
     })
   })
+
+/**
+ * What this process knows of one checkpoint file, shared by every store on the same path: the lock that serializes
+ * their commits, the file's last written content, and the directory handle kept open for its fsync. Each commit then
+ * costs the fewest I/O calls the protocol allows (write + fsync the temp file, rename, fsync the directory), which
+ * matters on a busy event loop, where every call waits its turn.
+ */
+interface CheckpointFile {
+  readonly target: string
+  readonly lock: Semaphore.Semaphore
+  image: FileContent | undefined
+  directory: Fs.FileHandle | "none" | undefined
+}
+
+const files = new Map<string, CheckpointFile>()
+
+const fileOf = (target: string): CheckpointFile => {
+  let file = files.get(target)
+  if (file === undefined) {
+    file = { target, lock: Semaphore.makeUnsafe(1), image: undefined, directory: undefined }
+    files.set(target, file)
+  }
+  return file
+}
+
+const writeAtomically = async (file: CheckpointFile, text: string): Promise<void> => {
+  const directory = NodePath.dirname(file.target)
+  if (file.directory === undefined) {
+    await Fs.mkdir(directory, { recursive: true })
+    // Windows cannot open a directory and needs no directory fsync. The handle lives as long as the process.
+    file.directory = process.platform === "win32" ? "none" : await Fs.open(directory, "r")
+  }
+  const temp = NodePath.join(
+    directory,
+    `.${NodePath.basename(file.target)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`
+  )
+  try {
+    // flush: fsync before close, so the content is durable before the rename makes it the checkpoint.
+    await Fs.writeFile(temp, text, { encoding: "utf8", flag: "wx", mode: 0o644, flush: true })
+    await Fs.rename(temp, file.target)
+  } catch (e) {
+    await Fs.rm(temp, { force: true })
+    throw e
+  }
+  // The rename is durable only once the directory entry is.
+  if (file.directory !== "none") await file.directory.sync()
+}
 
 /** A store in one JSON file; see {@link makeFile}. */
 export const layerFile = (path: string): Layer.Layer<CheckpointStore> => Layer.effect(CheckpointStore, makeFile(path))

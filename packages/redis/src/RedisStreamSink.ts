@@ -22,11 +22,14 @@
  * @since 0.1.0
  */
 import {
+  Array as Arr,
   Cause,
   Clock,
+  Deferred,
   Duration,
   Effect,
   Exit,
+  Fiber,
   Metric,
   Option,
   Pull,
@@ -34,6 +37,7 @@ import {
   Result,
   Schema,
   Scope,
+  Semaphore,
   Sink,
   Stream
 } from "effect"
@@ -55,7 +59,10 @@ import * as Scripts from "./internal/scripts.ts"
 // ---------------------------------------------------------------------------------------------------------------
 
 export interface BatchOptions {
-  /** Most events in one batch. Default 1000. */
+  /**
+   * The window: most events written but not yet checkpointed (what a crash can make at-least-once replay). Writes
+   * carry a quarter of it each, so up to four are in flight. Default 4000, chosen by measurement (bench/RESULTS.md).
+   */
   readonly maxEvents?: number
   /** Most encoded bytes in one batch. Default 4 MiB. */
   readonly maxBytes?: number
@@ -186,7 +193,7 @@ export const validate = (options: Options): Effect.Effect<Config, SinkConfigErro
       }
       const route = routing("stream", () => Routing.makeSync(options.stream))
       const key = options.key === undefined ? undefined : routing("key", () => Routing.compileSync(options.key!))
-      const maxEvents = positiveInt("batch.maxEvents", options.batch?.maxEvents, 1000, "events per batch, e.g. 1000")
+      const maxEvents = positiveInt("batch.maxEvents", options.batch?.maxEvents, 4000, "events per batch, e.g. 4000")
       const maxBytes = positiveInt(
         "batch.maxBytes",
         options.batch?.maxBytes,
@@ -287,8 +294,13 @@ export interface CommittedBatch {
   readonly events: number
   readonly bytes: number
   readonly deadLettered: number
-  /** The checkpoint after this batch: the position of its last event. */
+  /** The position of the batch's last event. */
   readonly position: Position.Position
+  /**
+   * The checkpoint committed for this batch: its own position, or a later one when batches written behind it shared
+   * the same checkpoint write.
+   */
+  readonly checkpoint: Position.Position
   readonly streams: ReadonlyArray<StreamResult>
   /** Tries it took (1 when nothing failed). */
   readonly attempts: number
@@ -397,27 +409,78 @@ const makePrepare = (config: Config) => {
 
 type ScriptReply = [number, number, string]
 
+/**
+ * Writes are cut at `maxEvents / WRITES_PER_WINDOW` events, so that several are in flight at once within the window
+ * of `maxEvents` events written but not yet checkpointed: Redis works on one while the client checkpoints another and
+ * encodes the next.
+ */
+const WRITES_PER_WINDOW = 4
+
+/** A batch handed to Redis and not yet acknowledged. */
+interface InFlight {
+  /** Completed once every stream of the batch is written (before its checkpoint). */
+  readonly written: Deferred.Deferred<void>
+}
+
+/** One script call: a stream's share of a batch. */
 interface Command {
   readonly stream: string
   readonly keys: ReadonlyArray<string>
-  readonly argv: ReadonlyArray<string>
+  /** The script's ARGV; `argv[EXPECTED]` is the mark to expect, "" once no earlier batch is pending for the stream. */
+  readonly argv: Array<string>
+  /** The earlier batch still in flight that writes this stream too: this call expects the mark it leaves. */
+  predecessor: InFlight | undefined
 }
 
-const buildCommands = (config: Config, entries: ReadonlyArray<Entry>, now: number): Array<Command> => {
-  const byStream = new Map<string, Array<string>>()
-  const header = [config.pipeline, config.trim.strategy, config.trim.operator, config.trim.threshold(now)]
+const EXPECTED = 4
+
+/**
+ * Up to `max` items already in the queue, without waiting: none when it is empty or has ended (its next take reports
+ * the end). `Queue.takeBetween(queue, 0, max)` is not that: it returns nothing even when items wait.
+ */
+const takeAvailable = <A, E>(queue: Queue.Dequeue<A, E>, max: number): Effect.Effect<ReadonlyArray<A>> =>
+  Effect.flatMap(Queue.size(queue), (size) =>
+    size > 0 ? Queue.takeBetween(queue, 1, max) : Effect.succeed([] as ReadonlyArray<A>)
+  ).pipe(Effect.catchCause(() => Effect.succeed([] as ReadonlyArray<A>)))
+
+/** Events encoded between two yields of the producing fiber. */
+const ENCODE_SLICE = 64
+
+/** The mark each stream has after the last batch sent to it, and that batch while it is in flight. */
+type Marks = Map<string, { readonly mark: Position.Position; readonly by: InFlight }>
+
+const buildCommands = (
+  config: Config,
+  entries: ReadonlyArray<Entry>,
+  now: number,
+  marks: Marks,
+  self: InFlight
+): Array<Command> => {
+  const byStream = new Map<string, { argv: Array<string>; mark: Position.Position }>()
+  const header = [
+    config.pipeline,
+    config.trim.strategy,
+    config.trim.operator,
+    config.trim.threshold(now),
+    "",
+    config.guarantee === "exactly-once" ? "1" : ""
+  ]
   for (const entry of entries) {
-    let argv = byStream.get(entry.stream)
-    if (argv === undefined) {
-      argv = header.slice()
-      byStream.set(entry.stream, argv)
+    let group = byStream.get(entry.stream)
+    if (group === undefined) {
+      group = { argv: header.slice(), mark: entry.position }
+      byStream.set(entry.stream, group)
     }
-    for (const a of entry.args) argv.push(a)
+    for (const a of entry.args) group.argv.push(a)
+    group.mark = Position.max(group.mark, entry.position)
   }
   const commands: Array<Command> = []
-  for (const [stream, argv] of byStream) {
-    const keys = config.guarantee === "exactly-once" ? [stream, highWaterKey(stream)!] : [stream]
-    commands.push({ stream, keys, argv })
+  for (const [stream, { argv, mark }] of byStream) {
+    const prior = marks.get(stream)
+    const predecessor = prior !== undefined && !Deferred.isDoneUnsafe(prior.by.written) ? prior.by : undefined
+    if (predecessor !== undefined) argv[EXPECTED] = prior!.mark
+    marks.set(stream, { mark: prior === undefined ? mark : Position.max(prior.mark, mark), by: self })
+    commands.push({ stream, keys: [stream, highWaterKey(stream)!], argv, predecessor })
   }
   return commands
 }
@@ -554,7 +617,6 @@ const start = <E, R>(
     const checkpoint = yield* CheckpointStore
     const scope = yield* Scope.Scope
     const policies = FailurePolicy.make(config.policies, redis.topology)
-    const script = config.guarantee === "exactly-once" ? Scripts.exactlyOnce : Scripts.atLeastOnce
     const prepare = makePrepare(config)
     const attributes = Metrics.sinkAttributes(config.pipeline, config.sinkName)
     const metric = {
@@ -585,15 +647,18 @@ const start = <E, R>(
     // Entries taken from the queue that did not fit the previous batch's bounds.
     let leftover: ReadonlyArray<Entry> = []
 
-    // Encode at most one batch's worth at a time: a source that emits huge chunks (Stream.fromIterable of an
-    // array emits it whole) must not have all of it encoded ahead of the queue.
+    // Encode a slice at a time, yielding in between: a source that emits huge chunks (Stream.fromIterable of an
+    // array emits it whole) must not get ahead of the queue, and the event loop must stay free to hear Redis replies
+    // and checkpoint I/O completions while the next batch is encoded (one slice takes about 0.3 ms).
     const offerSlice = (chunk: ReadonlyArray<CdcEvent.CdcEvent>, from: number): Effect.Effect<void> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const to = Math.min(chunk.length, from + config.maxEvents)
+        const to = Math.min(chunk.length, from + ENCODE_SLICE)
         const entries = new Array<Entry>(to - from)
         for (let i = from; i < to; i++) entries[i - from] = prepare(chunk[i]!, now)
         const offered = Queue.offerAll(queue, entries)
-        return to < chunk.length ? Effect.flatMap(offered, () => offerSlice(chunk, to)) : Effect.asVoid(offered)
+        return to < chunk.length
+          ? offered.pipe(Effect.andThen(Effect.yieldNow), Effect.andThen(offerSlice(chunk, to)))
+          : Effect.asVoid(offered)
       })
     yield* feed((chunk) => offerSlice(chunk, 0)).pipe(
       Effect.onExit((exit) => (Exit.isSuccess(exit) ? Queue.end(queue) : Queue.failCause(queue, exit.cause))),
@@ -601,17 +666,20 @@ const start = <E, R>(
     )
 
     /** Everything now waiting, without blocking; nothing once the source has ended (the next take reports it). */
-    const takeWaiting = (max: number) =>
-      Queue.takeBetween(queue, 0, max).pipe(Effect.catchCause(() => Effect.succeed([] as ReadonlyArray<Entry>)))
+    const takeWaiting = (max: number) => takeAvailable(queue, max)
+
+    // At most maxEvents events are written but not checkpointed (what a crash can make at-least-once replay); each
+    // write carries a part of that window.
+    const batchEvents = Math.max(1, Math.ceil(config.maxEvents / WRITES_PER_WINDOW))
 
     /** Takes the next batch: whatever is waiting, within the event and byte bounds (group commit). */
     const takeBatch: Effect.Effect<Array<Entry>, E | Cause.Done> = Effect.gen(function* () {
       let taken: ReadonlyArray<Entry> = leftover
       leftover = []
-      if (taken.length === 0) taken = yield* Queue.takeBetween(queue, 1, config.maxEvents)
-      if (taken.length < config.maxEvents) {
+      if (taken.length === 0) taken = yield* Queue.takeBetween(queue, 1, batchEvents)
+      if (taken.length < batchEvents) {
         if (config.lingerMs > 0) yield* Effect.sleep(Duration.millis(config.lingerMs))
-        const more = yield* takeWaiting(config.maxEvents - taken.length)
+        const more = yield* takeWaiting(batchEvents - taken.length)
         if (more.length > 0) taken = [...taken, ...more]
       }
       const batch: Array<Entry> = []
@@ -619,7 +687,7 @@ const start = <E, R>(
       let i = 0
       for (; i < taken.length; i++) {
         const e = taken[i]!
-        if (batch.length > 0 && (batch.length >= config.maxEvents || bytes + e.bytes > config.maxBytes)) break
+        if (batch.length > 0 && (batch.length >= batchEvents || bytes + e.bytes > config.maxBytes)) break
         batch.push(e)
         bytes += e.bytes
       }
@@ -627,21 +695,31 @@ const start = <E, R>(
       return batch
     })
 
-    const writeBatch = (batch: ReadonlyArray<Entry>) =>
+    /**
+     * Writes one batch, retrying failed streams by the failure policies. A stream refused because an earlier batch
+     * in flight has not applied yet (`written = -1`) is sent again, unconditionally, once that batch is through.
+     */
+    const writeBatch = (commands: ReadonlyArray<Command>, self: InFlight) =>
       Effect.gen(function* () {
         const startedAt = yield* Clock.currentTimeMillis
         const results = new Map<string, StreamResult>()
-        let pending = buildCommands(config, batch, startedAt)
+        let pending = commands
         let attempts = 0
-        const attempt = Effect.gen(function* () {
+        const attempt: Effect.Effect<void, RedisError> = Effect.gen(function* () {
           attempts++
-          const replies = yield* send(redis, script, pending)
+          const replies = yield* send(redis, Scripts.write, pending)
           const failed: Array<Command> = []
+          const refused: Array<Command> = []
           let worst: RedisError | undefined
           for (let i = 0; i < pending.length; i++) {
             const reply = replies[i]!
             const command = pending[i]!
-            if (Array.isArray(reply)) {
+            if (!Array.isArray(reply)) {
+              failed.push(command)
+              if (worst === undefined || SEVERITY[reply._tag] > SEVERITY[worst._tag]) worst = reply
+            } else if (Number(reply[0]) < 0) {
+              refused.push(command)
+            } else {
               const prior = results.get(command.stream)
               results.set(command.stream, {
                 stream: command.stream,
@@ -649,16 +727,18 @@ const start = <E, R>(
                 skipped: (prior?.skipped ?? 0) + Number(reply[1]),
                 lastId: String(reply[2] || prior?.lastId || "")
               })
-            } else {
-              failed.push(command)
-              if (worst === undefined || SEVERITY[reply._tag] > SEVERITY[worst._tag]) worst = reply
             }
           }
-          // Streams that succeeded are done: a retry sends only what failed.
-          pending = failed
+          for (const command of refused) {
+            if (command.predecessor !== undefined) yield* Deferred.await(command.predecessor.written)
+            command.predecessor = undefined
+            command.argv[EXPECTED] = ""
+          }
+          // Streams that succeeded are done: a retry sends only what failed or was refused.
+          pending = [...failed, ...refused]
           if (worst !== undefined) return yield* Effect.fail(worst)
+          if (refused.length > 0) return yield* attempt
         })
-        yield* Metric.update(metric.inFlight, 1)
         yield* attempt.pipe(
           Effect.tapError((error) =>
             Effect.logWarning(`batch write failed: ${error._tag}: ${error.message}`).pipe(
@@ -671,46 +751,116 @@ const start = <E, R>(
             )
           ),
           Effect.retry(FailurePolicy.schedule(policies, onRetry)),
-          Effect.mapError((error) => explainGiveUp(redis, error)),
-          Effect.ensuring(Metric.update(metric.inFlight, 0))
+          Effect.mapError((error) => explainGiveUp(redis, error))
         )
-        if (config.waitForReplicas !== undefined) {
-          yield* waitReplicas(redis, config.waitForReplicas, policies, onRetry)
-        }
-        const last = batch[batch.length - 1]!
-        let position = last.position
+        yield* Deferred.succeed(self.written, undefined)
+        return { results, attempts, startedAt }
+      })
+
+    // The sender keeps writing while the window has room, so Redis never waits while the client checkpoints and
+    // encodes; the committer checkpoints in order and gives the room back.
+    const window = yield* Semaphore.make(config.maxEvents)
+    let inFlight = 0
+    const marks: Marks = new Map()
+    const handles = yield* Queue.unbounded<
+      { readonly batch: ReadonlyArray<Entry>; readonly fiber: Fiber.Fiber<Written, RedisError> },
+      E | Cause.Done
+    >()
+    yield* Effect.gen(function* () {
+      // Room for a whole write first, so the batch is cut as late (and as full) as possible; unused room goes back.
+      yield* Semaphore.take(window, batchEvents)
+      const batch = yield* takeBatch
+      if (batch.length < batchEvents) yield* Semaphore.release(window, batchEvents - batch.length)
+      const self: InFlight = { written: yield* Deferred.make<void>() }
+      const commands = buildCommands(config, batch, yield* Clock.currentTimeMillis, marks, self)
+      inFlight++
+      yield* Metric.update(metric.inFlight, inFlight)
+      const fiber = yield* Effect.forkIn(writeBatch(commands, self), scope)
+      yield* Queue.offer(handles, { batch, fiber })
+    }).pipe(
+      Effect.forever,
+      Effect.onExit((exit) => (Exit.isSuccess(exit) ? Queue.end(handles) : Queue.failCause(handles, exit.cause))),
+      Effect.forkIn(scope)
+    )
+
+    type Handle = { readonly batch: ReadonlyArray<Entry>; readonly fiber: Fiber.Fiber<Written, RedisError> }
+    // Handles taken from the queue but not yet committed: batches written behind the one being committed.
+    const lookahead: Array<Handle> = []
+
+    /**
+     * Waits for the oldest batch in flight to be written, then checkpoints it together with every batch behind it
+     * that is already written: under load one checkpoint write covers several batches. Returns them in order.
+     */
+    const commit = Effect.gen(function* () {
+      const head = lookahead.shift() ?? (yield* Queue.take(handles))
+      const group: Array<{ readonly handle: Handle; readonly written: Written }> = [
+        { handle: head, written: yield* Fiber.join(head.fiber) }
+      ]
+      for (const h of yield* takeAvailable(handles, WRITES_PER_WINDOW)) {
+        lookahead.push(h)
+      }
+      while (lookahead.length > 0) {
+        const exit = lookahead[0]!.fiber.pollUnsafe()
+        if (exit === undefined || Exit.isFailure(exit)) break
+        group.push({ handle: lookahead.shift()!, written: exit.value })
+      }
+      if (config.waitForReplicas !== undefined) {
+        yield* waitReplicas(redis, config.waitForReplicas, policies, onRetry)
+      }
+      let checkpointPosition: Position.Position | undefined
+      const positions = group.map(({ handle: { batch } }) => {
+        let position = batch[batch.length - 1]!.position
         if (config.guarantee === "at-least-once") for (const e of batch) position = Position.max(position, e.position)
-        yield* checkpoint.commit(config.pipeline, position)
+        checkpointPosition = checkpointPosition === undefined ? position : Position.max(checkpointPosition, position)
+        return position
+      })
+      yield* checkpoint.commit(config.pipeline, checkpointPosition!)
+      inFlight -= group.length
+      yield* Metric.update(metric.inFlight, inFlight)
+      let events = 0
+      for (const { handle } of group) events += handle.batch.length
+      yield* Semaphore.release(window, events)
+      const committedAt = yield* Clock.currentTimeMillis
+      const committed = group.map(({ handle: { batch }, written }, i): CommittedBatch => {
         let bytes = 0
         let deadLettered = 0
         for (const e of batch) {
           bytes += e.bytes
           if (e.deadLetter) deadLettered++
         }
-        const committedAt = yield* Clock.currentTimeMillis
-        const committed: CommittedBatch = {
+        return {
           events: batch.length,
           bytes,
           deadLettered,
-          position,
-          streams: [...results.values()],
-          attempts,
-          durationMs: committedAt - startedAt,
+          position: positions[i]!,
+          checkpoint: checkpointPosition!,
+          streams: [...written.results.values()],
+          attempts: written.attempts,
+          durationMs: committedAt - written.startedAt,
           enqueuedAt: batch[0]!.arrivedAt
         }
-        yield* Metric.update(metric.events, batch.length)
-        yield* Metric.update(metric.batches, 1)
-        yield* Metric.update(metric.bytes, bytes)
-        if (deadLettered > 0) yield* Metric.update(metric.deadLettered, deadLettered)
-        yield* Metric.update(metric.latency, (committedAt - committed.enqueuedAt) / 1000)
-        yield* Metric.update(metric.stage, committed.durationMs / 1000)
-        yield* Metric.update(metric.checkpoint, Number(BigInt(`0x${position}`) & 0x1fffffffffffffn))
-        yield* Metric.update(metric.checkpointAt, committedAt / 1000)
-        return committed
       })
+      for (const batch of committed) {
+        yield* Metric.update(metric.events, batch.events)
+        yield* Metric.update(metric.batches, 1)
+        yield* Metric.update(metric.bytes, batch.bytes)
+        if (batch.deadLettered > 0) yield* Metric.update(metric.deadLettered, batch.deadLettered)
+        yield* Metric.update(metric.latency, (committedAt - batch.enqueuedAt) / 1000)
+        yield* Metric.update(metric.stage, batch.durationMs / 1000)
+      }
+      yield* Metric.update(metric.checkpoint, Number(BigInt(`0x${checkpointPosition!}`) & 0x1fffffffffffffn))
+      yield* Metric.update(metric.checkpointAt, committedAt / 1000)
+      return committed as unknown as Arr.NonEmptyReadonlyArray<CommittedBatch>
+    })
 
-    return Effect.flatMap(takeBatch, writeBatch)
+    return commit
   })
+
+interface Written {
+  readonly results: Map<string, StreamResult>
+  readonly attempts: number
+  readonly startedAt: number
+}
 
 /** The error a sink fails with when its policy gives up, with the likely fix where there is one. */
 const explainGiveUp = (redis: RedisConnectionService, error: RedisError): RedisError =>
@@ -765,7 +915,7 @@ export const deliver =
       Effect.gen(function* () {
         const config = yield* validate(options)
         const next = yield* start(config, (offer) => Stream.runForEachArray(self, offer))
-        return Stream.fromPull(Effect.succeed(Effect.map(next, (batch) => [batch] as const)))
+        return Stream.fromPull(Effect.succeed(next))
       })
     )
 
@@ -792,21 +942,23 @@ export const make = (
         position: Option.none()
       }
       yield* Effect.forever(
-        Effect.map(next, (batch) => {
-          let written = 0
-          let skipped = 0
-          for (const s of batch.streams) {
-            written += s.written
-            skipped += s.skipped
-          }
-          summary = {
-            events: summary.events + batch.events,
-            batches: summary.batches + 1,
-            bytes: summary.bytes + batch.bytes,
-            written: summary.written + written,
-            skipped: summary.skipped + skipped,
-            deadLettered: summary.deadLettered + batch.deadLettered,
-            position: Option.some(batch.position)
+        Effect.map(next, (batches) => {
+          for (const batch of batches) {
+            let written = 0
+            let skipped = 0
+            for (const s of batch.streams) {
+              written += s.written
+              skipped += s.skipped
+            }
+            summary = {
+              events: summary.events + batch.events,
+              batches: summary.batches + 1,
+              bytes: summary.bytes + batch.bytes,
+              written: summary.written + written,
+              skipped: summary.skipped + skipped,
+              deadLettered: summary.deadLettered + batch.deadLettered,
+              position: Option.some(batch.checkpoint)
+            }
           }
         })
       ).pipe(Pull.catchDone(() => Effect.void))

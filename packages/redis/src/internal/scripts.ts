@@ -1,78 +1,67 @@
 /**
- * The Lua scripts of the write path. One script call carries all of a batch's entries for one stream.
+ * The Lua script of the write path. One call carries all of a batch's entries for one stream.
  *
- * Why scripts for both guarantees: a script is all or nothing under OOM (declared with `#!lua`, Redis checks
- * memory once before it runs, REDIS-FACTS.md), where a plain pipeline half-writes a batch; and one EVALSHA with
- * 500 entries costs the client one command instead of 500, which is faster than the pipelined XADD loop.
+ * Why a script: it is all or nothing under OOM (declared with `#!lua`, Redis checks memory once before it runs,
+ * REDIS-FACTS.md), where a plain pipeline half-writes a batch; one EVALSHA with 500 entries costs the client one
+ * command instead of 500; and it keeps the stream's high-water mark with the entries, atomically.
  *
- * ARGV layout, shared by both scripts:
- *   1 sink id (the field of the high-water hash)   2 trim strategy: "" | "MAXLEN" | "MINID"
- *   3 trim operator: "~" | "="                       4 trim threshold
- *   then per entry, ENTRY_ARITY values: position, id, op, table, key ("" when none), event,
- *   error ("" when none; set on dead-letter entries)
+ * The high-water mark (a hash in the stream's hash slot, one field per pipeline) is the highest position written
+ * to the stream. It serves two purposes:
+ * - `skip` (exactly-once): entries at or below the mark are skipped, so a retry after an unknown outcome, or a replay
+ *   after a restart, never writes an entry twice;
+ * - `expected` (both guarantees): the mark the sink expects to find, because an earlier batch still in flight will
+ *   have left it. If the mark differs, that earlier batch did not apply (or not yet): this call writes nothing and
+ *   answers `written = -1`, and the sink sends it again once the earlier batch is through. That is what makes two
+ *   batches in flight safe: a later batch never lands before an earlier one of the same stream.
  *
- * KEYS: 1 the stream; 2 (exactly-once) the high-water hash, in the stream's hash slot.
+ * ARGV: 1 pipeline (the mark's field), 2 trim strategy ("" | "MAXLEN" | "MINID"), 3 trim operator ("~" | "="),
+ * 4 trim threshold, 5 expected mark ("" = no check), 6 skip ("1" = exactly-once); then per entry, ENTRY_ARITY
+ * values: position, id, op, table, key ("" when none), event, error ("" when none; set on dead-letter entries).
+ * KEYS: 1 the stream, 2 the high-water hash (same hash slot).
  *
- * Both return { written, skipped, lastId }.
+ * Returns { written, skipped, lastId }; written is -1 when the expected mark did not match.
  */
 import { createHash } from "node:crypto"
 
+export const HEADER_ARITY = 6
 export const ENTRY_ARITY = 7
-export const HEADER_ARITY = 4
 
-const xaddEntry = `
-    local xargs = { stream }
-    local n = 1
-    if trim ~= "" then
-      xargs[n + 1] = trim; xargs[n + 2] = op; xargs[n + 3] = threshold; n = n + 3
-    end
-    xargs[n + 1] = "*"
-    xargs[n + 2] = "event"; xargs[n + 3] = ARGV[i + 5]
-    xargs[n + 4] = "id"; xargs[n + 5] = ARGV[i + 1]
-    xargs[n + 6] = "op"; xargs[n + 7] = ARGV[i + 2]
-    xargs[n + 8] = "table"; xargs[n + 9] = ARGV[i + 3]
-    n = n + 9
-    if ARGV[i + 4] ~= "" then
-      xargs[n + 1] = "key"; xargs[n + 2] = ARGV[i + 4]; n = n + 2
-    end
-    if ARGV[i + 6] ~= "" then
-      xargs[n + 1] = "error"; xargs[n + 2] = ARGV[i + 6]
-    end
-    lastId = redis.call("XADD", unpack(xargs))
-    written = written + 1`
-
-const prologue = `#!lua
+export const SOURCE = `#!lua
 local stream = KEYS[1]
-local trim = ARGV[2]
-local op = ARGV[3]
-local threshold = ARGV[4]
-local written = 0
-local skipped = 0
-local lastId = ""
-`
-
-/** At-least-once: XADD every entry, atomically. */
-export const AT_LEAST_ONCE = `${prologue}
-for i = ${HEADER_ARITY + 1}, #ARGV, ${ENTRY_ARITY} do${xaddEntry}
-end
-return { written, skipped, lastId }
-`
-
-/**
- * Exactly-once: skip entries at or below this sink's high-water position for the stream, XADD the rest and move
- * the mark, atomically. Positions are equal-width lowercase hex, so comparing length then bytes is their order.
- */
-export const EXACTLY_ONCE = `${prologue}
+local trim, op, threshold = ARGV[2], ARGV[3], ARGV[4]
+local expected, skip = ARGV[5], ARGV[6] == "1"
 local mark = redis.call("HGET", KEYS[2], ARGV[1])
+if expected ~= "" and mark ~= expected then
+  return { -1, 0, "" }
+end
+local before = mark
+local xadd
+if trim == "" then
+  xadd = function(...) return redis.call("XADD", stream, "*", ...) end
+else
+  xadd = function(...) return redis.call("XADD", stream, trim, op, threshold, "*", ...) end
+end
+local written, skipped, lastId = 0, 0, ""
 for i = ${HEADER_ARITY + 1}, #ARGV, ${ENTRY_ARITY} do
   local position = ARGV[i]
-  if mark and (#position < #mark or (#position == #mark and position <= mark)) then
+  -- Positions are equal-width lowercase hex: longer, or as long and bytewise greater, is later.
+  local later = not mark or #position > #mark or (#position == #mark and position > mark)
+  if skip and not later then
     skipped = skipped + 1
-  else${xaddEntry}
-    mark = position
+  else
+    local key, err = ARGV[i + 4], ARGV[i + 6]
+    if err ~= "" then
+      lastId = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err)
+    elseif key ~= "" then
+      lastId = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key)
+    else
+      lastId = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3])
+    end
+    written = written + 1
+    if later then mark = position end
   end
 end
-if written > 0 then
+if mark ~= before then
   redis.call("HSET", KEYS[2], ARGV[1], mark)
 end
 return { written, skipped, lastId }
@@ -83,7 +72,4 @@ export interface Script {
   readonly sha: string
 }
 
-const script = (source: string): Script => ({ source, sha: createHash("sha1").update(source).digest("hex") })
-
-export const atLeastOnce = script(AT_LEAST_ONCE)
-export const exactlyOnce = script(EXACTLY_ONCE)
+export const write: Script = { source: SOURCE, sha: createHash("sha1").update(SOURCE).digest("hex") }
