@@ -383,10 +383,10 @@ const makePrepare = (config: Config) => {
       if (Result.isFailure(k)) return deadLetter(event, k.failure.message, encoded, now)
       key = k.success
     }
-    if (config.guarantee === "exactly-once" && highWaterKey(stream) === undefined) {
+    if (highWaterKey(stream) === undefined) {
       return deadLetter(
         event,
-        `stream name "${stream}" has "}" without a hash tag; exactly-once cannot place its mark in the stream's slot`,
+        `stream name "${stream}" has "}" without a hash tag; the sink cannot place its high-water mark in the stream's slot`,
         encoded,
         now
       )
