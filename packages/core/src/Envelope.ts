@@ -108,6 +108,93 @@ const toCloudEvent = (event: CdcEvent.CdcEvent): object => ({
 })
 
 const decodeEvent = Schema.decodeUnknownResult(CdcEvent.CdcEvent)
+const decodeOptions = { errors: "all" } as const
+
+// A fast path: a valid event is checked by hand and rebuilt from the schema's keys in the schema's order (excess keys
+// dropped), which is what the schema's decode returns for it. Row images are kept as parsed: the schema's
+// `Record(String, Unknown)` copies them key by key, unchanged. Anything the check does not accept is left to the
+// schema, so every failure (and its message) is the schema's.
+
+type Obj = Record<string, unknown>
+
+const isPlainObject = (u: unknown): u is Obj => typeof u === "object" && u !== null && !Array.isArray(u)
+
+const isRow = (u: unknown): u is CdcEvent.Row | null => u === null || isPlainObject(u)
+
+const POSITION = /^[0-9a-f]{1,64}$/
+const OPS: Record<string, true> = { c: true, u: true, d: true, r: true, t: true }
+
+/** Optional `Source` fields with their `typeof`, in the schema's order (after the required ones). */
+const SOURCE_OPTIONAL: ReadonlyArray<readonly [string, string]> = [
+  ["snapshot", "boolean"],
+  ["lsn", "string"],
+  ["txId", "number"],
+  ["file", "string"],
+  ["pos", "number"],
+  ["gtid", "string"],
+  ["sequence", "number"]
+]
+
+const fastSource = (u: unknown): CdcEvent.Source | undefined => {
+  if (!isPlainObject(u)) return undefined
+  const { connector, name, db, schema, table, ts_ms } = u
+  if (
+    typeof connector !== "string" ||
+    typeof name !== "string" ||
+    typeof db !== "string" ||
+    typeof table !== "string" ||
+    typeof ts_ms !== "number" ||
+    (schema !== undefined && typeof schema !== "string")
+  ) {
+    return undefined
+  }
+  const out: Obj = { connector, name, db }
+  if (schema !== undefined) out.schema = schema
+  out.table = table
+  out.ts_ms = ts_ms
+  for (const [key, type] of SOURCE_OPTIONAL) {
+    const value = u[key]
+    if (value === undefined) continue
+    if (typeof value !== type) return undefined
+    out[key] = value
+  }
+  return out as CdcEvent.Source
+}
+
+const fastTransaction = (u: unknown): CdcEvent.Transaction | undefined => {
+  if (!isPlainObject(u)) return undefined
+  const { id, total_order, data_collection_order } = u
+  return typeof id === "string" && typeof total_order === "number" && typeof data_collection_order === "number"
+    ? { id, total_order, data_collection_order }
+    : undefined
+}
+
+/** The decoded event when `input` is a valid event, else `undefined` (ask the schema). */
+const fastEvent = (input: unknown): CdcEvent.CdcEvent | undefined => {
+  if (!isPlainObject(input)) return undefined
+  const { id, op, before, after, ts_ms, transaction, position } = input
+  if (
+    typeof id !== "string" ||
+    typeof op !== "string" ||
+    OPS[op] !== true ||
+    !isRow(before) ||
+    !isRow(after) ||
+    typeof ts_ms !== "number" ||
+    typeof position !== "string" ||
+    !POSITION.test(position)
+  ) {
+    return undefined
+  }
+  const source = fastSource(input.source)
+  if (source === undefined) return undefined
+  if (transaction === undefined) {
+    return { id, op, before, after, source, ts_ms, position } as CdcEvent.CdcEvent
+  }
+  const tx = fastTransaction(transaction)
+  return tx !== undefined
+    ? ({ id, op, before, after, source, ts_ms, transaction: tx, position } as CdcEvent.CdcEvent)
+    : undefined
+}
 
 const CloudEventAttributes = Schema.Struct({
   specversion: Schema.Literal("1.0"),
@@ -135,7 +222,9 @@ export const make = (format: Format = "native"): Envelope => {
   }
 
   const validate = (where: string, input: unknown): Result.Result<CdcEvent.CdcEvent, EnvelopeDecodeError> => {
-    const decoded = decodeEvent(input, { errors: "all" })
+    const fast = fastEvent(input)
+    if (fast !== undefined) return Result.succeed(fast)
+    const decoded = decodeEvent(input, decodeOptions)
     return Result.isSuccess(decoded)
       ? Result.succeed(decoded.success)
       : fail(`${where} is not a valid event:\n  ${indent(decoded.failure.message)}`)

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Result } from "effect"
+import { Effect, Result, Schema } from "effect"
 import * as CdcEvent from "../src/CdcEvent.ts"
 import * as Envelope from "../src/Envelope.ts"
 import * as Position from "../src/Position.ts"
@@ -107,6 +107,59 @@ describe("Envelope", () => {
   }
 
   describe("native", () => {
+    // The native decode checks common events by hand before asking the schema: it must give exactly the schema's
+    // answer (the same event, keys in the same order, or a failure), for valid events and for every kind of damage.
+    it("decodes exactly as the CdcEvent schema does, valid or not", () => {
+      const schemaDecode = Schema.decodeUnknownResult(CdcEvent.CdcEvent)
+      const wrong: ReadonlyArray<unknown> = [null, 0, 1.5, "", "x", "0a", true, [], [1], {}, { a: 1 }]
+      const variants: Array<unknown> = []
+      const mutate = (event: CdcEvent.CdcEvent, path: ReadonlyArray<string>) => {
+        const at = (copy: any) => path.slice(0, -1).reduce((o: any, k) => o[k], copy)
+        const key = path[path.length - 1]!
+        const removed = JSON.parse(JSON.stringify(event))
+        delete at(removed)[key]
+        variants.push(removed)
+        for (const value of wrong) {
+          const copy = JSON.parse(JSON.stringify(event))
+          at(copy)[key] = value
+          variants.push(copy)
+        }
+      }
+      for (const event of events) {
+        variants.push(JSON.parse(JSON.stringify(event)))
+        for (const key of Object.keys(event)) mutate(event, [key])
+        for (const key of Object.keys(event.source)) mutate(event, ["source", key])
+        for (const key of ["schema", "snapshot", "lsn", "txId", "file", "pos", "gtid", "sequence", "extra"]) {
+          mutate({ ...event, source: { ...event.source, [key]: 1 } } as CdcEvent.CdcEvent, ["source", key])
+        }
+        if (event.transaction !== undefined) {
+          for (const key of Object.keys(event.transaction)) mutate(event, ["transaction", key])
+        }
+        mutate({ ...event, transaction: { id: "t", total_order: 1, data_collection_order: 2, extra: 1 } } as any, [
+          "transaction",
+          "extra"
+        ])
+        mutate({ ...event, extra: 1 } as any, ["extra"])
+        variants.push({ ...JSON.parse(JSON.stringify(event)), position: "ABC" })
+        variants.push({ ...JSON.parse(JSON.stringify(event)), position: "a".repeat(65) })
+        variants.push({ ...JSON.parse(JSON.stringify(event)), op: "toString" })
+      }
+      variants.push(null, [], "x", 1)
+      let succeeded = 0
+      for (const variant of variants) {
+        const text = JSON.stringify(variant)
+        const expected = schemaDecode(JSON.parse(text))
+        const actual = Envelope.native.decodeResult(text)
+        assert.strictEqual(Result.isSuccess(actual), Result.isSuccess(expected), text)
+        if (Result.isSuccess(actual) && Result.isSuccess(expected)) {
+          succeeded++
+          assert.deepStrictEqual(actual.success, expected.success)
+          assert.strictEqual(JSON.stringify(actual.success), JSON.stringify(expected.success), text)
+        }
+      }
+      assert.isAbove(succeeded, events.length)
+    })
+
     it("is the event as JSON and the default", () => {
       const event = events[16]!
       assert.strictEqual(Envelope.make().format, "native")
