@@ -42,7 +42,6 @@ import {
   Effect,
   Exit,
   Fiber,
-  FiberSet,
   Latch,
   Metric,
   Option,
@@ -741,12 +740,16 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
 
   /** Messages read, not yet handed out: mark them with `handOut` once they reach the application. */
   const take = Queue.takeAll(queue)
-  const handOut = (messages: ReadonlyArray<Message>) => {
+  const handOutAll = (messages: ReadonlyArray<Message>) => {
     machine.handOut(messages)
     room.openUnsafe()
   }
+  const handOut = (message: Message) => {
+    machine.held.delete(message.id)
+    room.openUnsafe()
+  }
 
-  return { take, handOut, stop, machine }
+  return { take, handOut, handOutAll, stop, machine }
 })
 
 /**
@@ -772,10 +775,10 @@ export const messages = (options: Options): Stream.Stream<Message, ConsumerError
   Stream.unwrap(
     Effect.gen(function* () {
       const config = yield* validate(options)
-      const { take, handOut } = yield* open(config)
+      const { take, handOutAll } = yield* open(config)
       // What the pull returns has reached the application; what is still queued when the stream ends is given back.
       const pull = Effect.map(take, (chunk) => {
-        handOut(chunk)
+        handOutAll(chunk)
         return chunk
       })
       return Stream.fromPull(Effect.succeed(pull))
@@ -880,9 +883,6 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
       const scope = yield* Scope.Scope
       const annotate = Effect.annotateLogs({ stream: config.stream, group: config.group, consumer: config.consumer })
 
-      // Handlers run in this set, outside the fibers that take messages: interrupting those (to stop) leaves the
-      // handlers running until the shutdown bound.
-      const jobs = yield* FiberSet.make<void, never>()
       const reading = yield* open(config, limit)
       const machine = reading.machine
 
@@ -899,67 +899,94 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
         Effect.catchCause(() => Effect.void),
         Effect.forkIn(scope)
       )
-      const acknowledge = (message: Message) =>
-        batched ? Queue.offer(ackQueue, message).pipe(Effect.asVoid) : message.ack
+      const stillPending = (message: Message) => (error: RedisError) =>
+        Effect.logWarning(`entry ${message.id} stays pending: ${error._tag}: ${error.message}`)
+      // Batched: the acker takes everything that finished while its previous XACK was in flight.
+      const acknowledge = (message: Message): Effect.Effect<void> => {
+        if (!batched) return Effect.catch(message.ack, stillPending(message))
+        Queue.offerUnsafe(ackQueue, message)
+        return Effect.void
+      }
+
+      const failed = (message: Message, cause: Cause.Cause<unknown>): Effect.Effect<void> => {
+        if (Cause.hasInterruptsOnly(cause)) return Effect.void
+        const reason = Cause.pretty(cause)
+        return Effect.logWarning(
+          `handler failed for entry ${message.id} (delivery ${message.deliveries})`,
+          reason
+        ).pipe(Effect.andThen(message.nack(reason.split("\n")[0] ?? reason)), Effect.catch(stillPending(message)))
+      }
 
       const idempotency = options.idempotency
-      const handle = (message: Message): Effect.Effect<void, never, R> =>
+      // The common case without idempotency: no generator, no extra fiber, the success path allocates little.
+      const handlePlain = (message: Message): Effect.Effect<void, never, R> =>
+        Effect.flatMap(
+          Effect.exit(Effect.suspend(() => options.handler(message.event, message))),
+          (exit): Effect.Effect<void> => (Exit.isSuccess(exit) ? acknowledge(message) : failed(message, exit.cause))
+        )
+      const handleOnce = (store: IdempotencyStore) => (message: Message) =>
         Effect.gen(function* () {
-          let token: string | undefined
-          if (idempotency !== undefined) {
-            const acquired = yield* machine.retrying(idempotency.acquire(message.event.id))
-            if (acquired._tag === "Processed") {
-              yield* Effect.logDebug(`skipping duplicate event ${message.event.id} (entry ${message.id})`)
-              return yield* acknowledge(message)
-            }
-            if (acquired._tag === "Busy") {
-              // Another copy is being processed right now: this one comes back later, as a duplicate by then.
-              return yield* message.nack(new EventInProgress({ eventId: message.event.id }).message)
-            }
-            token = acquired.token
-          }
-          const release = (t: string) => Effect.ignore(idempotency!.release(message.event.id, t))
-          const exit = yield* Effect.exit(
-            options
-              .handler(message.event, message)
-              .pipe(Effect.onInterrupt(() => (token === undefined ? Effect.void : release(token))))
-          )
-          if (Exit.isSuccess(exit)) {
-            if (token !== undefined) yield* machine.retrying(idempotency!.complete(message.event.id, token))
+          const acquired = yield* machine.retrying(store.acquire(message.event.id))
+          if (acquired._tag === "Processed") {
+            yield* Effect.logDebug(`skipping duplicate event ${message.event.id} (entry ${message.id})`)
             return yield* acknowledge(message)
           }
-          if (token !== undefined) yield* release(token)
-          if (Cause.hasInterruptsOnly(exit.cause)) return
-          const reason = Cause.pretty(exit.cause)
-          yield* Effect.logWarning(`handler failed for entry ${message.id} (delivery ${message.deliveries})`, reason)
-          yield* message.nack(reason.split("\n")[0] ?? reason)
+          if (acquired._tag === "Busy") {
+            // Another copy is being processed right now: this one comes back later, as a duplicate by then.
+            return yield* message.nack(new EventInProgress({ eventId: message.event.id }).message)
+          }
+          const token = acquired.token
+          const release = Effect.ignore(store.release(message.event.id, token))
+          const exit = yield* Effect.exit(
+            Effect.suspend(() => options.handler(message.event, message)).pipe(Effect.onInterrupt(() => release))
+          )
+          if (Exit.isSuccess(exit)) {
+            yield* machine.retrying(store.complete(message.event.id, token))
+            return yield* acknowledge(message)
+          }
+          yield* release
+          yield* failed(message, exit.cause)
         }).pipe(
-          Effect.catch((error) =>
-            Effect.logWarning(`entry ${message.id} stays pending: ${error._tag}: ${error.message}`)
-          ),
-          annotate
+          Effect.catch(stillPending(message)),
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.failCause(cause)
+              : Effect.logWarning(`entry ${message.id} stays pending after a defect`, Cause.pretty(cause))
+          )
         )
+      const handle = idempotency === undefined ? handlePlain : handleOnce(idempotency)
 
       const keyOf = options.orderedBy === undefined ? undefined : orderKey(options.orderedBy)
-      // Ordered: one lane per worker, a key always on the same lane. Unordered: one queue shared by all workers.
-      const lanes = yield* Effect.forEach(Array.from({ length: keyOf === undefined ? 1 : concurrency }), () =>
-        Queue.bounded<Message>(keyOf === undefined ? concurrency : 1)
+      // Ordered: one lane per worker, a key always on the same lane, a lane's messages handled in turn. Unordered:
+      // one lane shared by all workers, each taking one message at a time (a single worker takes all that waits).
+      // Lanes are not bounded: what is read ahead is (see `open`).
+      const laneCount = keyOf === undefined ? 1 : concurrency
+      const lanes = yield* Effect.forEach(Array.from({ length: laneCount }), () =>
+        Queue.unbounded<Message, Cause.Done>()
       )
+      const takeOne = keyOf === undefined && concurrency > 1
+      let stopping = false
       let handed = 0
+      let running = 0
       const limitReached = yield* Deferred.make<void>()
-      // Taking a message and starting its handler is one step: interrupted before it, the message is still read
-      // ahead (given back on stop); after it, the handler has it.
-      const worker = (lane: Queue.Queue<Message>) =>
-        Effect.forever(
-          Effect.uninterruptibleMask((restore) =>
-            Effect.gen(function* () {
-              const message = yield* restore(Queue.take(lane))
-              const job = yield* FiberSet.run(jobs, handle(message))
-              reading.handOut([message])
-              if (++handed === limit) yield* Deferred.succeed(limitReached, undefined)
-              return job
-            })
-          ).pipe(Effect.flatMap(Fiber.await))
+      // Once stopping, no handler starts: a message taken from a lane and not started stays read ahead (given back
+      // on stop). Checking, handing out and starting happen in one synchronous step, so a stop cannot fall between.
+      const worker = (lane: Queue.Queue<Message, Cause.Done>) =>
+        Effect.gen(function* () {
+          for (;;) {
+            const chunk: ReadonlyArray<Message> = takeOne ? [yield* Queue.take(lane)] : yield* Queue.takeAll(lane)
+            for (const message of chunk) {
+              if (stopping) return
+              reading.handOut(message)
+              handed++
+              running++
+              yield* handle(message)
+              if (--running === 0 && handed === limit) Deferred.doneUnsafe(limitReached, Exit.void)
+            }
+          }
+        }).pipe(
+          Effect.catch(() => Effect.void), // a lane ended: stopping
+          annotate
         )
       const workers = yield* Effect.forEach(Array.from({ length: concurrency }), (_, i) =>
         Effect.forkIn(worker(lanes[keyOf === undefined ? 0 : i]!), scope)
@@ -967,9 +994,11 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
       const dispatcher = yield* Effect.gen(function* () {
         for (;;) {
           const chunk = yield* reading.take
-          for (const message of chunk) {
-            yield* Queue.offer(lanes[keyOf === undefined ? 0 : laneOf(keyOf(message), concurrency)]!, message)
+          if (keyOf === undefined) {
+            Queue.offerAllUnsafe(lanes[0]!, chunk)
+            continue
           }
+          for (const message of chunk) Queue.offerUnsafe(lanes[laneOf(keyOf(message), concurrency)]!, message)
         }
       }).pipe(Effect.forkIn(scope))
 
@@ -978,17 +1007,19 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
           const started = yield* Clock.currentTimeMillis
           // No handler starts from here on. Reading stops and what is still queued for the handlers is given back
           // while the handlers in flight finish (their entries and those are not the same).
-          yield* Fiber.interruptAll([dispatcher, ...workers])
-          const running = yield* FiberSet.size(jobs)
+          stopping = true
+          yield* Fiber.interrupt(dispatcher)
+          for (const lane of lanes) Queue.endUnsafe(lane)
           if (running > 0) yield* Effect.logInfo(`shutting down: waiting for ${running} handlers`)
-          const handlersDone = FiberSet.awaitEmpty(jobs).pipe(
+          const handlersDone = Fiber.awaitAll(workers).pipe(
             Effect.timeoutOrElse({
               duration: Duration.millis(shutdownMs),
               orElse: () =>
                 Effect.gen(function* () {
-                  const left = yield* FiberSet.size(jobs)
-                  yield* Effect.logWarning(`shutdown timeout: ${left} handlers interrupted, their entries stay pending`)
-                  yield* FiberSet.clear(jobs)
+                  yield* Effect.logWarning(
+                    `shutdown timeout: ${running} handlers interrupted, their entries stay pending`
+                  )
+                  yield* Fiber.interruptAll(workers)
                 })
             })
           )
@@ -1004,14 +1035,14 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
         }).pipe(annotate)
       )
 
-      const failed = Effect.flatMap(Fiber.await(dispatcher), (exit) =>
+      const failedReading = Effect.flatMap(Fiber.await(dispatcher), (exit) =>
         Exit.isFailure(exit)
           ? Effect.failCause(exit.cause as Cause.Cause<ConsumerError>)
           : Effect.die(new Error("the consumer stream ended"))
       )
-      if (limit === undefined) return yield* failed
+      if (limit === undefined) return yield* failedReading
       // With a limit: done once the last message's handler finished; the finalizer acknowledges what is left.
-      yield* Effect.raceFirst(failed, Effect.andThen(Deferred.await(limitReached), FiberSet.awaitEmpty(jobs)))
+      yield* Effect.raceFirst(failedReading, Deferred.await(limitReached))
     })
   )
 
