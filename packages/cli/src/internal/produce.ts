@@ -317,7 +317,9 @@ export const command = Command.make(
     ),
     batchSize: Flags.intAtLeast("batch-size", 1, "events per batch").pipe(
       Flag.withMetavar("N"),
-      Flag.withDescription("Window of events written but not yet checkpointed; each write carries up to a quarter (default 4000)"),
+      Flag.withDescription(
+        "Window of events written but not yet checkpointed; each write carries up to a quarter (default 4000)"
+      ),
       Flag.optional
     ),
     maxlen: Flags.intAtLeast("maxlen", 1, "a stream length").pipe(
