@@ -572,18 +572,22 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
   })
   // Bounded by the room logic below, not by the queue.
   const queue = yield* Queue.unbounded<Message, ConsumerError | Cause.Done>()
-  /** Opened whenever messages are handed out: the reader waits on it for room. */
+  /** Opened when handing out messages made room for a read: the reader waits on it. */
   const room = yield* Latch.make(false)
   let admitted = 0
 
   /** Entries a read may ask for now, once it is worth a read: half of `count` free, or all that `limit` leaves. */
   const lowWater = Math.ceil(config.count / 2)
+  const roomNow = (): number => {
+    const left = limit === undefined ? Number.POSITIVE_INFINITY : limit - admitted
+    const n = Math.min(config.count - machine.held.size, left)
+    return n > 0 && n >= Math.min(lowWater, left) ? n : 0
+  }
   const awaitRoom = Effect.gen(function* () {
     for (;;) {
       room.closeUnsafe()
-      const left = limit === undefined ? Number.POSITIVE_INFINITY : limit - admitted
-      const n = Math.min(config.count - machine.held.size, left)
-      if (n > 0 && n >= Math.min(lowWater, left)) return n
+      const n = roomNow()
+      if (n > 0) return n
       yield* room.await
     }
   })
@@ -740,13 +744,14 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
 
   /** Messages read, not yet handed out: mark them with `handOut` once they reach the application. */
   const take = Queue.takeAll(queue)
+  // The reader is woken only once there is room for a read, not for every message handed out.
   const handOutAll = (messages: ReadonlyArray<Message>) => {
     machine.handOut(messages)
-    room.openUnsafe()
+    if (roomNow() > 0) room.openUnsafe()
   }
   const handOut = (message: Message) => {
     machine.held.delete(message.id)
-    room.openUnsafe()
+    if (roomNow() > 0) room.openUnsafe()
   }
 
   return { take, handOut, handOutAll, stop, machine }
