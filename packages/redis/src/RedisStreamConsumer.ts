@@ -225,7 +225,11 @@ interface Core {
   readonly ackIds: (messages: ReadonlyArray<Message>) => Effect.Effect<void, RedisError>
 }
 
-const cores = new WeakMap<Message, Core>()
+/** Where a message made by this module keeps its consumer's core (a symbol key: cheaper than a `WeakMap` entry). */
+const coreKey: unique symbol = Symbol.for("@redflow/redis/RedisStreamConsumer/core")
+interface WithCore {
+  readonly [coreKey]?: Core
+}
 
 /**
  * Gives back entries this consumer read but never handed out: each one still pending to this consumer with the
@@ -436,7 +440,8 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
         inFlight.set(raw.id, now)
         held.set(raw.id, deliveries)
         const id = raw.id
-        const message: Message = {
+        const message: Message & WithCore = {
+          [coreKey]: core,
           stream: config.stream,
           group: config.group,
           consumer: config.consumer,
@@ -449,7 +454,6 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
           ack: Effect.suspend(() => ackIds([message])),
           nack: (reason) => nack(id, reason)
         }
-        cores.set(message, core)
         out.push(message)
       }
       if (out.length > 0) yield* Metric.update(metric.delivered, out.length)
@@ -797,7 +801,7 @@ export const ack = (messages: ReadonlyArray<Message>): Effect.Effect<void, Redis
   Effect.gen(function* () {
     const byCore = new Map<Core, Array<Message>>()
     for (const m of messages) {
-      const core = cores.get(m)
+      const core = (m as WithCore)[coreKey]
       if (core === undefined) {
         yield* m.ack
         continue
