@@ -71,12 +71,15 @@ export interface SinkSetup {
   readonly dir: string
 }
 
-/** The sink's options for a run under `prefix`: one stream per table, batches of 500. */
+/**
+ * The sink's options for a run under `prefix`: one stream per table, otherwise the sink's documented defaults (the
+ * issue fixes batches of 500 for the hand-written baselines only; the sink's batching is its own: a window of
+ * `batch.maxEvents` = 4000 events, writes of up to 1000).
+ */
 export const sinkOptions = (prefix: string, guarantee: Guarantee): RedisStreamSink.Options => ({
   stream: `${prefix}.\${source.table}`,
   pipeline: "bench",
-  guarantee,
-  batch: { maxEvents: BATCH }
+  guarantee
 })
 
 export const checkpointLayer = (setup: Pick<SinkSetup, "checkpoint" | "dir">, prefix: string) =>

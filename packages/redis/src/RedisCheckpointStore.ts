@@ -9,7 +9,7 @@
  */
 import { Effect, Layer, Option } from "effect"
 import { CheckpointError, CheckpointStore } from "@redflow/core/CheckpointStore"
-import { Position } from "@redflow/core"
+import * as Position from "@redflow/core/Position"
 import * as FailurePolicy from "./FailurePolicy.ts"
 import { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"

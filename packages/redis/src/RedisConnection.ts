@@ -23,7 +23,7 @@ import type { ConnectionOptions as TlsOptions } from "node:tls"
 import { Cluster, Redis } from "ioredis"
 import type { ClusterOptions, RedisOptions } from "ioredis"
 import { Config, Context, Duration, Effect, Layer, Metric, Option, Redacted, Scope } from "effect"
-import { Metrics } from "@redflow/core"
+import * as Metrics from "@redflow/core/Metrics"
 import { classify, RedisAuthFailed, RedisConfigError, type RedisError } from "./RedisError.ts"
 import * as RedisUrl from "./RedisUrl.ts"
 

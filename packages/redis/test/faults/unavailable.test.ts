@@ -14,7 +14,7 @@ describe("server unavailable (spec: connection refused → retries with backoff;
       const url = `redis://127.0.0.1:${port}`
       const prefix = uniquePrefix("down-at-start")
       const health = yield* PipelineHealth.make()
-      const run = yield* start({ url, prefix, count: 3_000 }).pipe(
+      const run = yield* start({ url, prefix, count: 3_000, sink: { batch: { maxEvents: 1000 } } }).pipe(
         Effect.provideService(PipelineHealth.PipelineHealth, health)
       )
       yield* sleep(1_500)
