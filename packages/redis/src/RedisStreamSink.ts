@@ -643,8 +643,8 @@ const start = <E, R>(
           Option.isSome(health) ? health.value.recordError(component, `${error._tag}: ${error.message}`) : Effect.void
         )
       )
-    // One batch waits while one is written: all group commit needs. This bound (with the batch in flight) is what
-    // turns a Redis outage into backpressure on the source instead of memory growth.
+    // At most maxEvents encoded events wait for a write. This bound, with the window of events written but not yet
+    // checkpointed, is what turns a Redis outage into backpressure on the source instead of memory growth.
     const queue = yield* Queue.bounded<Entry, E | Cause.Done>(config.maxEvents)
     // Entries taken from the queue that did not fit the previous batch's bounds.
     let leftover: ReadonlyArray<Entry> = []
