@@ -14,6 +14,7 @@
  */
 import { Effect, Predicate, Result, Schema } from "effect"
 import * as CdcEvent from "./CdcEvent.ts"
+import * as Position from "./Position.ts"
 
 /** The envelope formats. */
 export const Format = Schema.Literals(["native", "debezium", "cloudevents"])
@@ -121,7 +122,6 @@ const isPlainObject = (u: unknown): u is Obj => typeof u === "object" && u !== n
 
 const isRow = (u: unknown): u is CdcEvent.Row | null => u === null || isPlainObject(u)
 
-const POSITION = /^[0-9a-f]{1,64}$/
 const OPS: Record<string, true> = { c: true, u: true, d: true, r: true, t: true }
 
 /** Optional `Source` fields with their `typeof`, in the schema's order (after the required ones). */
@@ -181,7 +181,7 @@ const fastEvent = (input: unknown): CdcEvent.CdcEvent | undefined => {
     !isRow(after) ||
     typeof ts_ms !== "number" ||
     typeof position !== "string" ||
-    !POSITION.test(position)
+    !Position.PATTERN.test(position)
   ) {
     return undefined
   }

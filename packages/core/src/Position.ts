@@ -13,6 +13,12 @@ import { Order, Schema } from "effect"
 /** Width of a position made by {@link fromSequence}: 16 hex digits hold any 64-bit sequence number. */
 export const SEQUENCE_WIDTH = 16
 
+/** What a position looks like: 1 to 64 lowercase hex digits. */
+export const PATTERN = /^[0-9a-f]{1,64}$/
+
+/** Whether a string is a well-formed position. */
+export const isPosition = (s: string): s is Position => PATTERN.test(s)
+
 /**
  * A byte-comparable position string.
  *
@@ -22,7 +28,7 @@ export const SEQUENCE_WIDTH = 16
  * ```
  */
 export const Position = Schema.String.check(
-  Schema.isPattern(/^[0-9a-f]{1,64}$/, { message: "a position is 1 to 64 lowercase hex digits" })
+  Schema.isPattern(PATTERN, { message: "a position is 1 to 64 lowercase hex digits" })
 ).pipe(Schema.brand("@redflow/core/Position"))
 
 export type Position = typeof Position.Type

@@ -39,9 +39,8 @@ export const make = (options: Options = {}) =>
             Effect.mapError(toCheckpointError("load", key, hash)),
             Effect.flatMap((value) => {
               if (value === null) return Effect.succeed(Option.none<Position.Position>())
-              const valid = /^[0-9a-f]{1,64}$/.test(value)
-              return valid
-                ? Effect.succeed(Option.some(value as Position.Position))
+              return Position.isPosition(value)
+                ? Effect.succeed(Option.some(value))
                 : Effect.fail(
                     new CheckpointError({
                       operation: "load",

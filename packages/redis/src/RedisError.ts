@@ -166,6 +166,10 @@ export const classify = (cause: unknown, context: { readonly command?: string; r
     // A reset after the command was sent is an unknown outcome; a refusal is not.
     return new RedisUnavailable({ message, outcomeUnknown: code !== "ECONNREFUSED" && code !== "ENOTFOUND", cause })
   }
+  // ioredis aborts a pipeline whose connection closed under it: the commands may or may not have run.
+  if (name === "AbortError" || /^Command aborted due to connection close/.test(message)) {
+    return new RedisUnavailable({ message, outcomeUnknown: true, cause })
+  }
   if (
     /^(Connection is closed|Stream isn't writeable|Reached the max retries per request)/.test(message) ||
     /None of (the )?(startup|sentinels)|Failed to refresh slots cache|All sentinels are unreachable/.test(message) ||

@@ -48,6 +48,12 @@ describe("classify", () => {
     expect(classify(new Error("Stream isn't writeable and enableOfflineQueue options is false"))._tag).toBe(
       "RedisUnavailable"
     )
+    // What ioredis 6 rejects an in-flight pipeline with when the connection closes (seen in a Sentinel failover).
+    const aborted = classify(
+      Object.assign(new Error("Command aborted due to connection close"), { name: "AbortError" })
+    )
+    expect(aborted._tag).toBe("RedisUnavailable")
+    expect(isOutcomeUnknown(aborted)).toBe(true)
   })
 
   it("keeps the command and key of a command error", () => {
