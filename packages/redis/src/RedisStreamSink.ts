@@ -113,13 +113,6 @@ export class SinkConfigError extends Schema.TaggedError<SinkConfigError>()("Sink
   message: Schema.String
 }) {}
 
-/** WAIT returned fewer replicas than asked within its timeout: the batch is not yet safe from a failover. */
-export class ReplicasBehind extends Schema.TaggedError<ReplicasBehind>()("ReplicasBehind", {
-  message: Schema.String,
-  acknowledged: Schema.Number,
-  required: Schema.Number
-}) {}
-
 export type SinkError = RedisError | CheckpointError | SinkConfigError
 
 export interface Config {
@@ -235,6 +228,12 @@ export const validate = (options: Options): Effect.Effect<Config, SinkConfigErro
       const deadLetterStream = options.deadLetterStream ?? "redflow.dead-letter"
       if (deadLetterStream === "")
         throw new SinkConfigError({ field: "deadLetterStream", message: "deadLetterStream must not be empty" })
+      if (highWaterKey(deadLetterStream) === undefined) {
+        throw new SinkConfigError({
+          field: "deadLetterStream",
+          message: `deadLetterStream "${deadLetterStream}" has "}" without a hash tag: no high-water key can share its slot`
+        })
+      }
       const pipeline = options.pipeline ?? "redflow"
       if (pipeline === "") throw new SinkConfigError({ field: "pipeline", message: "pipeline must not be empty" })
 
@@ -329,6 +328,8 @@ export interface Summary {
 
 interface Entry {
   readonly stream: string
+  /** The stream's high-water key (same hash slot). */
+  readonly markKey: string
   readonly position: Position.Position
   /** position, id, op, table, key, event, error: the script's per-entry arguments. */
   readonly args: ReadonlyArray<string>
@@ -339,6 +340,15 @@ interface Entry {
 
 const makePrepare = (config: Config) => {
   let previous: Position.Position | undefined
+  // Stream names repeat: find each one's high-water key once.
+  const markKeys = new Map<string, string | undefined>()
+  const markKeyOf = (stream: string) => {
+    if (markKeys.has(stream)) return markKeys.get(stream)
+    const key = highWaterKey(stream)
+    markKeys.set(stream, key)
+    return key
+  }
+  const deadLetterMarkKey = highWaterKey(config.deadLetterStream)!
   const deadLetter = (event: CdcEvent.CdcEvent, reason: string, encoded: string | undefined, now: number): Entry => {
     let body = encoded
     if (body === undefined) {
@@ -351,6 +361,7 @@ const makePrepare = (config: Config) => {
     const args = [event.position, event.id, event.op, event.source.table, "", body, reason]
     return {
       stream: config.deadLetterStream,
+      markKey: deadLetterMarkKey,
       position: event.position,
       args,
       bytes: body.length + reason.length,
@@ -385,7 +396,8 @@ const makePrepare = (config: Config) => {
       if (Result.isFailure(k)) return deadLetter(event, k.failure.message, encoded, now)
       key = k.success
     }
-    if (highWaterKey(stream) === undefined) {
+    const markKey = markKeyOf(stream)
+    if (markKey === undefined) {
       return deadLetter(
         event,
         `stream name "${stream}" has "}" without a hash tag; the sink cannot place its high-water mark in the stream's slot`,
@@ -396,6 +408,7 @@ const makePrepare = (config: Config) => {
     const args = [event.position, event.id, event.op, event.source.table, key, encoded, ""]
     return {
       stream,
+      markKey,
       position: event.position,
       args,
       bytes: encoded.length + key.length + 64,
@@ -458,7 +471,7 @@ const buildCommands = (
   marks: Marks,
   self: InFlight
 ): Array<Command> => {
-  const byStream = new Map<string, { argv: Array<string>; mark: Position.Position }>()
+  const byStream = new Map<string, { argv: Array<string>; mark: Position.Position; markKey: string }>()
   const header = [
     config.pipeline,
     config.trim.strategy,
@@ -470,19 +483,19 @@ const buildCommands = (
   for (const entry of entries) {
     let group = byStream.get(entry.stream)
     if (group === undefined) {
-      group = { argv: header.slice(), mark: entry.position }
+      group = { argv: header.slice(), mark: entry.position, markKey: entry.markKey }
       byStream.set(entry.stream, group)
     }
     for (const a of entry.args) group.argv.push(a)
     group.mark = Position.max(group.mark, entry.position)
   }
   const commands: Array<Command> = []
-  for (const [stream, { argv, mark }] of byStream) {
+  for (const [stream, { argv, mark, markKey }] of byStream) {
     const prior = marks.get(stream)
     const predecessor = prior !== undefined && !Deferred.isDoneUnsafe(prior.by.written) ? prior.by : undefined
     if (predecessor !== undefined) argv[EXPECTED] = prior!.mark
     marks.set(stream, { mark: prior === undefined ? mark : Position.max(prior.mark, mark), by: self })
-    commands.push({ stream, keys: [stream, highWaterKey(stream)!], argv, predecessor })
+    commands.push({ stream, keys: [stream, markKey], argv, predecessor })
   }
   return commands
 }

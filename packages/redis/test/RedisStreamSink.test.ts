@@ -263,6 +263,9 @@ describe("bad configuration fails at construction, naming the field", () => {
         expect(e.message).toContain("cdc.${source.dbb}.${source.table}")
         const k = yield* fails({ stream: "s", key: "${after}" })
         expect(k.field).toBe("key")
+        const d = yield* fails({ stream: "s", deadLetterStream: "dead}letters" })
+        expect(d.field).toBe("deadLetterStream")
+        expect(d.message).toContain("dead}letters")
       })
     )
 
