@@ -8,7 +8,7 @@ import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import { uniquePrefix } from "../support.ts"
 import { landed } from "./harness.ts"
 
-const fixture = join(import.meta.dirname, "..", "fixtures", "crash-before-checkpoint.ts")
+const fixture = join(import.meta.dirname, "..", "fixtures", "produce.ts")
 
 describe("crash after XADD, before the checkpoint (spec scenario)", () => {
   for (const guarantee of ["at-least-once", "exactly-once"] as const) {
@@ -23,7 +23,8 @@ describe("crash after XADD, before the checkpoint (spec scenario)", () => {
         const batch = 500
         const args = [server.url, prefix, String(count), file, guarantee, String(batch)]
 
-        const first = spawnSync(process.execPath, [fixture, ...args, "5"], { encoding: "utf8" })
+        // No pacing; SIGKILL at the fifth checkpoint commit.
+        const first = spawnSync(process.execPath, [fixture, ...args, "0", "5"], { encoding: "utf8" })
         expect(first.signal).toBe("SIGKILL")
         expect(first.stdout).toContain("crashing before checkpoint")
         const saved = JSON.parse(readFileSync(file, "utf8")).checkpoints["crash-test"] as string
