@@ -81,7 +81,8 @@ export const revision = (): string => {
     ? commit
     : `${commit} with uncommitted changes in ${dirty
         .split("\n")
-        .map((l) => l.slice(3))
+        // "XY path": the output is trimmed, so the first line may have lost X's leading space.
+        .map((l) => l.replace(/^\s*\S+\s+/, ""))
         .join(", ")}`
 }
 

@@ -54,6 +54,7 @@ import calculateSlot from "cluster-key-slot"
 import { type Client, RedisConnection, type RedisConnectionService } from "./RedisConnection.ts"
 import { classify, type RedisError, RedisReadOnly } from "./RedisError.ts"
 import { highWaterKey } from "./internal/highWater.ts"
+import * as Commands from "./internal/commands.ts"
 import * as Scripts from "./internal/scripts.ts"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -331,8 +332,11 @@ interface Entry {
   /** The stream's high-water key (same hash slot). */
   readonly markKey: string
   readonly position: Position.Position
-  /** position, id, op, table, key, event, error: the script's per-entry arguments. */
-  readonly args: ReadonlyArray<string>
+  /**
+   * position, id, op, table, key, event, error: the script's per-entry arguments. Emptied once copied into a write's
+   * command, so the encoded event is not held longer than the write needs it.
+   */
+  args: ReadonlyArray<string>
   readonly bytes: number
   readonly deadLetter: boolean
   readonly arrivedAt: number
@@ -449,6 +453,8 @@ interface Command {
 
 const EXPECTED = 4
 
+const NO_ARGS: ReadonlyArray<string> = []
+
 /**
  * Up to `max` items already in the queue, without waiting: none when it is empty or has ended (its next take reports
  * the end). `Queue.takeBetween(queue, 0, max)` is not that: it returns nothing even when items wait.
@@ -487,6 +493,7 @@ const buildCommands = (
       byStream.set(entry.stream, group)
     }
     for (const a of entry.args) group.argv.push(a)
+    entry.args = NO_ARGS
     group.mark = Position.max(group.mark, entry.position)
   }
   const commands: Array<Command> = []
@@ -513,34 +520,17 @@ const SEVERITY: Record<RedisError["_tag"], number> = {
 
 const isNoScript = (error: unknown) => error instanceof Error && /^NOSCRIPT\b/.test(error.message)
 
-type Reply = [Error | null, unknown]
+type Reply = Commands.Reply
 
-const evalshaArgs = (script: Scripts.Script, c: Command): ReadonlyArray<string | number> => [
-  script.sha,
-  c.keys.length,
-  ...c.keys,
-  ...c.argv
-]
+const evalsha = (script: Scripts.Script, c: Command) =>
+  Commands.make("evalsha", [script.sha, c.keys.length, ...c.keys, ...c.argv])
 
 /** One pipeline: every command in one round trip. */
-const pipelined = async (
-  client: Client,
-  script: Scripts.Script,
-  commands: ReadonlyArray<Command>
-): Promise<Array<Reply>> => {
-  if (commands.length === 1) {
-    const c = commands[0]!
-    return [
-      await (client.evalsha as (...a: ReadonlyArray<unknown>) => Promise<unknown>)(...evalshaArgs(script, c)).then(
-        (r): Reply => [null, r],
-        (e: Error): Reply => [e, null]
-      )
-    ]
-  }
-  const pipeline = client.pipeline()
-  for (const c of commands) (pipeline.evalsha as (...a: ReadonlyArray<unknown>) => unknown)(...evalshaArgs(script, c))
-  return ((await pipeline.exec()) ?? []) as Array<Reply>
-}
+const pipelined = (client: Client, script: Scripts.Script, commands: ReadonlyArray<Command>): Promise<Array<Reply>> =>
+  Commands.pipeline(
+    client,
+    commands.map((c) => evalsha(script, c))
+  )
 
 /**
  * On a cluster, a pipeline must stay on one node: group the commands by the node that owns their slot (from the
@@ -596,11 +586,9 @@ const send = (
       if (isNoScript(err)) {
         const c = commands[i]!
         try {
-          reply = await (client.eval as (...a: ReadonlyArray<unknown>) => Promise<unknown>)(
-            script.source,
-            c.keys.length,
-            ...c.keys,
-            ...c.argv
+          reply = await Commands.send(
+            client,
+            Commands.make("eval", [script.source, c.keys.length, ...c.keys, ...c.argv])
           )
           err = null
         } catch (e) {
@@ -769,6 +757,8 @@ const start = <E, R>(
           Effect.mapError((error) => explainGiveUp(redis, error))
         )
         yield* Deferred.succeed(self.written, undefined)
+        // Written: the encoded events can go (see internal/commands.ts for why holding them costs memory).
+        for (const command of commands) command.argv.length = 0
         return { results, attempts, startedAt }
       })
 
