@@ -5,6 +5,7 @@
  *   node bench/experiments/mem-probe.ts redis://127.0.0.1:6390 10000 15    # url, events/s, seconds; CP=memory for the
  *                                                                        # in-memory checkpoint
  */
+import { Effect, Layer, Stream } from "effect"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
