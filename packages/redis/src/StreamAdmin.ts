@@ -171,6 +171,18 @@ export const toRecord = (reply: unknown): Record<string, unknown> | undefined =>
 /** An entry's field/value list; `undefined` for `null` (a pending entry deleted from the stream). */
 export const parseFields = (reply: unknown): Record<string, string> | undefined => {
   if (reply === null || reply === undefined) return undefined
+  // The shape every read returns, `[field, value, …]`: straight into the result, without a record in between (a
+  // consumer parses every entry it reads).
+  if (Array.isArray(reply) && reply.length % 2 === 0) {
+    const out: Record<string, string> = {}
+    for (let i = 0; i < reply.length; i += 2) {
+      const key = text(reply[i])
+      if (key === undefined) return unexpected("fields", reply)
+      const value: unknown = reply[i + 1]
+      out[key] = Predicate.isString(value) ? value : (text(value) ?? String(value))
+    }
+    return out
+  }
   const record = toRecord(reply)
   if (record === undefined) return unexpected("fields", reply)
   const out: Record<string, string> = {}
