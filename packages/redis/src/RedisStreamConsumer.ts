@@ -993,12 +993,14 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
       }
 
       const idempotency = options.idempotency
-      // The common case without idempotency: no generator, no extra fiber, the success path allocates little.
-      const handlePlain = (message: Message): Effect.Effect<void, never, R> =>
-        Effect.flatMap(
-          Effect.exit(Effect.suspend(() => options.handler(message.event, message))),
-          (exit): Effect.Effect<void> => (Exit.isSuccess(exit) ? acknowledge(message) : failed(message, exit.cause))
-        )
+      /** The handler's effect. A handler that throws rather than failing is a defect, as in `Effect.suspend`. */
+      const handlerOf = (message: Message): Effect.Effect<unknown, E, R> => {
+        try {
+          return options.handler(message.event, message)
+        } catch (defect) {
+          return Effect.die(defect)
+        }
+      }
       const handleOnce = (store: IdempotencyStore) => (message: Message) =>
         Effect.gen(function* () {
           const acquired = yield* machine.retrying(store.acquire(message.event.id))
@@ -1029,7 +1031,7 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
               : Effect.logWarning(`entry ${message.id} stays pending after a defect`, Cause.pretty(cause))
           )
         )
-      const handle = idempotency === undefined ? handlePlain : handleOnce(idempotency)
+      const handleIdempotent = idempotency === undefined ? undefined : handleOnce(idempotency)
 
       const keyOf = options.orderedBy === undefined ? undefined : orderKey(options.orderedBy)
       // Ordered: one lane per worker, a key always on the same lane, a lane's messages handled in turn. Unordered:
@@ -1055,7 +1057,15 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
               reading.handOut(message)
               handed++
               running++
-              yield* handle(message)
+              if (handleIdempotent !== undefined) {
+                yield* handleIdempotent(message)
+              } else {
+                // The common case, inline: no effect per message but the handler's and its exit.
+                const exit = yield* Effect.exit(handlerOf(message))
+                if (Exit.isFailure(exit)) yield* failed(message, exit.cause)
+                else if (batched) Queue.offerUnsafe(ackQueue, message)
+                else yield* acknowledge(message)
+              }
               if (--running === 0 && handed === limit) Deferred.doneUnsafe(limitReached, Exit.void)
             }
           }
