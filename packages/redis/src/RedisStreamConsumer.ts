@@ -78,7 +78,10 @@ export interface Options {
   readonly startId?: string
   /** Envelope of the `event` field. Default `native`. */
   readonly envelope?: Envelope.Format
-  /** Most entries per read, and most entries read ahead of the application (not handed out yet). Default 100. */
+  /**
+   * Most entries per read. At most twice this many are read ahead of the application (read, not handed out yet):
+   * the next read is under way while the application works through the last. Default 100.
+   */
   readonly count?: number
   /** How long one `XREADGROUP` blocks waiting for entries. Default 2 seconds. */
   readonly block?: Duration.Input
@@ -620,9 +623,9 @@ const GIVE_BACK_TIMEOUT_MS = 10_000
  * A consumer's reading machinery in the current scope: messages to take, and a graceful stop.
  *
  * One fiber reads: its own pending entries first, then new ones, and every `claimInterval` a claim pass. Reading
- * ahead is bounded: entries read and not handed out yet never exceed one read's `count` (a read asks for no more
- * than the room left, and waits until half of it is free), so at most `count` entries plus what the handlers hold
- * are delivered to this consumer and unfinished at any time. With `limit`, no more than `limit` messages are ever
+ * ahead is bounded: entries read and not handed out yet never exceed twice `count` (a read asks for `count`, and
+ * only once no more than `count` are read ahead), so at most `2 × count` entries plus what the handlers hold are
+ * delivered to this consumer and unfinished at any time. With `limit`, no more than `limit` messages are ever
  * admitted, so a consumer that stops after `limit` messages has read nothing beyond them.
  *
  * Closing the scope (or `stop`) stops reading without losing a read: each Redis command of the reader runs
@@ -646,12 +649,13 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
   const room = yield* Latch.make(false)
   let admitted = 0
 
-  /** Entries a read may ask for now, once it is worth a read: half of `count` free, or all that `limit` leaves. */
-  const lowWater = Math.ceil(config.count / 2)
+  /**
+   * Entries a read may ask for now: `count` (or all that `limit` leaves), once no more than `count` are read ahead.
+   * Reads are as large as the application asked for, and the next one is under way while it works through the last.
+   */
   const roomNow = (): number => {
-    const left = limit === undefined ? Number.POSITIVE_INFINITY : limit - admitted
-    const n = Math.min(config.count - machine.held.size, left)
-    return n > 0 && n >= Math.min(lowWater, left) ? n : 0
+    const n = limit === undefined ? config.count : Math.min(config.count, limit - admitted)
+    return n > 0 && machine.held.size <= config.count ? n : 0
   }
   const awaitRoom = Effect.gen(function* () {
     for (;;) {
@@ -832,7 +836,7 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
  * over from other consumers. Acknowledge each message (`message.ack`) or each chunk ({@link ack}) after processing
  * it; what is not acknowledged stays pending and comes back.
  *
- * The stream reads ahead at most one read's `count` beyond what it has emitted. When it ends, entries read ahead
+ * The stream reads ahead at most twice `count` entries beyond what it has emitted. When it ends, entries read ahead
  * and not emitted are given back with their delivery count restored (see `giveBack`); what was emitted counts as
  * delivered, acknowledged or not.
  *
