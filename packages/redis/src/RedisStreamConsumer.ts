@@ -645,16 +645,23 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
   })
   // Bounded by the room logic below, not by the queue.
   const queue = yield* Queue.unbounded<Message, ConsumerError | Cause.Done>()
-  /** Opened when handing out messages made room for a read: the reader waits on it. */
+  /** Opened when handing out (or admitting) messages made room for a read: the reader waits on it. */
   const room = yield* Latch.make(false)
+  /**
+   * What the reader read, in order, for the admitter: the reader goes on reading while the last read is decoded.
+   * Bounded by the room logic too: every entry here is held.
+   */
+  const reads = yield* Queue.unbounded<readonly [ReadonlyArray<Raw>, Delivery]>()
   let admitted = 0
+  /** Entries read and not admitted yet: with `limit`, they may all become messages. */
+  let admitting = 0
 
   /**
    * Entries a read may ask for now: `count` (or all that `limit` leaves), once no more than `count` are read ahead.
    * Reads are as large as the application asked for, and the next one is under way while it works through the last.
    */
   const roomNow = (): number => {
-    const n = limit === undefined ? config.count : Math.min(config.count, limit - admitted)
+    const n = limit === undefined ? config.count : Math.min(config.count, limit - admitted - admitting)
     return n > 0 && machine.held.size <= config.count ? n : 0
   }
   const awaitRoom = Effect.gen(function* () {
@@ -666,12 +673,25 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
     }
   })
 
+  /** Hands what a read returned to the admitter. */
   const deliver = (raws: ReadonlyArray<Raw>, delivery: Delivery) =>
-    Effect.gen(function* () {
+    Effect.sync(() => {
+      admitting += raws.length
+      Queue.offerUnsafe(reads, [raws, delivery])
+    })
+
+  /** Decodes and checks what was read (see `admit`), in the order it was read, and queues the messages. */
+  const admitLoop = Effect.gen(function* () {
+    for (;;) {
+      const [raws, delivery] = yield* Queue.take(reads)
       const messages = yield* machine.admit(raws, delivery)
+      admitting -= raws.length
       admitted += messages.length
       if (messages.length > 0) yield* Queue.offerAll(queue, messages)
-    })
+      // Entries not admitted (dead-lettered, gone) leave room, and with `limit`, admitting settles what is left.
+      if (roomNow() > 0) room.openUnsafe()
+    }
+  })
 
   // CLIENT UNBLOCK needs the reader connection's id, known per connection (a reconnect gets a new one). A cluster
   // client cannot aim it at the node the read blocks on: there a stop waits for the read's `block` time instead.
@@ -772,6 +792,7 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
 
   const failQueue = (cause: Cause.Cause<ConsumerError>) => Queue.failCause(queue, cause)
   const readerFiber = yield* readLoop.pipe(Effect.catchCause(failQueue), Effect.forkIn(scope))
+  const admitterFiber = yield* admitLoop.pipe(Effect.catchCause(failQueue), Effect.forkIn(scope))
   yield* machine.heartbeat.pipe(
     Effect.andThen(machine.updatePending),
     Effect.catch((error) => Effect.logWarning(`heartbeat failed: ${error._tag}: ${error.message}`)),
@@ -796,6 +817,9 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
   const stopReading = Effect.raceFirst(
     Fiber.interrupt(readerFiber),
     Effect.forever(Effect.andThen(unblock, Effect.sleep("20 millis")))
+  ).pipe(
+    // What was read and not admitted yet stays held, and is given back.
+    Effect.andThen(Fiber.interrupt(admitterFiber))
   )
 
   /**
