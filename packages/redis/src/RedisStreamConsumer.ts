@@ -790,7 +790,10 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
     }
   })
 
-  const failQueue = (cause: Cause.Cause<ConsumerError>) => Queue.failCause(queue, cause)
+  /** What stopped reading, for `run` (the `messages` stream has it from the queue). */
+  const failure = yield* Deferred.make<never, ConsumerError>()
+  const failQueue = (cause: Cause.Cause<ConsumerError>) =>
+    Effect.andThen(Deferred.failCause(failure, cause), Queue.failCause(queue, cause))
   const readerFiber = yield* readLoop.pipe(Effect.catchCause(failQueue), Effect.forkIn(scope))
   const admitterFiber = yield* admitLoop.pipe(Effect.catchCause(failQueue), Effect.forkIn(scope))
   yield* machine.heartbeat.pipe(
@@ -842,6 +845,9 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
 
   /** Messages read, not yet handed out: mark them with `handOut` once they reach the application. */
   const take = Queue.takeAll(queue)
+  const takeOne = Queue.take(queue)
+  /** No more messages for those taking them; what is still queued stays read ahead (and is given back on `stop`). */
+  const end = () => Queue.endUnsafe(queue)
   // The reader is woken only once there is room for a read, not for every message handed out.
   const handOutAll = (messages: ReadonlyArray<Message>) => {
     machine.handOut(messages)
@@ -852,7 +858,7 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
     if (roomNow() > 0) room.openUnsafe()
   }
 
-  return { take, handOut, handOutAll, stop, machine }
+  return { take, takeOne, end, failed: Deferred.await(failure), handOut, handOutAll, stop, machine }
 })
 
 /**
@@ -1062,24 +1068,30 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
       const handleIdempotent = idempotency === undefined ? undefined : handleOnce(idempotency)
 
       const keyOf = options.orderedBy === undefined ? undefined : orderKey(options.orderedBy)
-      // Ordered: one lane per worker, a key always on the same lane, a lane's messages handled in turn. Unordered:
-      // one lane shared by all workers, each taking one message at a time (a single worker takes all that waits).
-      // Lanes are not bounded: what is read ahead is (see `open`).
-      const laneCount = keyOf === undefined ? 1 : concurrency
-      const lanes = yield* Effect.forEach(Array.from({ length: laneCount }), () =>
-        Queue.unbounded<Message, Cause.Done>()
+      // Ordered: one lane per worker, fed by a dispatcher, a key always on the same lane, a lane's messages handled in
+      // turn. Unordered: the workers take from the reader's queue themselves (one fiber less between a read and its
+      // handlers), each taking one message at a time (a single worker takes all that waits). Lanes are not bounded:
+      // what is read ahead is (see `open`).
+      const lanes =
+        keyOf === undefined
+          ? []
+          : yield* Effect.forEach(Array.from({ length: concurrency }), () => Queue.unbounded<Message, Cause.Done>())
+      const takeOne: Effect.Effect<ReadonlyArray<Message>, ConsumerError | Cause.Done> = Effect.map(
+        reading.takeOne,
+        (message) => [message]
       )
-      const takeOne = keyOf === undefined && concurrency > 1
+      const source = (i: number): Effect.Effect<ReadonlyArray<Message>, ConsumerError | Cause.Done> =>
+        keyOf !== undefined ? Queue.takeAll(lanes[i]!) : concurrency > 1 ? takeOne : reading.take
       let stopping = false
       let handed = 0
       let running = 0
       const limitReached = yield* Deferred.make<void>()
-      // Once stopping, no handler starts: a message taken from a lane and not started stays read ahead (given back
-      // on stop). Checking, handing out and starting happen in one synchronous step, so a stop cannot fall between.
-      const worker = (lane: Queue.Queue<Message, Cause.Done>) =>
+      // Once stopping, no handler starts: a message taken and not started stays read ahead (given back on stop).
+      // Checking, handing out and starting happen in one synchronous step, so a stop cannot fall between.
+      const worker = (take: Effect.Effect<ReadonlyArray<Message>, ConsumerError | Cause.Done>) =>
         Effect.gen(function* () {
           for (;;) {
-            const chunk: ReadonlyArray<Message> = takeOne ? [yield* Queue.take(lane)] : yield* Queue.takeAll(lane)
+            const chunk = yield* take
             for (const message of chunk) {
               if (stopping) return
               reading.handOut(message)
@@ -1098,22 +1110,25 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
             }
           }
         }).pipe(
-          Effect.catch(() => Effect.void), // a lane ended: stopping
+          // Ended (stopping), or reading failed: `run` fails with that below.
+          Effect.catch(() => Effect.void),
           annotate
         )
       const workers = yield* Effect.forEach(Array.from({ length: concurrency }), (_, i) =>
-        Effect.forkIn(worker(lanes[keyOf === undefined ? 0 : i]!), scope)
+        Effect.forkIn(worker(source(i)), scope)
       )
-      const dispatcher = yield* Effect.gen(function* () {
-        for (;;) {
-          const chunk = yield* reading.take
-          if (keyOf === undefined) {
-            Queue.offerAllUnsafe(lanes[0]!, chunk)
-            continue
-          }
-          for (const message of chunk) Queue.offerUnsafe(lanes[laneOf(keyOf(message), concurrency)]!, message)
-        }
-      }).pipe(Effect.forkIn(scope))
+      const dispatcher =
+        keyOf === undefined
+          ? undefined
+          : yield* Effect.gen(function* () {
+              for (;;) {
+                const chunk = yield* reading.take
+                for (const message of chunk) Queue.offerUnsafe(lanes[laneOf(keyOf(message), concurrency)]!, message)
+              }
+            }).pipe(
+              Effect.catch(() => Effect.void), // reading failed: `run` fails with that below
+              Effect.forkIn(scope)
+            )
 
       yield* Effect.addFinalizer(() =>
         Effect.gen(function* () {
@@ -1121,8 +1136,9 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
           // No handler starts from here on. Reading stops and what is still queued for the handlers is given back
           // while the handlers in flight finish (their entries and those are not the same).
           stopping = true
-          yield* Fiber.interrupt(dispatcher)
+          if (dispatcher !== undefined) yield* Fiber.interrupt(dispatcher)
           for (const lane of lanes) Queue.endUnsafe(lane)
+          if (keyOf === undefined) reading.end()
           if (running > 0) yield* Effect.logInfo(`shutting down: waiting for ${running} handlers`)
           const handlersDone = Fiber.awaitAll(workers).pipe(
             Effect.timeoutOrElse({
@@ -1148,11 +1164,7 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
         }).pipe(annotate)
       )
 
-      const failedReading = Effect.flatMap(Fiber.await(dispatcher), (exit) =>
-        Exit.isFailure(exit)
-          ? Effect.failCause(exit.cause as Cause.Cause<ConsumerError>)
-          : Effect.die(new Error("the consumer stream ended"))
-      )
+      const failedReading = reading.failed
       if (limit === undefined) return yield* failedReading
       // With a limit: done once the last message's handler finished; the finalizer acknowledges what is left.
       yield* Effect.raceFirst(failedReading, Deferred.await(limitReached))
