@@ -341,8 +341,12 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
 
   const ackIds = (messages: ReadonlyArray<Message>): Effect.Effect<void, RedisError> => {
     if (messages.length === 0) return Effect.void
-    const ids = messages.map((m) => m.id)
-    const redelivered = messages.filter((m) => m.deliveries > 1).map((m) => m.id)
+    const ids: Array<string> = []
+    const redelivered: Array<string> = []
+    for (const m of messages) {
+      ids.push(m.id)
+      if (m.deliveries > 1) redelivered.push(m.id)
+    }
     return retrying(
       Effect.all(
         [
@@ -458,20 +462,29 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
    * `maxDeliveries` or that do not decode go to the dead-letter stream.
    */
   const admit = (raws: ReadonlyArray<Raw>, delivery: Delivery): Effect.Effect<Array<Message>, RedisError> =>
-    // New entries, the hot path: none can be in flight here, deleted, or past its first delivery, so unless one does
-    // not decode, admitting them needs no Redis call.
-    delivery === "new" && raws.every((r) => r.fields !== undefined && !inFlight.has(r.id))
-      ? Effect.flatMap(Clock.currentTimeMillis, (now) => admitNew(raws as ReadonlyArray<LiveRaw>, now))
+    delivery === "new"
+      ? Effect.flatMap(Clock.currentTimeMillis, (now) => admitNew(raws, now))
       : admitChecked(raws, delivery)
 
-  const admitNew = (raws: ReadonlyArray<LiveRaw>, now: number): Effect.Effect<Array<Message>, RedisError> => {
+  /**
+   * New entries, the hot path: on their first delivery, so unless one does not decode, admitting them needs no
+   * Redis call. One in flight here already or deleted (only possible when the group was created again under us) takes
+   * the checked path.
+   */
+  const admitNew = (raws: ReadonlyArray<Raw>, now: number): Effect.Effect<Array<Message>, RedisError> => {
     const out: Array<Message> = []
     let undecodable: Array<readonly [LiveRaw, string]> | undefined
+    let unusual: Array<Raw> | undefined
     for (const raw of raws) {
+      if (raw.fields === undefined || inFlight.has(raw.id)) {
+        if (unusual === undefined) unusual = []
+        unusual.push(raw)
+        continue
+      }
       const event = eventOf(raw.fields)
       if (typeof event === "string") {
         if (undecodable === undefined) undecodable = []
-        undecodable.push([raw, event])
+        undecodable.push([raw as LiveRaw, event])
         continue
       }
       // `hold` already recorded its delivery count, 1.
@@ -479,16 +492,16 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
       out.push(new CoreMessage(core, raw.id, event, raw.fields, 1, "new"))
     }
     const delivered = out.length > 0 ? Metric.update(metric.delivered, out.length) : Effect.void
-    if (undecodable === undefined) return Effect.as(delivered, out)
-    return Effect.forEach(
-      undecodable,
-      ([raw, error]) =>
-        Effect.andThen(
-          deadLetter(raw, 1, error),
-          Effect.sync(() => held.delete(raw.id))
-        ),
-      { discard: true }
-    ).pipe(Effect.andThen(delivered), Effect.as(out))
+    if (undecodable === undefined && unusual === undefined) return Effect.as(delivered, out)
+    return Effect.gen(function* () {
+      for (const [raw, error] of undecodable ?? []) {
+        yield* deadLetter(raw, 1, error)
+        held.delete(raw.id)
+      }
+      yield* delivered
+      if (unusual !== undefined) out.push(...(yield* admitChecked(unusual, "new")))
+      return out
+    })
   }
 
   const admitChecked = (raws: ReadonlyArray<Raw>, delivery: Delivery) =>
