@@ -691,6 +691,33 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
     })
   )
 
+  it.effect("with a limit it handles that many, reads nothing beyond them, and dead letters do not count", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("limit")
+        yield* Effect.promise(() => withClient(url, (c) => c.xadd(stream, "*", "event", "{not json", "id", "bad-1")))
+        yield* produce(url, stream, 300)
+        const handled = new Map<string, number>()
+        // Returns by itself once 120 messages were handled; reads are smaller than `count` near the end.
+        yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          count: 50,
+          limit: 120,
+          handler: (event) => Effect.sync(() => handled.set(event.id, (handled.get(event.id) ?? 0) + 1))
+        })
+        expect(handled.size).toBe(120)
+        expect([...handled.values()].filter((n) => n !== 1)).toEqual([])
+        expect(yield* pendingIds(stream, "g")).toEqual([])
+        expect(yield* StreamAdmin.length(`${stream}.dead-letter`)).toBe(1)
+        // The undecodable entry and the 120 handled: nothing was read ahead of the limit.
+        const [group] = yield* StreamAdmin.groups(stream)
+        expect(group).toMatchObject({ name: "g", pending: 0, entriesRead: 121, lag: 180 })
+      })
+    )
+  )
+
   it.effect("invalid options fail before anything is read, naming the option", () =>
     withServer(() =>
       Effect.gen(function* () {
