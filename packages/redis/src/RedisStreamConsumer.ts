@@ -635,11 +635,13 @@ const GIVE_BACK_TIMEOUT_MS = 10_000
 /**
  * A consumer's reading machinery in the current scope: messages to take, and a graceful stop.
  *
- * One fiber reads: its own pending entries first, then new ones, and every `claimInterval` a claim pass. Reading
- * ahead is bounded: entries read and not handed out yet never exceed twice `count` (a read asks for `count`, and
- * only once no more than `count` are read ahead), so at most `2 × count` entries plus what the handlers hold are
- * delivered to this consumer and unfinished at any time. With `limit`, no more than `limit` messages are ever
- * admitted, so a consumer that stops after `limit` messages has read nothing beyond them.
+ * One fiber reads: its own pending entries first, then new ones, and every `claimInterval` a claim pass. Another
+ * admits what was read, in order (decoding, the dead-letter checks, see `admit`), so the next read is under way
+ * while the last one is decoded. Reading ahead is bounded: entries read and not handed out yet never exceed twice
+ * `count` (a read asks for `count`, and only once no more than `count` are read ahead), so at most `2 × count`
+ * entries plus what the handlers hold are delivered to this consumer and unfinished at any time. With `limit`, no
+ * more than `limit` messages are ever admitted, so a consumer that stops after `limit` messages has read nothing
+ * beyond them.
  *
  * Closing the scope (or `stop`) stops reading without losing a read: each Redis command of the reader runs
  * uninterruptibly together with recording what it returned, a blocked `XREADGROUP` is cut short with
