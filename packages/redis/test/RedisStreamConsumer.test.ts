@@ -262,6 +262,45 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
     )
   )
 
+  it.effect("an entry that failed once and then succeeded is acknowledged, and its last error is dropped", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("retried")
+        yield* produce(url, stream, 20)
+        const entries = yield* Effect.promise(() => readStream(url, stream))
+        const flaky = entries[7]!.fields.id!
+        const attempts = new Map<string, number>()
+        const fiber = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          minIdle: "200 millis",
+          claimInterval: "100 millis",
+          handler: (event) =>
+            Effect.suspend(() => {
+              const n = (attempts.get(event.id) ?? 0) + 1
+              attempts.set(event.id, n)
+              return event.id === flaky && n === 1 ? Effect.fail(new Error("timeout talking to billing")) : Effect.void
+            })
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "the flaky entry handled twice",
+          Effect.sync(() => attempts.get(flaky) === 2)
+        )
+        yield* eventually(
+          "nothing pending",
+          Effect.map(pendingIds(stream, "g"), (ids) => ids.length === 0)
+        )
+        const errors = yield* Effect.promise(() =>
+          withClient(url, (c) => c.hlen(`redflow:consumer-errors:${stream}:g`))
+        )
+        yield* Fiber.interrupt(fiber)
+        expect(errors).toBe(0)
+        expect([...attempts.entries()].filter(([id, n]) => n !== (id === flaky ? 2 : 1))).toEqual([])
+      })
+    )
+  )
+
   it.effect("a redelivered duplicate is skipped by the idempotency helper and acknowledged", () =>
     withServer((url) =>
       Effect.gen(function* () {
