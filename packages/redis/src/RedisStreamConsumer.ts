@@ -229,6 +229,11 @@ type LiveRaw = Raw & { readonly fields: Readonly<Record<string, string>> }
 interface Core {
   readonly config: Config
   readonly ackIds: (messages: ReadonlyArray<Message>) => Effect.Effect<void, RedisError>
+  /** `ackIds` by entry id; `redelivered` are those delivered more than once (their last error is dropped too). */
+  readonly ackEntries: (
+    ids: ReadonlyArray<string>,
+    redelivered: ReadonlyArray<string>
+  ) => Effect.Effect<void, RedisError>
   readonly nack: (id: string, reason: string) => Effect.Effect<void, RedisError>
 }
 
@@ -340,13 +345,20 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
   )
 
   const ackIds = (messages: ReadonlyArray<Message>): Effect.Effect<void, RedisError> => {
-    if (messages.length === 0) return Effect.void
     const ids: Array<string> = []
     const redelivered: Array<string> = []
     for (const m of messages) {
       ids.push(m.id)
       if (m.deliveries > 1) redelivered.push(m.id)
     }
+    return ackEntries(ids, redelivered)
+  }
+
+  const ackEntries = (
+    ids: ReadonlyArray<string>,
+    redelivered: ReadonlyArray<string>
+  ): Effect.Effect<void, RedisError> => {
+    if (ids.length === 0) return Effect.void
     return retrying(
       Effect.all(
         [
@@ -383,7 +395,7 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
       )
     ).pipe(Effect.asVoid, Effect.ensuring(Effect.sync(() => inFlight.delete(id))))
 
-  const core: Core = { config, ackIds, nack }
+  const core: Core = { config, ackIds, ackEntries, nack }
 
   const lastError = (id: string) =>
     retrying(
@@ -1011,12 +1023,16 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
       const machine = reading.machine
 
       const batched = (options.ack ?? "batch") === "batch"
-      const ackQueue = yield* Queue.unbounded<Message, Cause.Done>()
+      // Ids, not messages: a handled message (and its event) is garbage at once, not after the XACK that follows.
+      const ackQueue = yield* Queue.unbounded<string, Cause.Done>()
+      /** Ids in the ack queue of entries delivered more than once (their last error goes with the XACK). */
+      const redeliveredIds = new Set<string>()
       const acker = yield* Effect.gen(function* () {
         for (;;) {
-          const taken = yield* Queue.takeBetween(ackQueue, 1, 5000)
+          const ids = yield* Queue.takeBetween(ackQueue, 1, 5000)
+          const redelivered = redeliveredIds.size === 0 ? [] : ids.filter((id) => redeliveredIds.delete(id))
           yield* machine.core
-            .ackIds(taken)
+            .ackEntries(ids, redelivered)
             .pipe(Effect.catch((error) => Effect.logWarning(`XACK failed, entries stay pending: ${error.message}`)))
         }
       }).pipe(
@@ -1026,9 +1042,13 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
       const stillPending = (message: Message) => (error: RedisError) =>
         Effect.logWarning(`entry ${message.id} stays pending: ${error._tag}: ${error.message}`)
       // Batched: the acker takes everything that finished while its previous XACK was in flight.
+      const queueAck = (message: Message): void => {
+        if (message.deliveries > 1) redeliveredIds.add(message.id)
+        Queue.offerUnsafe(ackQueue, message.id)
+      }
       const acknowledge = (message: Message): Effect.Effect<void> => {
         if (!batched) return Effect.catch(message.ack, stillPending(message))
-        Queue.offerUnsafe(ackQueue, message)
+        queueAck(message)
         return Effect.void
       }
 
@@ -1118,7 +1138,7 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
                 // The common case, inline: no effect per message but the handler's and its exit.
                 const exit = yield* Effect.exit(handlerOf(message))
                 if (Exit.isFailure(exit)) yield* failed(message, exit.cause)
-                else if (batched) Queue.offerUnsafe(ackQueue, message)
+                else if (batched) queueAck(message)
                 else yield* acknowledge(message)
               }
               if (--running === 0 && handed === limit) Deferred.doneUnsafe(limitReached, Exit.void)
