@@ -8,12 +8,13 @@
  * 1. `acquire`: `SET <prefix><id> <token> NX PX <lease>` reserves the id for this processing. If the key exists,
  *    its value tells: `1` means processed (a duplicate: skip it), a token means another copy is being processed
  *    right now (busy: try again later, see {@link EventInProgress}).
- * 2. the processing runs;
+ * 2. the processing runs, and the reservation is renewed every third of the lease while it does (see {@link hold}):
+ *    a handler slower than the lease keeps its event to itself;
  * 3. `complete`: `SET <prefix><id> 1 PX <ttl>` marks it processed for `ttl`; or, when it failed, `release` deletes
  *    the reservation (only if it is still ours), so a redelivery processes it again.
  *
  * Nothing is lost to the dedup: an id is marked processed only after its processing succeeded, and a consumer that
- * crashes mid-way leaves a reservation that expires after `lease`. Two copies of an event (a replayed duplicate
+ * crashes mid-way leaves a reservation that expires after `lease` (nothing renews it any more). Two copies of an event (a replayed duplicate
  * read by another worker at the same moment) are never processed at the same time: the second is busy and comes
  * back after the first finished, as a duplicate.
  *
@@ -54,6 +55,13 @@ export interface IdempotencyStore {
   readonly release: (eventId: string, token: string) => Effect.Effect<void, RedisError>
   /** Whether `eventId` was marked processed (within the retention). */
   readonly isProcessed: (eventId: string) => Effect.Effect<boolean, RedisError>
+  /**
+   * Extends a reservation by another lease if it is still ours; `false` when it is not (it expired and another
+   * consumer reserved the event, or it was released).
+   */
+  readonly renew: (eventId: string, token: string) => Effect.Effect<boolean, RedisError>
+  /** How long a reservation holds, in milliseconds: {@link hold} renews it every third of that. */
+  readonly leaseMillis: number
 }
 
 /** The store as a service, for code that takes it from the context. */
@@ -65,6 +73,19 @@ export class EventInProgress extends Schema.TaggedError<EventInProgress>()("Even
 }) {
   override get message() {
     return `event ${this.eventId} is being processed by another consumer; it will be retried`
+  }
+}
+
+/**
+ * A reservation was lost while its event was being processed: it could not be renewed in time (Redis unreachable
+ * for most of a lease, or the process stalled), expired, and another consumer reserved the event. This processing
+ * was interrupted so that the two do not run at the same time; the other one completes the event.
+ */
+export class ReservationLost extends Schema.TaggedError<ReservationLost>()("ReservationLost", {
+  eventId: Schema.String
+}) {
+  override get message() {
+    return `the reservation of event ${this.eventId} expired while it was being processed and another consumer took it; this processing was interrupted`
   }
 }
 
@@ -92,6 +113,9 @@ const positiveMillis = (field: string, value: Duration.Input | undefined, fallba
 /** Deletes a reservation only if it is still ours (it may have expired and been taken by another consumer). */
 const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`
 
+/** Extends a reservation (ARGV[2] ms) only if it is still ours. */
+const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`
+
 /** The Redis store: `SET key <token> NX PX lease` to reserve, `SET key 1 PX ttl` once processed. */
 export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore, never, RedisConnection> =>
   Effect.gen(function* () {
@@ -116,7 +140,10 @@ export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore
         run(StreamAdmin.command("SET", prefix + eventId, [prefix + eventId, "1", "PX", ttl], () => undefined)),
       release: (eventId, token) =>
         run(StreamAdmin.command("EVAL", prefix + eventId, [RELEASE, 1, prefix + eventId, token], () => undefined)),
-      isProcessed: (eventId) => Effect.map(get(prefix + eventId), (value) => value === "1")
+      isProcessed: (eventId) => Effect.map(get(prefix + eventId), (value) => value === "1"),
+      renew: (eventId, token) =>
+        run(StreamAdmin.command("EVAL", prefix + eventId, [RENEW, 1, prefix + eventId, token, lease], (r) => r === 1)),
+      leaseMillis: lease
     }
   })
 
@@ -148,7 +175,14 @@ export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect
         Effect.map(Clock.currentTimeMillis, (now) => {
           if (live(eventId, now)?.value === token) entries.delete(eventId)
         }),
-      isProcessed: (eventId) => Effect.map(Clock.currentTimeMillis, (now) => live(eventId, now)?.value === "1")
+      isProcessed: (eventId) => Effect.map(Clock.currentTimeMillis, (now) => live(eventId, now)?.value === "1"),
+      renew: (eventId, token) =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          if (live(eventId, now)?.value !== token) return false
+          entries.set(eventId, { value: token, expiresAt: now + lease })
+          return true
+        }),
+      leaseMillis: lease
     }
   })
 
@@ -159,29 +193,55 @@ export const layerMemory = (options: Omit<Options, "prefix"> = {}): Layer.Layer<
   Layer.effect(Idempotency, makeMemory(options))
 
 /**
+ * Runs `process` while keeping the reservation `token` of `eventId`: renewed every third of the lease, so a process
+ * slower than the lease keeps its event. A renewal that fails (Redis unreachable) is tried again at the next; one
+ * that finds the reservation gone interrupts `process` and fails with {@link ReservationLost}.
+ */
+export const hold = <A, E, R>(
+  store: IdempotencyStore,
+  eventId: string,
+  token: string,
+  process: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | ReservationLost, R> => {
+  const renewing: Effect.Effect<never, ReservationLost> = Effect.sleep(
+    Duration.millis(Math.max(1, Math.floor(store.leaseMillis / 3)))
+  ).pipe(
+    // Asked anew each time (a store may do its work when called); a failure is tried again at the next renewal.
+    Effect.andThen(Effect.suspend(() => Effect.orElseSucceed(store.renew(eventId, token), () => true))),
+    Effect.flatMap((held) => (held ? Effect.void : Effect.fail(new ReservationLost({ eventId })))),
+    Effect.forever
+  )
+  return Effect.raceFirst(process, renewing)
+}
+
+/**
  * Runs `process` unless `eventId` was processed: `"duplicate"` when it was, `"processed"` once `process` succeeded
  * (and the id is marked). A failed or interrupted `process` releases the id, so a redelivery runs it again. Fails
- * with {@link EventInProgress} when another copy is being processed at this moment.
+ * with {@link EventInProgress} when another copy is being processed at this moment, and with {@link ReservationLost}
+ * when the reservation was lost while `process` ran (see {@link hold}).
  */
 export const once = <A, E, R>(
   store: IdempotencyStore,
   eventId: string,
   process: Effect.Effect<A, E, R>
-): Effect.Effect<Outcome, E | RedisError | EventInProgress, R> =>
-  Effect.flatMap(store.acquire(eventId), (acquired): Effect.Effect<Outcome, E | RedisError | EventInProgress, R> => {
-    switch (acquired._tag) {
-      case "Processed":
-        return Effect.succeed("duplicate" as const)
-      case "Busy":
-        return Effect.fail(new EventInProgress({ eventId }))
-      case "Acquired":
-        return process.pipe(
-          Effect.onError(() => Effect.ignore(store.release(eventId, acquired.token))),
-          Effect.andThen(store.complete(eventId, acquired.token)),
-          Effect.as("processed" as const)
-        )
+): Effect.Effect<Outcome, E | RedisError | EventInProgress | ReservationLost, R> =>
+  Effect.flatMap(
+    store.acquire(eventId),
+    (acquired): Effect.Effect<Outcome, E | RedisError | EventInProgress | ReservationLost, R> => {
+      switch (acquired._tag) {
+        case "Processed":
+          return Effect.succeed("duplicate" as const)
+        case "Busy":
+          return Effect.fail(new EventInProgress({ eventId }))
+        case "Acquired":
+          return hold(store, eventId, acquired.token, process).pipe(
+            Effect.onError(() => Effect.ignore(store.release(eventId, acquired.token))),
+            Effect.andThen(store.complete(eventId, acquired.token)),
+            Effect.as("processed" as const)
+          )
+      }
     }
-  })
+  )
 
 /**
  * Wraps a handler so that duplicates of an event (by `id`) are skipped.
@@ -194,5 +254,5 @@ export const once = <A, E, R>(
 export const skipDuplicates =
   (store: IdempotencyStore) =>
   <Args extends ReadonlyArray<unknown>, A, E, R>(handler: (event: CdcEvent, ...rest: Args) => Effect.Effect<A, E, R>) =>
-  (event: CdcEvent, ...rest: Args): Effect.Effect<Outcome, E | RedisError | EventInProgress, R> =>
+  (event: CdcEvent, ...rest: Args): Effect.Effect<Outcome, E | RedisError | EventInProgress | ReservationLost, R> =>
     once(store, event.id, handler(event, ...rest))

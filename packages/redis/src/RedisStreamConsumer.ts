@@ -57,7 +57,7 @@ import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as Envelope from "@redflow/core/Envelope"
 import * as Metrics from "@redflow/core/Metrics"
 import * as FailurePolicy from "./FailurePolicy.ts"
-import { EventInProgress, type IdempotencyStore } from "./Idempotency.ts"
+import { EventInProgress, hold, type IdempotencyStore, ReservationLost } from "./Idempotency.ts"
 import { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 import * as StreamAdmin from "./StreamAdmin.ts"
@@ -1083,15 +1083,26 @@ export const run = <E, R>(options: RunOptions<E, R>): Effect.Effect<void, Consum
           }
           const token = acquired.token
           const release = Effect.ignore(store.release(message.event.id, token))
+          // The reservation is renewed while the handler runs, so a handler slower than the lease keeps its event.
           const exit = yield* Effect.exit(
-            Effect.suspend(() => options.handler(message.event, message)).pipe(Effect.onInterrupt(() => release))
+            hold(
+              store,
+              message.event.id,
+              token,
+              Effect.suspend(() => options.handler(message.event, message))
+            ).pipe(Effect.onInterrupt(() => release))
           )
           if (Exit.isSuccess(exit)) {
             yield* machine.retrying(store.complete(message.event.id, token))
             return yield* acknowledge(message)
           }
           yield* release
-          yield* failed(message, exit.cause)
+          const error = Cause.findErrorOption(exit.cause)
+          if (Option.isSome(error) && error.value instanceof ReservationLost) {
+            // Another consumer has the event now (this one could not renew in time): not a failure of the handler.
+            return yield* message.nack(error.value.message)
+          }
+          yield* failed(message, exit.cause as Cause.Cause<E>)
         }).pipe(
           Effect.catch(stillPending(message)),
           Effect.catchCause((cause) =>

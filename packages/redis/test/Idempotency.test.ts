@@ -1,10 +1,11 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { CdcEvent, Position } from "@redflow/core"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as Idempotency from "../src/Idempotency.ts"
 import * as RedisConnection from "../src/RedisConnection.ts"
+import { RedisUnavailable } from "../src/RedisError.ts"
 import { uniquePrefix, withClient } from "./support.ts"
 
 const event = (n: number) =>
@@ -61,6 +62,55 @@ describe("Idempotency in memory", () => {
         if (first._tag === "Acquired") yield* store.release("e1", first.token)
         expect(yield* store.isProcessed("e1")).toBe(true)
       })
+  )
+
+  it.effect("a processing slower than the lease keeps its event: the reservation is renewed every third of it", () =>
+    Effect.gen(function* () {
+      const store = yield* Idempotency.makeMemory({ lease: "30 seconds" })
+      let runs = 0
+      const slow = Effect.sleep("100 seconds").pipe(Effect.andThen(Effect.sync(() => runs++)))
+      const first = yield* Effect.forkChild(Idempotency.once(store, "e1", slow))
+      // Without renewals the reservation would have expired at 30 s and this copy would run too.
+      yield* TestClock.adjust("45 seconds")
+      expect(yield* store.acquire("e1")).toEqual({ _tag: "Busy" })
+      yield* TestClock.adjust("45 seconds")
+      expect(yield* Effect.flip(Idempotency.once(store, "e1", slow))).toMatchObject({ _tag: "EventInProgress" })
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(first)).toBe("processed")
+      expect(runs).toBe(1)
+      expect(yield* store.acquire("e1")).toEqual({ _tag: "Processed" })
+    })
+  )
+
+  it.effect("a reservation lost while processing interrupts the processing; a failed renewal is tried again", () =>
+    Effect.gen(function* () {
+      const memory = yield* Idempotency.makeMemory({ lease: "30 seconds" })
+      // Another consumer took the event (the lease expired while this process could not renew it).
+      const taken: Idempotency.IdempotencyStore = { ...memory, renew: () => Effect.succeed(false) }
+      let interrupted = false
+      const slow = Effect.sleep("100 seconds").pipe(Effect.onInterrupt(() => Effect.sync(() => (interrupted = true))))
+      const lost = yield* Effect.forkChild(Effect.flip(Idempotency.once(taken, "e1", slow)))
+      yield* TestClock.adjust("10 seconds")
+      expect(yield* Fiber.join(lost)).toMatchObject({ _tag: "ReservationLost", eventId: "e1" })
+      expect(interrupted).toBe(true)
+      expect(yield* memory.isProcessed("e1")).toBe(false)
+
+      // A renewal that fails (Redis unreachable for a moment) does not stop the processing: the next one is tried, in
+      // time since renewals come every third of the lease.
+      let failures = 0
+      const flaky: Idempotency.IdempotencyStore = {
+        ...memory,
+        renew: (eventId, token) =>
+          failures++ < 1
+            ? Effect.fail(new RedisUnavailable({ message: "down", outcomeUnknown: false }))
+            : memory.renew(eventId, token)
+      }
+      const done = yield* Effect.forkChild(Idempotency.once(flaky, "e2", Effect.sleep("100 seconds")))
+      yield* TestClock.adjust("100 seconds")
+      expect(yield* Fiber.join(done)).toBe("processed")
+      expect(failures).toBeGreaterThan(2)
+      expect(yield* memory.isProcessed("e2")).toBe(true)
+    })
   )
 
   it.effect("skipDuplicates wraps a handler by event id", () =>
@@ -134,6 +184,42 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("Idempotency in Re
       ).toBe("processed")
       expect(runs).toBe(1)
       expect(yield* store.isProcessed("e2")).toBe(true)
+    })
+  )
+
+  it.effect("renews a reservation in Redis while the processing runs, and stops when it is no longer ours", () =>
+    Effect.gen(function* () {
+      const { url } = yield* RedisTestServer.RedisTestServer
+      const prefix = `${uniquePrefix("dedup")}:`
+      const [one, two] = [yield* RedisConnection.make({ url }), yield* RedisConnection.make({ url })]
+      const store = yield* Idempotency.makeRedis({ prefix, lease: "300 millis" }).pipe(
+        Effect.provideService(RedisConnection.RedisConnection, one)
+      )
+      const other = yield* Idempotency.makeRedis({ prefix, lease: "300 millis" }).pipe(
+        Effect.provideService(RedisConnection.RedisConnection, two)
+      )
+      const first = yield* Effect.forkChild(Idempotency.once(store, "e1", Effect.sleep("1 second")))
+      yield* Effect.sleep("700 millis")
+      // Over two leases in: still reserved, with a fresh lease.
+      expect(yield* other.acquire("e1")).toEqual({ _tag: "Busy" })
+      const pttl = yield* Effect.promise(() => withClient(url, (c) => c.pttl(`${prefix}e1`)))
+      expect(pttl).toBeGreaterThan(0)
+      expect(pttl).toBeLessThanOrEqual(300)
+      expect(yield* Fiber.join(first)).toBe("processed")
+      expect(yield* other.isProcessed("e1")).toBe(true)
+
+      // The reservation changes hands under a running processing: the next renewal finds out and interrupts it.
+      let interrupted = false
+      const slow = Effect.sleep("5 seconds").pipe(Effect.onInterrupt(() => Effect.sync(() => (interrupted = true))))
+      const second = yield* Effect.forkChild(Effect.flip(Idempotency.once(store, "e2", slow)))
+      yield* Effect.sleep("50 millis")
+      yield* Effect.promise(() => withClient(url, (c) => c.set(`${prefix}e2`, "pending:someone-else", "PX", 5000)))
+      const started = Date.now()
+      expect(yield* Fiber.join(second)).toMatchObject({ _tag: "ReservationLost", eventId: "e2" })
+      expect(Date.now() - started).toBeLessThan(1_000)
+      expect(interrupted).toBe(true)
+      // The other holder's reservation is left alone.
+      expect(yield* Effect.promise(() => withClient(url, (c) => c.get(`${prefix}e2`)))).toBe("pending:someone-else")
     })
   )
 

@@ -338,6 +338,56 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
     )
   )
 
+  it.effect("with idempotency, a handler slower than the lease keeps its event; one that loses it stops", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const stream = uniquePrefix("lease")
+        yield* produce(url, stream, 2)
+        const [first, second] = yield* Effect.promise(() => readStream(url, stream))
+        const prefix = `${stream}:processed:`
+        const store = yield* Idempotency.makeRedis({ prefix, lease: "300 millis" })
+        const started: Array<string> = []
+        let interrupted = 0
+        const fiber = yield* RedisStreamConsumer.run({
+          stream,
+          group: "g",
+          consumer: "w1",
+          idempotency: store,
+          concurrency: 2,
+          handler: (event) =>
+            Effect.sync(() => started.push(event.id)).pipe(
+              Effect.andThen(Effect.sleep("1 second")),
+              Effect.onInterrupt(() => Effect.sync(() => interrupted++))
+            )
+        }).pipe(Effect.forkChild)
+        yield* eventually(
+          "both handlers started",
+          Effect.sync(() => started.length === 2)
+        )
+        // Another consumer takes over the second event's reservation (as if this one had stalled past the lease).
+        yield* Effect.promise(() =>
+          withClient(url, (c) => c.set(`${prefix}${second!.fields.id}`, "pending:elsewhere", "PX", 10_000))
+        )
+        yield* Effect.sleep("600 millis")
+        // Two leases in, the first event is still reserved by this consumer: no other copy could run it.
+        expect(yield* store.acquire(first!.fields.id!)).toEqual({ _tag: "Busy" })
+        yield* eventually(
+          "the first event acknowledged",
+          Effect.map(pendingIds(stream, "g"), (ids) => !ids.includes(first!.id))
+        )
+        yield* Fiber.interrupt(fiber)
+        expect(yield* store.isProcessed(first!.fields.id!)).toBe(true)
+        // The second was interrupted and stays pending for its new holder; its reservation is not touched.
+        expect(interrupted).toBe(1)
+        expect(yield* pendingIds(stream, "g")).toEqual([second!.id])
+        expect(yield* store.isProcessed(second!.fields.id!)).toBe(false)
+        expect(yield* Effect.promise(() => withClient(url, (c) => c.get(`${prefix}${second!.fields.id}`)))).toBe(
+          "pending:elsewhere"
+        )
+      })
+    )
+  )
+
   it.effect("shutdown while busy: finished handlers are acknowledged, the rest stays pending, none lost", () =>
     withServer((url) =>
       Effect.gen(function* () {
