@@ -28,12 +28,15 @@ const show = (label: string) => {
 }
 show("start")
 let committed = 0
+// Oldest event's wait (arrival in the sink → checkpoint) per batch, worst in each second: a sink that lags holds more.
+let worstWait = 0
 Effect.runFork(
   SyntheticSource.make({ ratePerSecond: rate, payloadBytes: 1024, tables: ["customers", "orders", "payments"] }).pipe(
     RedisStreamSink.deliver({ stream: "mem.${source.table}", pipeline: "mem", guarantee: "at-least-once" }),
     Stream.runForEach((b) =>
       Effect.sync(() => {
         committed += b.events
+        worstWait = Math.max(worstWait, Date.now() - b.enqueuedAt)
       })
     ),
     Effect.provide(
@@ -50,7 +53,8 @@ const t = setInterval(() => {
 }, 50)
 for (let i = 1; i <= seconds; i++) {
   await new Promise((r) => setTimeout(r, 1000))
-  show(`t=${i} committed=${committed}`)
+  show(`t=${i} committed=${committed} worst-wait=${worstWait}ms`)
+  worstWait = 0
 }
 clearInterval(t)
 console.log(`peak rss ${mb(peak)}`)
