@@ -334,9 +334,9 @@ interface Entry {
   readonly position: Position.Position
   /**
    * position, id, op, table, key, event, error: the script's per-entry arguments. Emptied once copied into a write's
-   * command, so the encoded event is not held longer than the write needs it.
+   * command, so the encoded event is not held longer than the write needs it (see internal/commands.ts).
    */
-  args: ReadonlyArray<string>
+  readonly args: Array<string>
   readonly bytes: number
   readonly deadLetter: boolean
   readonly arrivedAt: number
@@ -453,8 +453,6 @@ interface Command {
 
 const EXPECTED = 4
 
-const NO_ARGS: ReadonlyArray<string> = []
-
 /**
  * Up to `max` items already in the queue, without waiting: none when it is empty or has ended (its next take reports
  * the end). `Queue.takeBetween(queue, 0, max)` is not that: it returns nothing even when items wait.
@@ -493,7 +491,7 @@ const buildCommands = (
       byStream.set(entry.stream, group)
     }
     for (const a of entry.args) group.argv.push(a)
-    entry.args = NO_ARGS
+    entry.args.length = 0
     group.mark = Position.max(group.mark, entry.position)
   }
   const commands: Array<Command> = []

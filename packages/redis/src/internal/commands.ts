@@ -13,9 +13,15 @@ import type { Client } from "../RedisConnection.ts"
 
 export type Reply = [Error | null, unknown]
 
-/** A command with string replies, as ioredis's own `client.<command>(…)` methods make it. */
-export const make = (name: string, args: ReadonlyArray<string | number>): Command =>
-  new Command(name, args as Array<string | number>, { replyEncoding: "utf8" })
+/**
+ * A command with string replies, as ioredis's own `client.<command>(…)` methods make it. It takes `args` over: the
+ * command keeps a copy, and `args` is emptied.
+ */
+export const make = (name: string, args: Array<string | number>): Command => {
+  const command = new Command(name, args, { replyEncoding: "utf8" })
+  args.length = 0
+  return command
+}
 
 /** Drops the command's arguments: the encoded events it carried can then be collected young. */
 export const release = (command: Command): void => {
