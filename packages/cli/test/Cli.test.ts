@@ -172,6 +172,27 @@ describe("redflow produce", () => {
     expect(total).toBe(3000)
   })
 
+  it("not on a terminal, a long run prints a plain progress line every 5 s", async () => {
+    const prefix = unique("progress")
+    const r = await run([
+      "produce",
+      "--redis",
+      server.url,
+      "--stream",
+      `${prefix}.events`,
+      "--events",
+      "3000",
+      "--rate",
+      "500"
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    const lines = r.stderr.split("\n").filter((l) => l.startsWith("redflow: produced "))
+    expect(lines.length).toBeGreaterThanOrEqual(1)
+    expect(lines[0]).toMatch(/^redflow: produced [\d,]+\/3,000 events · [\d,]+ events\/s · \d+ batches$/)
+    // No terminal control codes in a log.
+    expect(r.stderr).not.toContain("\x1b[")
+  })
+
   for (const guarantee of ["at-least-once", "exactly-once"] as const) {
     it(`${guarantee}: SIGKILL mid-run, then the same command again, ends with all N events${guarantee === "exactly-once" ? " and no duplicates" : ""}`, async () => {
       const prefix = unique(guarantee)

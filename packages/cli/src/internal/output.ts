@@ -59,15 +59,22 @@ export const print = (...lines: ReadonlyArray<string>) =>
   Effect.sync(() => process.stdout.write(`${lines.join("\n")}\n`))
 
 /**
- * A live progress line on stderr, redrawn every `everyMs` while the scope is open, when stderr is a terminal (never
- * in a pipe or a log file). The line is cleared when the scope closes.
+ * Progress on stderr while the scope is open. On a terminal: one live line, redrawn every `everyMs` and cleared when
+ * the scope closes. Elsewhere (a pipe, a log file, CI): the same text as a plain line every `plainEveryMs`, so a long
+ * run shows it is alive without flooding the log.
  */
 export const progressLine = <R>(
   line: Effect.Effect<string, never, R>,
-  everyMs = 250
+  everyMs = 250,
+  plainEveryMs = 5_000
 ): Effect.Effect<void, never, Scope.Scope | R> =>
   process.stderr.isTTY !== true
-    ? Effect.void
+    ? Effect.flatMap(line, (text) => Effect.sync(() => process.stderr.write(`redflow: ${text}\n`))).pipe(
+        Effect.delay(`${plainEveryMs} millis`),
+        Effect.forever,
+        Effect.forkScoped,
+        Effect.asVoid
+      )
     : Effect.gen(function* () {
         const draw = Effect.flatMap(line, (text) =>
           Effect.sync(() => process.stderr.write(`\r\x1b[2K${text.slice(0, (process.stderr.columns ?? 120) - 1)}`))
