@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Schedule } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Option, Schedule } from "effect"
 import type { RedisError, RedisErrorTag } from "./RedisError.ts"
 
 /** A retry schedule for one error tag, or `"fail"`: never retried. */
@@ -105,3 +105,31 @@ export const retry = <A, R>(
   policies: FailurePolicies,
   onRetry: (error: RedisError) => Effect.Effect<void> = () => Effect.void
 ): Effect.Effect<A, RedisError, R> => effect.pipe(Effect.tapError(onRetry), Effect.retry(schedule(policies)))
+
+/**
+ * Retries `effect` by the table, like {@link retry}, except that a wait between tries ends early when `wake`
+ * completes. `wake` is taken before each try, so a wake-up during the try counts too. With
+ * `RedisConnection.nextReconnect` the try after an outage comes as soon as the client is back, not when a backoff
+ * that has grown to seconds runs out; failures that no reconnect ends (OOM, READONLY) wait their full delays.
+ * A `"fail"` policy or an exhausted schedule ends the retries with the last error, as with {@link schedule}.
+ */
+export const retryWaking = <A, R>(
+  effect: Effect.Effect<A, RedisError, R>,
+  policies: FailurePolicies,
+  wake: () => Effect.Effect<void>,
+  onRetry: (error: RedisError, delay: Duration.Duration) => Effect.Effect<void> = () => Effect.void
+): Effect.Effect<A, RedisError, R> =>
+  Effect.gen(function* () {
+    const step = yield* Schedule.toStep(schedule(policies, onRetry))
+    for (;;) {
+      const woken = wake()
+      const exit = yield* Effect.exit(effect)
+      if (Exit.isSuccess(exit)) return exit.value
+      const error = Cause.findErrorOption(exit.cause)
+      // A defect or an interruption is not a Redis failure: no policy applies.
+      if (Option.isNone(error)) return yield* Effect.failCause(exit.cause)
+      const decision = yield* Effect.exit(step(yield* Clock.currentTimeMillis, error.value))
+      if (Exit.isFailure(decision)) return yield* Effect.fail(error.value)
+      yield* Effect.raceFirst(Effect.sleep(decision.value[1]), woken)
+    }
+  })

@@ -22,7 +22,7 @@
 import type { ConnectionOptions as TlsOptions } from "node:tls"
 import { Cluster, Redis } from "ioredis"
 import type { ClusterOptions, RedisOptions } from "ioredis"
-import { Config, Context, Duration, Effect, Layer, Metric, Option, Redacted, Scope } from "effect"
+import { Config, Context, Deferred, Duration, Effect, Layer, Metric, Option, Redacted, Scope } from "effect"
 import * as Metrics from "@redflow/core/Metrics"
 import { classify, RedisAuthFailed, RedisConfigError, type RedisError } from "./RedisError.ts"
 import * as RedisUrl from "./RedisUrl.ts"
@@ -80,6 +80,12 @@ export interface RedisConnectionService {
     f: (client: Client) => Promise<A>,
     context?: { readonly command?: string; readonly key?: string }
   ) => Effect.Effect<A, RedisError>
+  /**
+   * An effect that completes once the client has (re)connected and is ready, after this call: a retry takes it before
+   * trying, and cuts its backoff short with it, so that work resumes as soon as Redis is back rather than at the end
+   * of a delay that may have grown to seconds during the outage.
+   */
+  readonly nextReconnect: () => Effect.Effect<void>
   /**
    * A dedicated connection with the same settings (for blocking reads that must not hold up other commands),
    * closed with the scope. `commandTimeout` may be raised for it, e.g. above a `BLOCK` time.
@@ -243,6 +249,14 @@ const open = (
     client.on("reconnecting", () => {
       Effect.runSyncWith(context)(Metric.update(reconnects, 1))
     })
+    // Each "ready" completes the deferred of everyone waiting for it, and the next waiters get a fresh one.
+    let ready = Deferred.makeUnsafe<void>()
+    client.on("ready", () => {
+      const reached = ready
+      ready = Deferred.makeUnsafe<void>()
+      Deferred.doneUnsafe(reached, Effect.void)
+    })
+    const nextReconnect = (): Effect.Effect<void> => Deferred.await(ready)
 
     const run = <A>(
       f: (client: Client) => Promise<A>,
@@ -285,6 +299,7 @@ const open = (
       resolved,
       client,
       run,
+      nextReconnect,
       dedicated: (overrides) =>
         open(
           resolved,

@@ -751,7 +751,8 @@ const start = <E, R>(
               Effect.andThen(onError(error))
             )
           ),
-          Effect.retry(FailurePolicy.schedule(policies, onRetry)),
+          // Backoff by the policies, cut short when the connection comes back (see FailurePolicy.retryWaking).
+          (tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry),
           Effect.mapError((error) => explainGiveUp(redis, error))
         )
         yield* Deferred.succeed(self.written, undefined)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Fiber, Random, Ref, Schedule } from "effect"
+import { Clock, Deferred, Effect, Fiber, Random, Ref, Schedule } from "effect"
 import { TestClock } from "effect/testing"
 import * as FailurePolicy from "../src/FailurePolicy.ts"
 import {
@@ -141,6 +141,60 @@ describe("FailurePolicy overrides", () => {
       const b = yield* attemptTimes(policies, [unavailable], 1000)
       expect(b.times).toEqual([0])
       expect(b.result._tag).toBe("Failure")
+    })
+  )
+})
+
+describe("FailurePolicy.retryWaking", () => {
+  it.effect("a reconnect cuts the backoff short; without one the delays are the policy's; it gives up like retry", () =>
+    Effect.gen(function* () {
+      const start = yield* Clock.currentTimeMillis
+      // The connection's "ready" events, as RedisConnection.nextReconnect gives them: one deferred per reconnect.
+      let ready = Deferred.makeUnsafe<void>()
+      const reconnect = () => {
+        const reached = ready
+        ready = Deferred.makeUnsafe<void>()
+        Deferred.doneUnsafe(reached, Effect.void)
+      }
+      const times: Array<number> = []
+      const failing = (failures: number) =>
+        Effect.gen(function* () {
+          times.push((yield* Clock.currentTimeMillis) - start)
+          if (times.length <= failures) return yield* Effect.fail(unavailable)
+          return "done" as const
+        })
+      const policies = FailurePolicy.make({ RedisUnavailable: Schedule.spaced("10 seconds") })
+
+      // Down at 0 and 10 s; the client reconnects at 12 s: the third try comes then, not at 20 s.
+      const fiber = yield* Effect.forkChild(
+        FailurePolicy.retryWaking(failing(2), policies, () => Deferred.await(ready))
+      )
+      yield* TestClock.adjust("12 seconds")
+      reconnect()
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Fiber.join(fiber)).toBe("done")
+      expect(times).toEqual([0, 10_000, 12_000])
+
+      // No reconnect: the policy's delays.
+      times.length = 0
+      const plain = yield* Effect.forkChild(
+        FailurePolicy.retryWaking(failing(2), policies, () => Deferred.await(ready))
+      )
+      yield* TestClock.adjust("20 seconds")
+      expect(yield* Fiber.join(plain)).toBe("done")
+      expect(times.map((t) => t - times[0]!)).toEqual([0, 10_000, 20_000])
+
+      // "fail" and an exhausted schedule end with the last error, reconnects or not.
+      const never = FailurePolicy.make({ RedisUnavailable: "fail" })
+      expect(yield* Effect.flip(FailurePolicy.retryWaking(failing(99), never, () => Deferred.await(ready)))).toBe(
+        unavailable
+      )
+      const twice = FailurePolicy.make({ RedisUnavailable: Schedule.recurs(2) })
+      times.length = 0
+      expect(yield* Effect.flip(FailurePolicy.retryWaking(failing(99), twice, () => Deferred.await(ready)))).toBe(
+        unavailable
+      )
+      expect(times).toHaveLength(3)
     })
   )
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Fiber, Schedule } from "effect"
 import { Metrics } from "@redflow/core"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as ChaosProxy from "@redflow/testing/ChaosProxy"
@@ -41,6 +41,31 @@ describe("server unavailable (spec: connection refused → retries with backoff;
       yield* RedisTestServer.make({ port })
       const batches = yield* Fiber.join(run.fiber)
       expect(batches.reduce((n, b) => n + b.events, 0)).toBe(3_000)
+      const result = yield* landed(url, prefix, 3_000)
+      expect(result.missing).toEqual([])
+      expect(result.duplicates).toBe(0)
+    })
+  )
+
+  it.live("the try after an outage comes when the client reconnects, not when a long backoff runs out", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(() => RedisTestServer.freePort())
+      const url = `redis://127.0.0.1:${port}`
+      const prefix = uniquePrefix("down-then-ready")
+      // A backoff of 20 s: without the reconnect cutting it short, nothing would be written before 20 s.
+      const run = yield* start({
+        url,
+        prefix,
+        count: 3_000,
+        sink: { batch: { maxEvents: 1000 }, policies: { RedisUnavailable: Schedule.spaced("20 seconds") } }
+      })
+      yield* sleep(1_500)
+      expect(yield* run.checkpoint).toBe(0)
+      const startedAt = Date.now()
+      yield* RedisTestServer.make({ port })
+      yield* Fiber.join(run.fiber)
+      // ioredis reconnects within 2 s (its reconnect delay is capped there); the sink tries again at once.
+      expect(Date.now() - startedAt).toBeLessThan(8_000)
       const result = yield* landed(url, prefix, 3_000)
       expect(result.missing).toEqual([])
       expect(result.duplicates).toBe(0)
