@@ -330,14 +330,16 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
    */
   const held = new Map<string, number | undefined>()
 
-  const retrying = <A>(effect: Effect.Effect<A, RedisError, RedisConnection>): Effect.Effect<A, RedisError> =>
-    effect.pipe(
-      Effect.retry(
-        FailurePolicy.schedule(policies, (error, delay) =>
-          Effect.logDebug(`retrying in ${Duration.format(delay)} after ${error._tag}: ${error.message}`)
-        )
-      ),
-      Effect.provideService(RedisConnection, redis)
+  /**
+   * Retries by the failure policies; a wait ends early when `wake` completes (by default the connection's next
+   * reconnect: after an outage the consumer resumes when Redis is back, not when a backoff of seconds runs out).
+   */
+  const retrying = <A>(
+    effect: Effect.Effect<A, RedisError, RedisConnection>,
+    wake: () => Effect.Effect<void> = redis.nextReconnect
+  ): Effect.Effect<A, RedisError> =>
+    FailurePolicy.retryWaking(Effect.provideService(effect, RedisConnection, redis), policies, wake, (error, delay) =>
+      Effect.logDebug(`retrying in ${Duration.format(delay)} after ${error._tag}: ${error.message}`)
     )
 
   const ensureGroup = retrying(
@@ -761,7 +763,8 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
     }).pipe(
       // The group (or the stream) was deleted under us: create it again and go on.
       Effect.catchIf(isNoGroup, () => Effect.as(machine.ensureGroup, [])),
-      machine.retrying
+      // Reads wait for the reader connection's own reconnect.
+      (reading) => machine.retrying(reading, reader.nextReconnect)
     )
 
   /** One pass of `XAUTOCLAIM` over the pending list (bounded): idle entries of any consumer of the group. */

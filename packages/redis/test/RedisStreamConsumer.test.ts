@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process"
 import { join } from "node:path"
 import { expect, layer } from "@effect/vitest"
-import { Duration, Effect, Fiber, Metric, Stream } from "effect"
+import { Duration, Effect, Fiber, Metric, Schedule, Stream } from "effect"
 import { Position } from "@redflow/core"
 import * as Metrics from "@redflow/core/Metrics"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
@@ -386,6 +386,36 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
         )
       })
     )
+  )
+
+  it.effect("Redis down at start, back during a 20 s backoff: the consumer resumes when it reconnects", () =>
+    Effect.gen(function* () {
+      const port = yield* Effect.promise(() => RedisTestServer.freePort())
+      const url = `redis://127.0.0.1:${port}`
+      const stream = uniquePrefix("back")
+      const handled: Array<string> = []
+      const fiber = yield* RedisStreamConsumer.run({
+        stream,
+        group: "g",
+        consumer: "w1",
+        block: "200 millis",
+        policies: { RedisUnavailable: Schedule.spaced("20 seconds") },
+        handler: (event) => Effect.sync(() => handled.push(event.id))
+      }).pipe(Effect.provide(RedisConnection.layer({ url })), Effect.forkChild)
+      yield* Effect.sleep("1500 millis")
+      expect(fiber.pollUnsafe()).toBeUndefined()
+      const startedAt = Date.now()
+      yield* RedisTestServer.make({ port })
+      yield* produce(url, stream, 10)
+      yield* eventually(
+        "the events handled",
+        Effect.sync(() => handled.length === 10),
+        "15 seconds"
+      )
+      // ioredis reconnects within 2 s; without the reconnect cutting the backoff short this would take 20 s.
+      expect(Date.now() - startedAt).toBeLessThan(8_000)
+      yield* Fiber.interrupt(fiber)
+    })
   )
 
   it.effect("shutdown while busy: finished handlers are acknowledged, the rest stays pending, none lost", () =>
