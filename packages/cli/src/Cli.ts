@@ -14,7 +14,11 @@
  * @since 0.1.0
  */
 import { NodeServices } from "@effect/platform-node"
-import { Cause, Console, Effect, Exit, Fiber } from "effect"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import { CliError, CliOutput, Command } from "effect/cli"
 import * as Consume from "./internal/consume.ts"
 import * as Demo from "./internal/demo.ts"

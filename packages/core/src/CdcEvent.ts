@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import { createHash } from "node:crypto"
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { Position } from "./Position.ts"
 
 /** `c` create, `u` update, `d` delete, `r` read (snapshot), `t` truncate. */

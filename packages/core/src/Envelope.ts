@@ -12,7 +12,10 @@
  *
  * @since 0.1.0
  */
-import { Effect, Predicate, Result, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import * as CdcEvent from "./CdcEvent.ts"
 import * as Position from "./Position.ts"
 

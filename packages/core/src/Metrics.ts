@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Metric } from "effect"
+import * as Metric from "effect/Metric"
 
 /** The spec's prefix, applied by the Prometheus formatter. */
 export const DEFAULT_PREFIX = "deltaforge"

@@ -8,7 +8,8 @@
  *
  * @since 0.1.0
  */
-import { Order, Schema } from "effect"
+import * as Order from "effect/Order"
+import * as Schema from "effect/Schema"
 
 /** Width of a position made by {@link fromSequence}: 16 hex digits hold any 64-bit sequence number. */
 export const SEQUENCE_WIDTH = 16

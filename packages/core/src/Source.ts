@@ -3,7 +3,8 @@
  *
  * @since 0.1.0
  */
-import type { Option, Stream } from "effect"
+import type * as Option from "effect/Option"
+import type * as Stream from "effect/Stream"
 import type { CdcEvent } from "./CdcEvent.ts"
 import type { Position } from "./Position.ts"
 

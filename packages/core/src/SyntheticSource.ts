@@ -9,7 +9,13 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Effect, Option, Result, Schema, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import type * as Arr from "effect/Array"
 import type { CdcEvent } from "./CdcEvent.ts"
 import * as Position from "./Position.ts"

@@ -7,7 +7,9 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import { CheckpointError, CheckpointStore } from "@redflow/core/CheckpointStore"
 import * as Position from "@redflow/core/Position"
 import * as FailurePolicy from "./FailurePolicy.ts"

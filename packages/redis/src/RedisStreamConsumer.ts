@@ -34,25 +34,23 @@
  *
  * @since 0.1.0
  */
-import {
-  Cause,
-  Clock,
-  Duration,
-  Deferred,
-  Effect,
-  Exit,
-  Fiber,
-  Latch,
-  Metric,
-  Option,
-  Predicate,
-  Queue,
-  Result,
-  Schedule,
-  Schema,
-  Scope,
-  Stream
-} from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Latch from "effect/Latch"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
+import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as Envelope from "@redflow/core/Envelope"
 import * as Metrics from "@redflow/core/Metrics"

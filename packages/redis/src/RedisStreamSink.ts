@@ -21,26 +21,24 @@
  *
  * @since 0.1.0
  */
-import {
-  Array as Arr,
-  Cause,
-  Clock,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  Metric,
-  Option,
-  Pull,
-  Queue,
-  Result,
-  Schema,
-  Scope,
-  Semaphore,
-  Sink,
-  Stream
-} from "effect"
+import * as Arr from "effect/Array"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Pull from "effect/Pull"
+import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
 import * as CdcEvent from "@redflow/core/CdcEvent"
 import * as Metrics from "@redflow/core/Metrics"
 import * as Position from "@redflow/core/Position"

@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Redacted } from "effect"
+import * as Redacted from "effect/Redacted"
 import { RedisConfigError } from "./RedisError.ts"
 
 export interface HostPort {

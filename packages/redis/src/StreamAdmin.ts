@@ -20,7 +20,10 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Option, Predicate } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import { type Client, RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 

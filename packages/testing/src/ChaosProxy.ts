@@ -27,7 +27,8 @@
  * @since 0.1.0
  */
 import * as Net from "node:net"
-import { Effect, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Scope from "effect/Scope"
 import { ChaosProxyFailed } from "./TestingError.ts"
 
 export type Mode = "pass" | "blackhole" | "dropReplies" | "refuse"

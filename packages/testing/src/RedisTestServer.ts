@@ -20,7 +20,13 @@
  *
  * @since 0.1.0
  */
-import { Config, Context, Duration, Effect, Layer, Option, Scope } from "effect"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import * as Docker from "./internal/Docker.ts"
 import { freePort as osFreePort } from "./internal/FreePort.ts"
 import * as RedisProcess from "./internal/RedisProcess.ts"

@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /**
  * No Redis could be found or started: `REDIS_URL` was not set, `redis-server` is not installed and no Docker

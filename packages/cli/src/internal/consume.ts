@@ -3,7 +3,12 @@
  * processing it; with `--count N` it stops after N events were processed and acknowledged (the consumer's `limit`:
  * it reads no more than N, so it leaves nothing read ahead and unprocessed behind).
  */
-import { Clock, Duration, Effect, Layer, Option, Ref } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
 import { Command, Flag } from "effect/cli"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as Metrics from "@redflow/core/Metrics"

@@ -2,7 +2,13 @@
  * `redflow demo`: the synthetic source, the sink and a consumer group running together in one process, with a live
  * progress line, the metrics endpoint, and a summary of what landed and what was consumed.
  */
-import { Clock, Context, Effect, Layer, Option, Schedule, Stream } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import { Command, Flag } from "effect/cli"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"

@@ -8,7 +8,9 @@
  * | 2 | bad arguments or configuration: the message names the flag and what it expects |
  * | 3 | authentication failure (NOAUTH, WRONGPASS, NOPERM) |
  */
-import { Cause, Predicate, Schema } from "effect"
+import * as Cause from "effect/Cause"
+import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
 import { CliError } from "effect/cli"
 
 /** A flag value that cannot work, found before anything runs. */

@@ -1,7 +1,9 @@
 /**
  * Flags shared by several commands, and the global `--json` / `--verbose` settings.
  */
-import { Config, Effect, Option } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { Flag, GlobalFlag } from "effect/cli"
 import { RedisConfigError } from "@redflow/redis/RedisError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"

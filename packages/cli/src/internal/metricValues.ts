@@ -1,7 +1,8 @@
 /**
  * Reading this process's metric values back, for progress lines and summaries (the same numbers `/metrics` shows).
  */
-import { Effect, Metric } from "effect"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 
 /** The sum of a counter's or gauge's series whose attributes include `attributes`. */
 export const sum = (id: string, attributes: Readonly<Record<string, string>>): Effect.Effect<number> =>

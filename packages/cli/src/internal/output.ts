@@ -2,7 +2,14 @@
  * Output of the `redflow` commands: a terse logger on stderr, a live progress line on a TTY, failure reporting with
  * the exit code, and JSON.
  */
-import { Cause, Effect, Logger, Option, References, Schedule, Schema, Scope } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
+import * as References from "effect/References"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import { GlobalFlag } from "effect/cli"
 import * as Errors from "./errors.ts"
 import { Verbose } from "./flags.ts"

@@ -1,7 +1,13 @@
 /**
  * `redflow produce`: the synthetic source into Redis Streams through the sink, resumable from a checkpoint file.
  */
-import { Clock, Effect, Layer, Option, Result, Schema, Stream } from "effect"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 import { Command, Flag } from "effect/cli"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as MetricsServer from "@redflow/core/MetricsServer"

@@ -2,7 +2,9 @@
  * The Redis connection of a command: the library's connection layer, plus a reachability check at start so a CLI
  * run against a wrong host fails in seconds with a clear line instead of waiting out the sink's retry policy.
  */
-import { Effect, Layer, Schedule } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 import type * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
 

@@ -6,7 +6,10 @@
  * a second one interrupts at once. A command that has not registered is interrupted by the first signal (its scopes
  * still close: connections quit, servers stop).
  */
-import { Deferred, Effect, Fiber, Scope } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Scope from "effect/Scope"
 
 interface State {
   signals: number

@@ -2,7 +2,9 @@
  * `redflow stream info|groups|pending|trim|claim`: the spec's stream-management commands, with readable and JSON
  * output, on `StreamAdmin`.
  */
-import { Duration, Effect, Option } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { Argument, Command, Flag } from "effect/cli"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
 import { StreamNotFound, UsageError } from "./errors.ts"

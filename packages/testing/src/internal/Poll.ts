@@ -3,7 +3,10 @@
  *
  * @internal
  */
-import { Clock, Duration, Effect, Schedule } from "effect"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
 
 /**
  * Runs `self` on the wall clock. A child process does not follow `TestClock`, so a wait for it must not either:

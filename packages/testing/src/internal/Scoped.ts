@@ -3,7 +3,10 @@
  *
  * @internal
  */
-import { Cause, Effect, Exit, Scope } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 
 /**
  * Acquires a scoped resource in a scope of its own and returns it with `close`, which runs its finalizers.
