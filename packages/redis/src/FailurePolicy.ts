@@ -109,8 +109,8 @@ export const schedule = (
 export const retry = <A, R>(
   effect: Effect.Effect<A, RedisError, R>,
   policies: FailurePolicies,
-  onRetry: (error: RedisError) => Effect.Effect<void> = () => Effect.void
-): Effect.Effect<A, RedisError, R> => effect.pipe(Effect.tapError(onRetry), Effect.retry(schedule(policies)))
+  onRetry: (error: RedisError, delay: Duration.Duration) => Effect.Effect<void> = () => Effect.void
+): Effect.Effect<A, RedisError, R> => retryWaking(effect, policies, () => Effect.never, onRetry)
 
 /**
  * Retries `effect` by the table, like {@link retry}, except that a wait between tries ends early when `wake`

@@ -14,9 +14,9 @@
  *    the reservation (only if it is still ours), so a redelivery processes it again.
  *
  * Nothing is lost to the dedup: an id is marked processed only after its processing succeeded, and a consumer that
- * crashes mid-way leaves a reservation that expires after `lease` (nothing renews it any more). Two copies of an event (a replayed duplicate
- * read by another worker at the same moment) are never processed at the same time: the second is busy and comes
- * back after the first finished, as a duplicate.
+ * crashes mid-way leaves a reservation that expires after `lease` (nothing renews it any more). Two copies of an
+ * event (a replayed duplicate read by another worker at the same moment) are never processed at the same time: the
+ * second is busy and comes back after the first finished, as a duplicate.
  *
  * The interface is small ({@link IdempotencyStore}): {@link makeRedis} is the default, {@link makeMemory} an
  * in-process store for tests.
