@@ -42,6 +42,11 @@ export const sinkDeadLettered = Metric.counter("sink_dead_letter_total", {
   description: "Events sent to the dead-letter stream",
   incremental: true
 })
+export const sinkDataLoss = Metric.counter("sink_data_loss_total", {
+  description:
+    "Times a stream's high-water mark went back or moved under the sink (Redis lost acknowledged writes), by stream",
+  incremental: true
+})
 export const sinkErrors = Metric.counter("sink_errors_total", {
   description: "Failed batch writes, by error kind (the tag of the typed error)",
   incremental: true

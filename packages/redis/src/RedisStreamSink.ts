@@ -50,7 +50,7 @@ import * as FailurePolicy from "./FailurePolicy.ts"
 import { Cluster } from "ioredis"
 import calculateSlot from "cluster-key-slot"
 import { type Client, RedisConnection, type RedisConnectionService } from "./RedisConnection.ts"
-import { classify, type RedisError, RedisReadOnly } from "./RedisError.ts"
+import { classify, RedisAuthFailed, type RedisError, RedisReadOnly } from "./RedisError.ts"
 import { highWaterKey } from "./internal/highWater.ts"
 import * as Commands from "./internal/commands.ts"
 import * as Scripts from "./internal/scripts.ts"
@@ -65,8 +65,17 @@ export interface BatchOptions {
    * carry a quarter of it each, so up to four are in flight. Default 4000, chosen by measurement (bench/RESULTS.md).
    */
   readonly maxEvents?: number
-  /** Most encoded bytes in one batch. Default 4 MiB. */
+  /**
+   * Most encoded bytes in one batch. Default 4 MiB. An event whose encoding alone is larger goes to the dead-letter
+   * stream (without its body), as no batch could carry it.
+   */
   readonly maxBytes?: number
+  /**
+   * Most encoded bytes held at once: waiting for a write, and written but not yet checkpointed. With `maxEvents`, it
+   * bounds the sink's memory whatever the events' size; when it is reached the source is no longer pulled. At least
+   * `maxBytes`. Default 8 × `maxBytes` (32 MiB).
+   */
+  readonly maxBufferedBytes?: number
   /**
    * Extra time to wait for a batch to fill once its first event is there. Default 0: group commit alone, which
    * gives the lowest latency; a linger only helps when Redis round trips are expensive (a remote server).
@@ -104,6 +113,14 @@ export interface Options {
   readonly policies?: Partial<FailurePolicy.FailurePolicies>
   /** WAIT for this many replicas (up to `timeout`) after each batch, before the checkpoint moves. */
   readonly waitForReplicas?: { readonly replicas: number; readonly timeout: Duration.Input }
+  /**
+   * What to do when a stream's high-water mark goes back (or vanishes, or moves) under the running sink: Redis lost
+   * writes it had acknowledged (a restart without persistence, an AOF that missed its last second, a failover to a
+   * replica that was behind), so the checkpoint is past events that are no longer in Redis. `fail` (default) stops
+   * the sink with a {@link HighWaterMarkError}; `continue` counts it (`sink_data_loss_total`), reports it in health,
+   * logs it as an error and writes on from the mark it found (the lost events stay lost unless you rewind).
+   */
+  readonly onDataLoss?: "fail" | "continue"
 }
 
 /** Configuration that cannot work, found before anything is written. */
@@ -112,7 +129,28 @@ export class SinkConfigError extends Schema.TaggedError<SinkConfigError>()("Sink
   message: Schema.String
 }) {}
 
-export type SinkError = RedisError | CheckpointError | SinkConfigError
+/**
+ * A high-water mark the sink cannot trust; it stops rather than skip events by it or write past a loss unnoticed.
+ * - `malformed`: the mark is not `<position> <entry id>` of this pipeline's width;
+ * - `unverified`: the mark lies past the checkpoint and the stream does not hold the entry it names with that
+ *   position, so exactly-once would skip events no run wrote;
+ * - `lost`: the mark went back, or vanished, while the sink was writing: Redis lost acknowledged writes;
+ * - `moved`: the mark moved ahead of what this sink wrote: another writer uses the same pipeline name.
+ */
+export class HighWaterMarkError extends Schema.TaggedError<HighWaterMarkError>()("HighWaterMarkError", {
+  reason: Schema.Literals(["malformed", "unverified", "lost", "moved"]),
+  stream: Schema.String,
+  /** The high-water hash and its field (the pipeline). */
+  key: Schema.String,
+  field: Schema.String,
+  /** What the mark holds ("" when it is absent). */
+  found: Schema.String,
+  /** What the sink expected it to hold ("" when nothing, or not known). */
+  expected: Schema.String,
+  message: Schema.String
+}) {}
+
+export type SinkError = RedisError | CheckpointError | SinkConfigError | HighWaterMarkError
 
 export interface Config {
   readonly pipeline: string
@@ -123,6 +161,7 @@ export interface Config {
   readonly key: Routing.Template | undefined
   readonly maxEvents: number
   readonly maxBytes: number
+  readonly maxBufferedBytes: number
   readonly lingerMs: number
   readonly trim: {
     readonly strategy: "" | "MAXLEN" | "MINID"
@@ -132,6 +171,9 @@ export interface Config {
   readonly deadLetterStream: string
   readonly policies: Partial<FailurePolicy.FailurePolicies>
   readonly waitForReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
+  readonly onDataLoss: "fail" | "continue"
+  /** Stream names known before any event: constant templates and the dead-letter stream, checked at start. */
+  readonly fixedStreams: ReadonlyArray<string>
 }
 
 const positiveInt = (field: string, value: number | undefined, fallback: number, hint: string) => {
@@ -165,6 +207,13 @@ const routing = <A>(field: string, compile: () => A): A => {
   }
 }
 
+const tableRoutes = (route: Routing.Router) =>
+  [...route.tables].map(([table, template]) => [`stream.tables[${JSON.stringify(table)}]`, template] as const)
+
+/** The stream names a router gives whatever the event: its constant templates. */
+const fixedStreams = (route: Routing.Router): Array<string> =>
+  [route.default, ...route.tables.values()].filter((t) => t.isConstant).map((t) => t.template)
+
 /**
  * Validates options into a {@link Config}. Every rejection names the option and what it expects.
  */
@@ -186,6 +235,17 @@ export const validate = (options: Options): Effect.Effect<Config, SinkConfigErro
         })
       }
       const route = routing("stream", () => Routing.makeSync(options.stream))
+      // A constant name that no high-water key can share a slot with would dead-letter every event at run time.
+      for (const [field, template] of [["stream", route.default] as const, ...tableRoutes(route)]) {
+        if (template.isConstant && highWaterKey(template.template) === undefined) {
+          throw new SinkConfigError({
+            field,
+            message:
+              `${field}: stream name "${template.template}" has "}" without a hash tag before it, so no high-water ` +
+              `key can live in its hash slot; use a name without "}", or give it a hash tag such as "{orders}.events"`
+          })
+        }
+      }
       const key = options.key === undefined ? undefined : routing("key", () => Routing.compileSync(options.key!))
       const maxEvents = positiveInt("batch.maxEvents", options.batch?.maxEvents, 4000, "events per batch, e.g. 4000")
       const maxBytes = positiveInt(
@@ -194,6 +254,18 @@ export const validate = (options: Options): Effect.Effect<Config, SinkConfigErro
         4 * 1024 * 1024,
         "bytes per batch, e.g. 4194304"
       )
+      const maxBufferedBytes = positiveInt(
+        "batch.maxBufferedBytes",
+        options.batch?.maxBufferedBytes,
+        8 * maxBytes,
+        "encoded bytes queued and in flight, e.g. 33554432"
+      )
+      if (maxBufferedBytes < maxBytes) {
+        throw new SinkConfigError({
+          field: "batch.maxBufferedBytes",
+          message: `batch.maxBufferedBytes (${maxBufferedBytes}) must be at least batch.maxBytes (${maxBytes}), or no full batch could be held; raise it or lower batch.maxBytes`
+        })
+      }
       const lingerMs = durationMs("batch.linger", options.batch?.linger, 0)
 
       const t = options.trim ?? {}
@@ -234,6 +306,13 @@ export const validate = (options: Options): Effect.Effect<Config, SinkConfigErro
         })
       }
       const pipeline = options.pipeline ?? "redflow"
+      const onDataLoss = options.onDataLoss ?? "fail"
+      if (onDataLoss !== "fail" && onDataLoss !== "continue") {
+        throw new SinkConfigError({
+          field: "onDataLoss",
+          message: `onDataLoss must be "fail" or "continue", got ${JSON.stringify(onDataLoss)}`
+        })
+      }
       if (pipeline === "") throw new SinkConfigError({ field: "pipeline", message: "pipeline must not be empty" })
 
       let waitForReplicas: Config["waitForReplicas"]
@@ -262,11 +341,14 @@ export const validate = (options: Options): Effect.Effect<Config, SinkConfigErro
         key,
         maxEvents,
         maxBytes,
+        maxBufferedBytes,
         lingerMs,
         trim,
         deadLetterStream,
         policies: options.policies ?? {},
-        waitForReplicas
+        waitForReplicas,
+        onDataLoss,
+        fixedStreams: [...new Set([...fixedStreams(route), deadLetterStream])]
       }
     },
     catch: (e) =>
@@ -340,6 +422,9 @@ interface Entry {
   readonly arrivedAt: number
 }
 
+/** What an entry costs besides its event and key: its other fields (position, id, op, table) and their framing. */
+const ENTRY_OVERHEAD = 64
+
 const makePrepare = (config: Config) => {
   let previous: Position.Position | undefined
   // Stream names repeat: find each one's high-water key once.
@@ -351,7 +436,8 @@ const makePrepare = (config: Config) => {
     return key
   }
   const deadLetterMarkKey = highWaterKey(config.deadLetterStream)!
-  const deadLetter = (event: CdcEvent.CdcEvent, reason: string, encoded: string | undefined, now: number): Entry => {
+  const deadLetter = (event: CdcEvent.CdcEvent, why: string, encoded: string | undefined, now: number): Entry => {
+    let reason = why
     let body = encoded
     if (body === undefined) {
       try {
@@ -360,13 +446,18 @@ const makePrepare = (config: Config) => {
         body = JSON.stringify({ id: event.id, position: event.position })
       }
     }
+    // A dead-letter entry must fit a batch too: an event too large to write is named, not copied.
+    if (body.length + reason.length + ENTRY_OVERHEAD > config.maxBytes) {
+      reason = `${reason} (body left out: ${body.length} bytes)`
+      body = JSON.stringify({ id: event.id, position: event.position, op: event.op, table: event.source.table })
+    }
     const args = [event.position, event.id, event.op, event.source.table, "", body, reason]
     return {
       stream: config.deadLetterStream,
       markKey: deadLetterMarkKey,
       position: event.position,
       args,
-      bytes: body.length + reason.length,
+      bytes: body.length + reason.length + ENTRY_OVERHEAD,
       deadLetter: true,
       arrivedAt: now
     }
@@ -407,13 +498,23 @@ const makePrepare = (config: Config) => {
         now
       )
     }
+    const bytes = encoded.length + key.length + ENTRY_OVERHEAD
+    if (bytes > config.maxBytes) {
+      return deadLetter(
+        event,
+        `event is ${bytes} bytes encoded, more than batch.maxBytes (${config.maxBytes}): no batch can carry it to ` +
+          `stream "${stream}"; raise batch.maxBytes (and batch.maxBufferedBytes) or make the event smaller`,
+        encoded,
+        now
+      )
+    }
     const args = [event.position, event.id, event.op, event.source.table, key, encoded, ""]
     return {
       stream,
       markKey,
       position: event.position,
       args,
-      bytes: encoded.length + key.length + 64,
+      bytes,
       deadLetter: false,
       arrivedAt: now
     }
@@ -424,7 +525,8 @@ const makePrepare = (config: Config) => {
 // Writing one batch
 // ---------------------------------------------------------------------------------------------------------------
 
-type ScriptReply = [number, number, string]
+/** written, skipped, lastId, and the mark found (see internal/scripts.ts). */
+type ScriptReply = [number, number, string, string]
 
 /**
  * Writes are cut at `maxEvents / WRITES_PER_WINDOW` events, so that several are in flight at once within the window
@@ -439,17 +541,26 @@ interface InFlight {
   readonly written: Deferred.Deferred<void>
 }
 
-/** One script call: a stream's share of a batch. */
-interface Command {
+/** One call of the script. */
+interface ScriptCall {
   readonly stream: string
+  /** The stream and its high-water hash. */
   readonly keys: ReadonlyArray<string>
-  /** The script's ARGV; `argv[EXPECTED]` is the mark to expect, "" once no earlier batch is pending for the stream. */
+  /** The script's ARGV; `argv[EXPECTED]` is the mark this call expects to find ("" for none). */
   readonly argv: Array<string>
-  /** The earlier batch still in flight that writes this stream too: this call expects the mark it leaves. */
-  predecessor: InFlight | undefined
 }
 
-const EXPECTED = 4
+/** A write: a stream's share of a batch. */
+interface Command extends ScriptCall {
+  /** The earlier batch still in flight that writes this stream too: this call expects the mark it leaves. */
+  predecessor: InFlight | undefined
+  /** The highest position among this call's entries. */
+  readonly top: Position.Position
+  /** The mark this call leaves: the larger of the one it expects and `top`. */
+  leaves: Position.Position
+}
+
+const EXPECTED = Scripts.Header.expected
 
 /**
  * Up to `max` items already in the queue, without waiting: none when it is empty or has ended (its next take reports
@@ -460,11 +571,33 @@ const takeAvailable = <A, E>(queue: Queue.Dequeue<A, E>, max: number): Effect.Ef
     size > 0 ? Queue.takeBetween(queue, 1, max) : Effect.succeed([] as ReadonlyArray<A>)
   ).pipe(Effect.catchCause(() => Effect.succeed([] as ReadonlyArray<A>)))
 
-/** Events encoded between two yields of the producing fiber. */
+/**
+ * Most events, and about the most encoded bytes (the event that crosses it is kept), encoded between two yields of
+ * the producing fiber: 64 small events, or a few large ones.
+ */
 const ENCODE_SLICE = 64
+const ENCODE_SLICE_BYTES = 256 * 1024
 
-/** The mark each stream has after the last batch sent to it, and that batch while it is in flight. */
-type Marks = Map<string, { readonly mark: Position.Position; readonly by: InFlight }>
+/**
+ * What the sink knows of each stream's mark: the position it has after the last batch sent to the stream ("" when
+ * none), and that batch while it is in flight. A stream is entered on first contact (see `learnMarks`), before its
+ * first write, so every write states the mark it expects.
+ */
+type Marks = Map<string, { readonly mark: Position.Position | ""; readonly by: InFlight | undefined }>
+
+/** The script's header for a write, or for a check (no entries) with `mode: "check"`. */
+const header = (config: Config, now: number, width: number, mode: "" | "check"): Array<string> => {
+  const h = new Array<string>(Scripts.HEADER_ARITY)
+  h[Scripts.Header.pipeline] = config.pipeline
+  h[Scripts.Header.trimStrategy] = config.trim.strategy
+  h[Scripts.Header.trimOperator] = config.trim.operator
+  h[Scripts.Header.trimThreshold] = config.trim.threshold(now)
+  h[Scripts.Header.expected] = ""
+  h[Scripts.Header.skip] = config.guarantee === "exactly-once" ? "1" : ""
+  h[Scripts.Header.width] = String(width)
+  h[Scripts.Header.mode] = mode
+  return h
+}
 
 const buildCommands = (
   config: Config,
@@ -473,34 +606,73 @@ const buildCommands = (
   marks: Marks,
   self: InFlight
 ): Array<Command> => {
-  const byStream = new Map<string, { argv: Array<string>; mark: Position.Position; markKey: string }>()
-  const header = [
-    config.pipeline,
-    config.trim.strategy,
-    config.trim.operator,
-    config.trim.threshold(now),
-    "",
-    config.guarantee === "exactly-once" ? "1" : ""
-  ]
+  const byStream = new Map<string, { argv: Array<string>; top: Position.Position; markKey: string }>()
+  const base = header(config, now, entries[0]!.position.length, "")
   for (const entry of entries) {
     let group = byStream.get(entry.stream)
     if (group === undefined) {
-      group = { argv: header.slice(), mark: entry.position, markKey: entry.markKey }
+      group = { argv: base.slice(), top: entry.position, markKey: entry.markKey }
       byStream.set(entry.stream, group)
     }
     for (const a of entry.args) group.argv.push(a)
     entry.args.length = 0
-    group.mark = Position.max(group.mark, entry.position)
+    group.top = Position.max(group.top, entry.position)
   }
   const commands: Array<Command> = []
-  for (const [stream, { argv, mark, markKey }] of byStream) {
-    const prior = marks.get(stream)
-    const predecessor = prior !== undefined && !Deferred.isDoneUnsafe(prior.by.written) ? prior.by : undefined
-    if (predecessor !== undefined) argv[EXPECTED] = prior!.mark
-    marks.set(stream, { mark: prior === undefined ? mark : Position.max(prior.mark, mark), by: self })
-    commands.push({ stream, keys: [stream, markKey], argv, predecessor })
+  for (const [stream, { argv, top, markKey }] of byStream) {
+    const prior = marks.get(stream)!
+    const predecessor = prior.by !== undefined && !Deferred.isDoneUnsafe(prior.by.written) ? prior.by : undefined
+    argv[EXPECTED] = prior.mark
+    const leaves = prior.mark === "" ? top : Position.max(prior.mark, top)
+    marks.set(stream, { mark: leaves, by: self })
+    commands.push({ stream, keys: [stream, markKey], argv, predecessor, top, leaves })
   }
   return commands
+}
+
+const markLabel = (mark: string) => (mark === "" ? "no mark" : mark)
+
+/** The error for a mark that is malformed, went back or moved, with what to do about it. */
+const markError = (
+  config: Config,
+  call: { readonly stream: string; readonly keys: ReadonlyArray<string>; readonly argv: ReadonlyArray<string> },
+  reason: "malformed" | "lost" | "moved",
+  found: string
+): HighWaterMarkError => {
+  const key = call.keys[1]!
+  const expected = call.argv[EXPECTED] ?? ""
+  const where = `high-water mark ${key} (field ${JSON.stringify(config.pipeline)}) of stream ${call.stream}`
+  const message =
+    reason === "malformed"
+      ? `${where} holds ${JSON.stringify(found)}, not "<position> <entry id>" with a position of this pipeline's ` +
+        `width: it is corrupt, or was written by something else. The sink stopped rather than skip events by it. ` +
+        `If the stream holds nothing past the checkpoint, delete it (HDEL ${key} ${config.pipeline}) and restart.`
+      : reason === "lost"
+        ? `${where} went back from ${markLabel(expected)} to ${markLabel(found)} while the sink was writing: Redis ` +
+          `lost writes it had acknowledged (a restart without persistence, an AOF that missed its last writes, a ` +
+          `failover to a replica that was behind), so the checkpoint is past events that are no longer in the ` +
+          `stream. Rewind the checkpoint to ${found === "" ? "the start" : found} and restart to write them again, ` +
+          `or set onDataLoss: "continue" to write on without them.`
+        : `${where} moved from ${markLabel(expected)} to ${found} under the sink, past what it wrote: another ` +
+          `writer uses pipeline ${JSON.stringify(config.pipeline)} on this stream. Give each writer its own pipeline ` +
+          `name (one writer per stream and pipeline), or set onDataLoss: "continue" to write on from the new mark.`
+  return new HighWaterMarkError({ reason, stream: call.stream, key, field: config.pipeline, found, expected, message })
+}
+
+/** The position an entry's `event` field carries, in any envelope (or a dead-letter body), if it carries one. */
+const positionOf = (text: string): string | undefined => {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  const read = (o: unknown) =>
+    typeof o === "object" && o !== null && typeof (o as { position?: unknown }).position === "string"
+      ? (o as { position: string }).position
+      : undefined
+  const o = value as { payload?: unknown; data?: unknown } | null
+  return read(o) ?? read(o?.payload) ?? read(o?.data)
 }
 
 /** Severity when several streams of one batch fail differently: the most final error decides the policy. */
@@ -518,11 +690,15 @@ const isNoScript = (error: unknown) => error instanceof Error && /^NOSCRIPT\b/.t
 
 type Reply = Commands.Reply
 
-const evalsha = (script: Scripts.Script, c: Command) =>
+const evalsha = (script: Scripts.Script, c: ScriptCall) =>
   Commands.make("evalsha", [script.sha, c.keys.length, ...c.keys, ...c.argv])
 
 /** One pipeline: every command in one round trip. */
-const pipelined = (client: Client, script: Scripts.Script, commands: ReadonlyArray<Command>): Promise<Array<Reply>> =>
+const pipelined = (
+  client: Client,
+  script: Scripts.Script,
+  commands: ReadonlyArray<ScriptCall>
+): Promise<Array<Reply>> =>
   Commands.pipeline(
     client,
     commands.map((c) => evalsha(script, c))
@@ -536,7 +712,7 @@ const pipelined = (client: Client, script: Scripts.Script, commands: ReadonlyArr
 const perNode = async (
   cluster: Cluster,
   script: Scripts.Script,
-  commands: ReadonlyArray<Command>
+  commands: ReadonlyArray<ScriptCall>
 ): Promise<Array<Reply>> => {
   const groups = new Map<string, Array<number>>()
   commands.forEach((c, i) => {
@@ -563,6 +739,20 @@ const perNode = async (
 }
 
 /**
+ * Redis refuses a script whose declared keys the user may not touch before it runs, without naming them
+ * (`NOPERM … one of the keys used as arguments`): say which keys, and what the sink needs on them.
+ */
+const withKeys = (error: RedisError, call: ScriptCall): RedisError =>
+  error._tag === "RedisAuthFailed" && error.code === "NOPERM" && !error.message.includes(call.stream)
+    ? new RedisAuthFailed({
+        ...error,
+        message:
+          `${error.message} (the sink's write script on stream ${call.stream} and its high-water key ` +
+          `${call.keys[1]}: the user needs EVALSHA and EVAL, HGET and HSET on the high-water key, XADD on the stream)`
+      })
+    : error
+
+/**
  * Sends the commands (one pipeline per node) and returns one reply or error per command. A node that lost its
  * script cache (restart, failover) answers NOSCRIPT without running anything: the source is sent once with EVAL,
  * which also caches it there.
@@ -570,7 +760,7 @@ const perNode = async (
 const send = (
   redis: RedisConnectionService,
   script: Scripts.Script,
-  commands: ReadonlyArray<Command>
+  commands: ReadonlyArray<ScriptCall>
 ): Effect.Effect<Array<ScriptReply | RedisError>, RedisError> =>
   redis.run(async (client): Promise<Array<ScriptReply | RedisError>> => {
     const results =
@@ -591,7 +781,7 @@ const send = (
           err = e as Error
         }
       }
-      const result = err ? classify(err, { command: "EVALSHA", key: commands[i]!.stream }) : (reply as ScriptReply)
+      const result = err ? withKeys(classify(err, { command: "EVALSHA", key: commands[i]!.stream }), commands[i]!) : (reply as ScriptReply)
       if (!Array.isArray(result) && result._tag === "RedisClusterRedirect") redirected = true
       out.push(result)
     }
@@ -631,33 +821,179 @@ const start = <E, R>(
     }
     const onRetry = (error: RedisError) =>
       Metric.update(Metric.withAttributes(Metrics.sinkRetries, { ...attributes, reason: error._tag }), 1)
-    // When the application tracks health, every failed write shows there, retried or not.
+    // When the application tracks health, the component named after the pipeline (what `track(pipeline)` reports)
+    // is `retrying` (not ready) from a failed write until a write goes through again.
     const health = yield* Effect.serviceOption(PipelineHealth.PipelineHealth)
-    const component = `sink:${config.pipeline}`
+    const component = config.pipeline
+    let failing = false
     const onError = (error: RedisError) =>
       Metric.update(Metric.withAttributes(Metrics.sinkErrors, { ...attributes, kind: error._tag }), 1).pipe(
         Effect.andThen(
-          Option.isSome(health) ? health.value.recordError(component, `${error._tag}: ${error.message}`) : Effect.void
+          Option.isSome(health)
+            ? Effect.suspend(() => {
+                failing = true
+                return health.value.retrying(component, `${error._tag}: ${error.message}`)
+              })
+            : Effect.void
         )
       )
+    const onWritten = Effect.suspend(() => {
+      if (!failing || Option.isNone(health)) return Effect.void
+      failing = false
+      return health.value.recovered(component)
+    })
+    const marks: Marks = new Map()
+    const onDataLoss = (stream: string, error: HighWaterMarkError) =>
+      Metric.update(Metric.withAttributes(Metrics.sinkDataLoss, { ...attributes, stream }), 1).pipe(
+        Effect.andThen(Effect.logError(`${error.message} (onDataLoss: "continue": writing on)`)),
+        Effect.andThen(
+          Option.isSome(health) ? health.value.recordError(component, `data loss: ${error.message}`) : Effect.void
+        )
+      )
+
+    /**
+     * Runs check-mode calls of the script (permissions, the mark read and its form checked, nothing written), with
+     * the failure policies; a malformed mark is returned, as no retry mends it.
+     */
+    const check = (calls: ReadonlyArray<ScriptCall>) =>
+      Effect.gen(function* () {
+        const replies = yield* send(redis, Scripts.write, calls)
+        const out: Array<ScriptReply> = []
+        let worst: RedisError | undefined
+        for (let i = 0; i < calls.length; i++) {
+          const reply = replies[i]!
+          if (!Array.isArray(reply)) {
+            if (worst === undefined || SEVERITY[reply._tag] > SEVERITY[worst._tag]) worst = reply
+          } else if (Number(reply[0]) === Scripts.MARK_MALFORMED) {
+            return markError(config, calls[i]!, "malformed", String(reply[3]))
+          } else out.push(reply)
+        }
+        if (worst !== undefined) return yield* Effect.fail(worst)
+        return out
+      }).pipe((tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry))
+
+    // Before anything is written: may this user run the script's commands on the streams known now (constant names
+    // and the dead-letter stream)? A stream named by a template is checked the same way at its first write.
+    const atStart = yield* check(
+      config.fixedStreams.map((stream) => ({
+        stream,
+        keys: [stream, highWaterKey(stream)!],
+        argv: header(config, 0, 0, "check")
+      }))
+    )
+    if (!Array.isArray(atStart)) return yield* Effect.fail(atStart)
+
+    // The checkpoint this run resumes from: in exactly-once, a mark past it makes the run skip events up to the mark.
+    const resumedFrom = config.guarantee === "exactly-once" ? yield* checkpoint.load(config.pipeline) : Option.none()
+
+    /**
+     * A mark past the checkpoint claims that an earlier run wrote up to it, and exactly-once will skip every event up
+     * to it. The claim must hold: the entry the mark names is in the stream and carries that position. Anything else
+     * (a mark set by hand, another pipeline's, a stream deleted or trimmed past it) stops the sink.
+     */
+    const verify = (call: ScriptCall, mark: string, entryId: string) =>
+      Effect.gen(function* () {
+        const entries = yield* redis
+          .run((client) => client.xrange(call.stream, entryId, entryId) as Promise<Array<[string, Array<string>]>>)
+          .pipe((tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry))
+        let why: string | undefined
+        if (!Array.isArray(entries) || entries.length === 0) {
+          why = `the stream has no entry ${entryId} (deleted, or trimmed away)`
+        } else {
+          const fields = entries[0]![1]
+          let position: string | undefined
+          for (let f = 0; Array.isArray(fields) && f + 1 < fields.length; f += 2) {
+            if (fields[f] === "event") position = positionOf(String(fields[f + 1]))
+          }
+          if (position !== mark) {
+            why = `its entry ${entryId} carries ${position === undefined ? "no readable position" : `position ${position}`}`
+          }
+        }
+        if (why === undefined) return
+        const key = call.keys[1]!
+        const from = Option.match(resumedFrom, { onNone: () => "no checkpoint", onSome: (p) => `checkpoint ${p}` })
+        return yield* Effect.fail(
+          new HighWaterMarkError({
+            reason: "unverified",
+            stream: call.stream,
+            key,
+            field: config.pipeline,
+            found: mark,
+            expected: "",
+            message:
+              `high-water mark ${key} (field ${JSON.stringify(config.pipeline)}) says stream ${call.stream} holds ` +
+              `position ${mark}, past the ${from}, but ${why}: exactly-once would skip every event up to ${mark} ` +
+              `that no run wrote. The mark is corrupt, belongs to another pipeline, or its entries are gone. If the ` +
+              `stream holds nothing past the checkpoint, delete it (HDEL ${key} ${config.pipeline}) and restart.`
+          })
+        )
+      })
+
+    /** First contact with the streams of a batch not seen yet: their marks, checked, before their first write. */
+    const learnMarks = (entries: ReadonlyArray<Entry>) =>
+      Effect.gen(function* () {
+        const calls: Array<ScriptCall> = []
+        for (const e of entries) {
+          if (marks.has(e.stream) || calls.some((c) => c.stream === e.stream)) continue
+          calls.push({
+            stream: e.stream,
+            keys: [e.stream, e.markKey],
+            argv: header(config, 0, e.position.length, "check")
+          })
+        }
+        if (calls.length === 0) return
+        const replies = yield* check(calls)
+        if (!Array.isArray(replies)) return yield* Effect.fail(replies)
+        for (let i = 0; i < calls.length; i++) {
+          const [, , entryId, mark] = replies[i]!
+          const past = Option.match(resumedFrom, {
+            onNone: () => true,
+            onSome: (from) => Position.isAfter(mark as Position.Position, from)
+          })
+          if (config.guarantee === "exactly-once" && mark !== "" && past) yield* verify(calls[i]!, mark, entryId)
+          marks.set(calls[i]!.stream, { mark: mark as Position.Position | "", by: undefined })
+        }
+      })
+
     // At most maxEvents encoded events wait for a write. This bound, with the window of events written but not yet
     // checkpointed, is what turns a Redis outage into backpressure on the source instead of memory growth.
     const queue = yield* Queue.bounded<Entry, E | Cause.Done>(config.maxEvents)
     // Entries taken from the queue that did not fit the previous batch's bounds.
     let leftover: ReadonlyArray<Entry> = []
 
+    // And at most maxBufferedBytes encoded bytes are queued or in flight, taken before an entry is queued and given
+    // back when its batch is checkpointed: the event bounds alone let 4000 large events fill the heap. An entry counts
+    // at most the whole bound (only a dead-letter stub under a tiny maxBytes can be larger), so it always fits.
+    const buffered = yield* Semaphore.make(config.maxBufferedBytes)
+    const held = (entry: Entry) => Math.min(entry.bytes, config.maxBufferedBytes)
+    const offerEntries = (entries: ReadonlyArray<Entry>, from: number): Effect.Effect<void> => {
+      let bytes = 0
+      let to = from
+      while (to < entries.length && bytes + held(entries[to]!) <= config.maxBufferedBytes) bytes += held(entries[to++]!)
+      const offered = Semaphore.take(buffered, bytes).pipe(
+        Effect.andThen(Queue.offerAll(queue, from === 0 && to === entries.length ? entries : entries.slice(from, to)))
+      )
+      return to < entries.length ? Effect.andThen(offered, offerEntries(entries, to)) : Effect.asVoid(offered)
+    }
+
     // Encode a slice at a time, yielding in between: a source that emits huge chunks (Stream.fromIterable of an
     // array emits it whole) must not get ahead of the queue, and the event loop must stay free to hear Redis replies
-    // and checkpoint I/O completions while the next batch is encoded (one slice takes about 0.3 ms).
+    // and checkpoint I/O completions while the next batch is encoded (one slice takes about 0.3 ms). A slice is cut
+    // by bytes too, so what waits for room in the queue is one slice, not 64 events whatever their size.
     const offerSlice = (chunk: ReadonlyArray<CdcEvent.CdcEvent>, from: number): Effect.Effect<void> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const to = Math.min(chunk.length, from + ENCODE_SLICE)
-        const entries = new Array<Entry>(to - from)
-        for (let i = from; i < to; i++) entries[i - from] = prepare(chunk[i]!, now)
-        const offered = Queue.offerAll(queue, entries)
+        const entries: Array<Entry> = []
+        let bytes = 0
+        let to = from
+        while (to < chunk.length && entries.length < ENCODE_SLICE && bytes < ENCODE_SLICE_BYTES) {
+          const entry = prepare(chunk[to++]!, now)
+          entries.push(entry)
+          bytes += entry.bytes
+        }
+        const offered = offerEntries(entries, 0)
         return to < chunk.length
           ? offered.pipe(Effect.andThen(Effect.yieldNow), Effect.andThen(offerSlice(chunk, to)))
-          : Effect.asVoid(offered)
+          : offered
       })
     yield* feed((chunk) => offerSlice(chunk, 0)).pipe(
       Effect.onExit((exit) => (Exit.isSuccess(exit) ? Queue.end(queue) : Queue.failCause(queue, exit.cause))),
@@ -704,7 +1040,17 @@ const start = <E, R>(
         const results = new Map<string, StreamResult>()
         let pending = commands
         let attempts = 0
-        const attempt: Effect.Effect<void, RedisError> = Effect.gen(function* () {
+        const record = (stream: string, written: number, skipped: number, lastId: string) => {
+          const prior = results.get(stream)
+          results.set(stream, {
+            stream,
+            written: (prior?.written ?? 0) + written,
+            skipped: (prior?.skipped ?? 0) + skipped,
+            lastId: lastId || prior?.lastId || ""
+          })
+        }
+        // A mark the sink cannot trust is returned, not failed: no failure policy applies to it.
+        const attempt: Effect.Effect<HighWaterMarkError | undefined, RedisError> = Effect.gen(function* () {
           attempts++
           const replies = yield* send(redis, Scripts.write, pending)
           const failed: Array<Command> = []
@@ -716,29 +1062,47 @@ const start = <E, R>(
             if (!Array.isArray(reply)) {
               failed.push(command)
               if (worst === undefined || SEVERITY[reply._tag] > SEVERITY[worst._tag]) worst = reply
-            } else if (Number(reply[0]) < 0) {
-              refused.push(command)
-            } else {
-              const prior = results.get(command.stream)
-              results.set(command.stream, {
-                stream: command.stream,
-                written: (prior?.written ?? 0) + Number(reply[0]),
-                skipped: (prior?.skipped ?? 0) + Number(reply[1]),
-                lastId: String(reply[2] || prior?.lastId || "")
-              })
+              continue
             }
-          }
-          for (const command of refused) {
-            if (command.predecessor !== undefined) yield* Deferred.await(command.predecessor.written)
-            command.predecessor = undefined
-            command.argv[EXPECTED] = ""
+            const written = Number(reply[0])
+            if (written >= 0) {
+              record(command.stream, written, Number(reply[1]), String(reply[2]))
+              continue
+            }
+            const found = String(reply[3])
+            if (written === Scripts.MARK_MALFORMED) return markError(config, command, "malformed", found)
+            if (command.predecessor !== undefined) {
+              // The earlier write to this stream had not applied when this one ran: send it again once it has.
+              yield* Deferred.await(command.predecessor.written)
+              command.predecessor = undefined
+              refused.push(command)
+            } else if (found === command.leaves) {
+              // This very write applied on an earlier try whose reply was lost (a timeout, a dropped connection).
+              record(command.stream, (command.argv.length - Scripts.HEADER_ARITY) / Scripts.ENTRY_ARITY, 0, "")
+            } else {
+              const expected = command.argv[EXPECTED]!
+              const reason =
+                found === "" || Position.isAfter(expected as Position.Position, found as Position.Position)
+                  ? "lost"
+                  : "moved"
+              const error = markError(config, command, reason, found)
+              if (config.onDataLoss === "fail") return error
+              yield* onDataLoss(command.stream, error)
+              // Write on from the mark found: what it no longer covers is lost unless the checkpoint is rewound.
+              command.argv[EXPECTED] = found
+              command.leaves = found === "" ? command.top : Position.max(found as Position.Position, command.top)
+              const known = marks.get(command.stream)
+              if (known?.by === self) marks.set(command.stream, { mark: command.leaves, by: self })
+              refused.push(command)
+            }
           }
           // Streams that succeeded are done: a retry sends only what failed or was refused.
           pending = [...failed, ...refused]
           if (worst !== undefined) return yield* Effect.fail(worst)
           if (refused.length > 0) return yield* attempt
+          return undefined
         })
-        yield* attempt.pipe(
+        const untrusted = yield* attempt.pipe(
           Effect.tapError((error) =>
             Effect.logWarning(`batch write failed: ${error._tag}: ${error.message}`).pipe(
               Effect.annotateLogs({
@@ -753,7 +1117,9 @@ const start = <E, R>(
           (tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry),
           Effect.mapError((error) => explainGiveUp(redis, error))
         )
+        if (untrusted !== undefined) return yield* Effect.fail(untrusted)
         yield* Deferred.succeed(self.written, undefined)
+        yield* onWritten
         // Written: the encoded events can go (see internal/commands.ts for why holding them costs memory).
         for (const command of commands) command.argv.length = 0
         return { results, attempts, startedAt }
@@ -766,10 +1132,9 @@ const start = <E, R>(
     // into many small ones.
     const writes = yield* Semaphore.make(WRITES_PER_WINDOW)
     let inFlight = 0
-    const marks: Marks = new Map()
     const handles = yield* Queue.unbounded<
-      { readonly batch: ReadonlyArray<Entry>; readonly fiber: Fiber.Fiber<Written, RedisError> },
-      E | Cause.Done
+      { readonly batch: ReadonlyArray<Entry>; readonly fiber: Fiber.Fiber<Written, RedisError | HighWaterMarkError> },
+      E | Cause.Done | RedisError | HighWaterMarkError
     >()
     yield* Effect.gen(function* () {
       // Room for a whole write first, so the batch is cut as late (and as full) as possible; unused room goes back.
@@ -777,6 +1142,7 @@ const start = <E, R>(
       yield* Semaphore.take(window, batchEvents)
       const batch = yield* takeBatch
       if (batch.length < batchEvents) yield* Semaphore.release(window, batchEvents - batch.length)
+      yield* learnMarks(batch)
       const self: InFlight = { written: yield* Deferred.make<void>() }
       const commands = buildCommands(config, batch, yield* Clock.currentTimeMillis, marks, self)
       inFlight++
@@ -789,7 +1155,10 @@ const start = <E, R>(
       Effect.forkIn(scope)
     )
 
-    type Handle = { readonly batch: ReadonlyArray<Entry>; readonly fiber: Fiber.Fiber<Written, RedisError> }
+    type Handle = {
+      readonly batch: ReadonlyArray<Entry>
+      readonly fiber: Fiber.Fiber<Written, RedisError | HighWaterMarkError>
+    }
     // Handles taken from the queue but not yet committed: batches written behind the one being committed.
     const lookahead: Array<Handle> = []
 
@@ -830,8 +1199,13 @@ const start = <E, R>(
       inFlight -= group.length
       yield* Metric.update(metric.inFlight, inFlight)
       let events = 0
-      for (const { handle } of group) events += handle.batch.length
+      let heldBytes = 0
+      for (const { handle } of group) {
+        events += handle.batch.length
+        for (const e of handle.batch) heldBytes += held(e)
+      }
       yield* Semaphore.release(window, events)
+      yield* Semaphore.release(buffered, heldBytes)
       yield* Semaphore.release(writes, group.length)
       const committedAt = yield* Clock.currentTimeMillis
       const committed = group.map(({ handle: { batch }, written }, i): CommittedBatch => {

@@ -1,46 +1,113 @@
 /**
  * The Lua script of the write path. One call carries all of a batch's entries for one stream.
  *
- * Why a script: it is all or nothing under OOM (declared with `#!lua`, Redis checks memory once before it runs,
- * REDIS-FACTS.md), where a plain pipeline half-writes a batch; one EVALSHA with 500 entries costs the client one
- * command instead of 500; and it keeps the stream's high-water mark with the entries, atomically.
+ * Why a script: it is all or nothing under OOM (declared with `#!lua`, Redis checks memory once before it runs),
+ * where a plain pipeline half-writes a batch; one EVALSHA with 500 entries costs the client one command instead of
+ * 500; and it keeps the stream's high-water mark with the entries, atomically.
  *
- * The high-water mark (a hash in the stream's hash slot, one field per pipeline) is the highest position written
- * to the stream. It serves two purposes:
+ * A script does not roll back: a command that fails half-way leaves the writes before it in place. So the script
+ * does everything that can fail before its first write (the user's ACL for each command and key, the mark's type and
+ * form, the expected mark), and if an XADD or the final HSET still fails (a stream whose last possible id is used up),
+ * it deletes the entries it added in this call before it returns the error. A failed call writes nothing.
+ *
+ * The high-water mark (a hash in the stream's hash slot, one field per pipeline) holds `<position> <entry id>`: the
+ * highest position written to the stream and the id of the entry that carries it, so that a mark can be checked
+ * against the stream (see `RedisStreamSink`, "first contact"). It serves three purposes:
  * - `skip` (exactly-once): entries at or below the mark are skipped, so a retry after an unknown outcome, or a replay
  *   after a restart, never writes an entry twice;
- * - `expected` (both guarantees): the mark the sink expects to find, because an earlier batch still in flight will
- *   have left it. If the mark differs, that earlier batch did not apply (or not yet): this call writes nothing and
- *   answers `written = -1`, and the sink sends it again once the earlier batch is through. That is what makes two
- *   batches in flight safe: a later batch never lands before an earlier one of the same stream.
+ * - `expected` (both guarantees): the mark the sink expects to find, because its own last write to the stream left it
+ *   (or an earlier write still in flight will have). A different mark means that earlier write has not applied yet,
+ *   that this very write already applied (a retry after a lost reply), or that the mark moved under the sink (Redis
+ *   lost acknowledged writes, or another writer): the call writes nothing, answers `written = -1` with the mark it
+ *   found, and the sink tells the cases apart.
+ * - a mark that is not `<position of the pipeline's width> <entry id>` answers `written = -2` with the raw value:
+ *   corrupt, never a reason to skip.
  *
- * ARGV: 1 pipeline (the mark's field), 2 trim strategy ("" | "MAXLEN" | "MINID"), 3 trim operator ("~" | "="),
- * 4 trim threshold, 5 expected mark ("" = no check), 6 skip ("1" = exactly-once); then per entry, ENTRY_ARITY
- * values: position, id, op, table, key ("" when none), event, error ("" when none; set on dead-letter entries).
- * KEYS: 1 the stream, 2 the high-water hash (same hash slot).
+ * ARGV: see {@link Header}; then per entry, ENTRY_ARITY values: position, id, op, table, key ("" when none), event,
+ * error ("" when none; set on dead-letter entries). KEYS: 1 the stream, 2 the high-water hash (same hash slot).
  *
- * Returns { written, skipped, lastId }; written is -1 when the expected mark did not match.
+ * Returns { written, skipped, lastId, mark }: `mark` is the position part of the mark found ("" when none), or the raw
+ * value when it is malformed. In `check` mode the script checks permissions and reads the mark (`lastId` is then the
+ * mark's entry id), and writes nothing.
  */
 import { createHash } from "node:crypto"
 
-export const HEADER_ARITY = 6
+/** The script's ARGV header, by position (1-based in Lua). */
+export const Header = {
+  /** The mark's field: the pipeline name. */
+  pipeline: 0,
+  /** "" | "MAXLEN" | "MINID" */
+  trimStrategy: 1,
+  /** "~" | "=" */
+  trimOperator: 2,
+  trimThreshold: 3,
+  /** The mark's position the sink expects to find; "" = no mark. */
+  expected: 4,
+  /** "1" = exactly-once: skip entries at or below the mark. */
+  skip: 5,
+  /** Width of the pipeline's positions: a mark of another width is malformed ("0": any width). */
+  width: 6,
+  /** "" = write; "check" = check permissions and read the mark only. */
+  mode: 7
+} as const
+
+export const HEADER_ARITY = 8
 export const ENTRY_ARITY = 7
 
+/** `written` when the mark is not the expected one; the reply's fourth value is the mark found. */
+export const MARK_MISMATCH = -1
+/** `written` when the mark is malformed; the reply's fourth value is its raw value. */
+export const MARK_MALFORMED = -2
+
 export const SOURCE = `#!lua
-local stream = KEYS[1]
-local trim, op, threshold = ARGV[2], ARGV[3], ARGV[4]
-local expected, skip = ARGV[5], ARGV[6] == "1"
-local mark = redis.call("HGET", KEYS[2], ARGV[1])
-if expected ~= "" and mark ~= expected then
-  return { -1, 0, "" }
+local stream, marks = KEYS[1], KEYS[2]
+local field, trim, op, threshold = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local expected, skip, width, mode = ARGV[5], ARGV[6] == "1", tonumber(ARGV[7]), ARGV[8]
+
+-- Before any write: may this user run every command of the script on these keys? (Redis >= 7.0)
+if redis.acl_check_cmd then
+  local needs = { { "HGET", marks, field }, { "HSET", marks, field, "0" }, { "XADD", stream, "*", "event", "" } }
+  for _, command in ipairs(needs) do
+    if not redis.acl_check_cmd(unpack(command)) then
+      return redis.error_reply("NOPERM this user has no permissions to run the '" .. string.lower(command[1]) ..
+        "' command on key '" .. command[2] .. "' (the sink needs HGET and HSET on " .. marks ..
+        " and XADD on " .. stream .. ")")
+    end
+  end
 end
-local before = mark
+
+local raw = redis.pcall("HGET", marks, field)
+if type(raw) == "table" and raw.err then
+  return redis.error_reply(raw.err .. " (HGET of the high-water mark " .. marks .. ", which must be a hash)")
+end
+local mark, markId = nil, nil
+if raw then
+  mark, markId = string.match(raw, "^([0-9a-f]+) (%d+%-%d+)$")
+  if not mark or (width > 0 and #mark ~= width) then
+    return { ${MARK_MALFORMED}, 0, "", raw }
+  end
+end
+if mode == "check" then
+  return { 0, 0, markId or "", mark or "" }
+end
+if (mark or "") ~= expected then
+  return { ${MARK_MISMATCH}, 0, "", mark or "" }
+end
+
+local added = {}
+-- Undoes this call's entries, so that a failed call leaves the stream as it found it.
+local function fail(err, command, key)
+  for _, id in ipairs(added) do redis.pcall("XDEL", stream, id) end
+  return redis.error_reply(err .. " (" .. command .. " on " .. key .. "; " .. #added ..
+    " entries of this call removed again, nothing written)")
+end
 local xadd
 if trim == "" then
-  xadd = function(...) return redis.call("XADD", stream, "*", ...) end
+  xadd = function(...) return redis.pcall("XADD", stream, "*", ...) end
 else
-  xadd = function(...) return redis.call("XADD", stream, trim, op, threshold, "*", ...) end
+  xadd = function(...) return redis.pcall("XADD", stream, trim, op, threshold, "*", ...) end
 end
+local before = mark
 local written, skipped, lastId = 0, 0, ""
 for i = ${HEADER_ARITY + 1}, #ARGV, ${ENTRY_ARITY} do
   local position = ARGV[i]
@@ -50,21 +117,26 @@ for i = ${HEADER_ARITY + 1}, #ARGV, ${ENTRY_ARITY} do
     skipped = skipped + 1
   else
     local key, err = ARGV[i + 4], ARGV[i + 6]
+    local id
     if err ~= "" then
-      lastId = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err)
+      id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err)
     elseif key ~= "" then
-      lastId = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key)
+      id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key)
     else
-      lastId = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3])
+      id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3])
     end
+    if type(id) == "table" and id.err then return fail(id.err, "XADD", stream) end
+    added[#added + 1] = id
+    lastId = id
     written = written + 1
-    if later then mark = position end
+    if later then mark, markId = position, id end
   end
 end
 if mark ~= before then
-  redis.call("HSET", KEYS[2], ARGV[1], mark)
+  local set = redis.pcall("HSET", marks, field, mark .. " " .. markId)
+  if type(set) == "table" and set.err then return fail(set.err, "HSET", marks) end
 end
-return { written, skipped, lastId }
+return { written, skipped, lastId, mark or "" }
 `
 
 export interface Script {
