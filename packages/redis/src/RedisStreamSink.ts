@@ -781,7 +781,9 @@ const send = (
           err = e as Error
         }
       }
-      const result = err ? withKeys(classify(err, { command: "EVALSHA", key: commands[i]!.stream }), commands[i]!) : (reply as ScriptReply)
+      const result = err
+        ? withKeys(classify(err, { command: "EVALSHA", key: commands[i]!.stream }), commands[i]!)
+        : (reply as ScriptReply)
       if (!Array.isArray(result) && result._tag === "RedisClusterRedirect") redirected = true
       out.push(result)
     }
@@ -845,7 +847,11 @@ const start = <E, R>(
     const marks: Marks = new Map()
     const onDataLoss = (stream: string, error: HighWaterMarkError) =>
       Metric.update(Metric.withAttributes(Metrics.sinkDataLoss, { ...attributes, stream }), 1).pipe(
-        Effect.andThen(Effect.logError(`${error.message} (onDataLoss: "continue": writing on)`)),
+        Effect.andThen(
+          Effect.logError(
+            config.onDataLoss === "fail" ? error.message : `${error.message} (onDataLoss: "continue": writing on)`
+          )
+        ),
         Effect.andThen(
           Option.isSome(health) ? health.value.recordError(component, `data loss: ${error.message}`) : Effect.void
         )
@@ -988,7 +994,8 @@ const start = <E, R>(
         while (to < chunk.length && entries.length < ENCODE_SLICE && bytes < ENCODE_SLICE_BYTES) {
           const entry = prepare(chunk[to++]!, now)
           entries.push(entry)
-          bytes += entry.bytes
+          // A dead letter may stand for an event too large to write, encoded at a cost its stub does not show.
+          bytes += entry.deadLetter ? ENCODE_SLICE_BYTES : entry.bytes
         }
         const offered = offerEntries(entries, 0)
         return to < chunk.length
@@ -1086,8 +1093,8 @@ const start = <E, R>(
                   ? "lost"
                   : "moved"
               const error = markError(config, command, reason, found)
-              if (config.onDataLoss === "fail") return error
               yield* onDataLoss(command.stream, error)
+              if (config.onDataLoss === "fail") return error
               // Write on from the mark found: what it no longer covers is lost unless the checkpoint is rewound.
               command.argv[EXPECTED] = found
               command.leaves = found === "" ? command.top : Position.max(found as Position.Position, command.top)

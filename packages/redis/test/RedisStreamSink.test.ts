@@ -269,6 +269,27 @@ describe("bad configuration fails at construction, naming the field", () => {
       })
     )
 
+    it.effect("a fixed stream name with '}' and no hash tag (no high-water key can share its slot)", () =>
+      Effect.gen(function* () {
+        const s = yield* fails({ stream: "a}b" })
+        expect(s.field).toBe("stream")
+        expect(s.message).toContain('"a}b"')
+        const t = yield* fails({ stream: { default: "cdc.${table}", tables: { orders: "orders}events" } } })
+        expect(t.field).toBe('stream.tables["orders"]')
+        expect(t.message).toContain("orders}events")
+        // A hash tag puts the mark in the stream's slot, and a template is only known per event.
+        yield* RedisStreamSink.validate({ stream: "{a}b}" })
+        yield* RedisStreamSink.validate({ stream: "a}${table}" })
+      })
+    )
+
+    it.effect("onDataLoss other than fail or continue", () =>
+      Effect.gen(function* () {
+        const e = yield* fails({ stream: "s", onDataLoss: "ignore" as "fail" })
+        expect(e.field).toBe("onDataLoss")
+      })
+    )
+
     it.effect("the sink fails before writing anything, and the stream stays absent", () =>
       Effect.gen(function* () {
         const { url } = yield* RedisTestServer.RedisTestServer
