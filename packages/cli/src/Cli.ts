@@ -2,8 +2,10 @@
  * The `redflow` command line: `produce`, `consume`, `stream info|groups|pending|trim|claim` and `demo`, built with
  * Effect's CLI module.
  *
- * Exit codes: 0 done, 1 any other fatal error, 2 bad arguments or configuration (the message names the flag),
- * 3 authentication failure. A failure prints one line on stderr; `--verbose` adds the cause.
+ * Exit codes: 0 done (also after a signal that drained the run), 1 any other fatal error, 2 bad arguments or
+ * configuration (the message names the flag), 3 authentication failure, 4 a drain that did not finish within
+ * `--drain-timeout`, 130 a second signal that stopped a drain. A failure prints one line on stderr; `--verbose` adds
+ * the cause.
  *
  * @example
  * ```ts
@@ -35,7 +37,7 @@ export const VERSION = "0.1.0"
 export const command = Command.make("redflow").pipe(
   Command.withDescription("Move CDC events into Redis Streams and back out: produce, consume, inspect, demo."),
   Command.withSubcommands([Produce.command, Consume.command, Stream.command, Demo.command]),
-  Command.withGlobalFlags([Json, Verbose])
+  Command.withGlobalFlags([Json, Verbose, Shutdown.DrainTimeout])
 )
 
 /**
@@ -73,10 +75,11 @@ export const main = (args: ReadonlyArray<string>): void => {
   const uninstall = Shutdown.install(fiber as Fiber.Fiber<unknown, unknown>)
   fiber.addObserver((exit) => {
     uninstall()
-    const code = exitCodeOf(exit)
+    // A drain given up or cut short by a second signal has said so and decided the code.
+    const code = Shutdown.exitCode() ?? exitCodeOf(exit)
     if (Exit.isFailure(exit) && !(Cause.squash(exit.cause) instanceof Reported) && code !== Errors.EXIT_USAGE) {
       // Not reported by a handler: a failure outside the commands (the CLI itself).
-      if (code !== Errors.EXIT_INTERRUPTED) process.stderr.write(`redflow: error: ${Errors.describe(exit.cause)}\n`)
+      if (!Cause.hasInterruptsOnly(exit.cause)) process.stderr.write(`redflow: error: ${Errors.describe(exit.cause)}\n`)
       if (args.includes("--verbose")) process.stderr.write(`${Cause.pretty(exit.cause)}\n`)
     }
     process.exit(code)

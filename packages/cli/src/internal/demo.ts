@@ -119,7 +119,6 @@ const run = (input: DemoInput) =>
         `Producing ${Output.count(input.events)} events${input.rate > 0 ? ` at ${Output.count(input.rate)}/s` : ""} (${input.guarantee}) into ${streams.join(", ")}; consumer group "${GROUP}" reads them. Ctrl-C drains and stops.`
       )
 
-      const stop = yield* Shutdown.drainOnSignal
       const startedAt = yield* Clock.currentTimeMillis
       const tally = emptyTally()
       let producing = true
@@ -127,6 +126,14 @@ const run = (input: DemoInput) =>
       let consumed = 0
       let consumedAt = startedAt
       const ops: Record<string, number> = {}
+      const stop = yield* Shutdown.drain({
+        waitingFor: Effect.sync(() => {
+          const unconsumed = `group "${GROUP}" to consume ${Output.count(Math.max(0, tally.written - consumed))} of the ${Output.count(tally.written)} events written`
+          return producing
+            ? `the sink to write and checkpoint what it read after event ${Output.count(sequenceOf(tally.position) ?? 0)} (its last checkpoint), and ${unconsumed}`
+            : unconsumed
+        })
+      })
 
       const producer = SyntheticSource.make(source).pipe(
         Stream.interruptWhen(stop),
