@@ -12,7 +12,7 @@
  * The "database" is an in-memory table whose writes are captured as CDC events and published by the sink, as a
  * CDC connector would.
  *
- * Run: `node examples/cache-invalidation.ts` (REDIS_URL, or a redis-server spawned for the run).
+ * Run: `pnpm exec node examples/cache-invalidation.ts` (REDIS_URL, or a redis-server spawned for the run).
  */
 import { Console, Effect, Fiber, Option, Stream } from "effect"
 import { CdcEvent, Position } from "@redflow/core"

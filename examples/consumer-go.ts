@@ -15,7 +15,7 @@
  * failure gives it back for redelivery, up to 5 times), the worker's own pending entries are read first on start,
  * a dead worker's entries are claimed after 30 s, and events already processed (by id) are skipped.
  *
- * Run: `node examples/consumer-go.ts` (REDIS_URL, or a redis-server spawned for the run).
+ * Run: `pnpm exec node examples/consumer-go.ts` (REDIS_URL, or a redis-server spawned for the run).
  */
 import { Effect } from "effect"
 import type { CdcEvent } from "@redflow/core/CdcEvent"

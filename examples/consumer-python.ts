@@ -11,7 +11,7 @@
  * event is decoded and validated, and `Idempotency.once` marks an id only after `process` succeeded, so a failure
  * is retried rather than remembered as done.
  *
- * Run: `node examples/consumer-python.ts` (REDIS_URL, or a redis-server spawned for the run).
+ * Run: `pnpm exec node examples/consumer-python.ts` (REDIS_URL, or a redis-server spawned for the run).
  */
 import { Effect } from "effect"
 import type { CdcEvent } from "@redflow/core/CdcEvent"

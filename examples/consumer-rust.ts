@@ -10,7 +10,7 @@
  * at most once per event id, a failed one is given back (`nack`) and the rest of the chunk goes on, and only what
  * succeeded is acknowledged.
  *
- * Run: `node examples/consumer-rust.ts` (REDIS_URL, or a redis-server spawned for the run).
+ * Run: `pnpm exec node examples/consumer-rust.ts` (REDIS_URL, or a redis-server spawned for the run).
  */
 import { Effect, Stream } from "effect"
 import type { CdcEvent } from "@redflow/core/CdcEvent"

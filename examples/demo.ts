@@ -4,22 +4,18 @@
  * group together, with progress, metrics and Ctrl-C draining.)
  *
  * Redis: `REDIS_URL` when set, else a `redis-server` spawned on a free port, else a Docker container.
- * Run with `node examples/demo.ts` (`EVENTS=50000 node examples/demo.ts` for more).
+ * Run with `pnpm exec node examples/demo.ts` (`EVENTS=50000 pnpm exec node examples/demo.ts` for more).
  */
-import { Console, Effect, Layer, Stream } from "effect"
+import { Console, Effect, Stream } from "effect"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
-import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import { runExample } from "./shared.ts"
 
 const events = Number(process.env.EVENTS ?? 20_000)
 
 const program = Effect.gen(function* () {
-  const server = yield* RedisTestServer.make()
-  yield* Console.log(
-    `Redis: ${server.url} (${server.source === "env" ? "REDIS_URL" : server.source === "process" ? "spawned redis-server" : "container"})`
-  )
   const prefix = `demo.${Date.now().toString(36)}`
   const started = Date.now()
   const summary = yield* SyntheticSource.make({ count: events, payloadBytes: 512 }).pipe(
@@ -38,27 +34,19 @@ const program = Effect.gen(function* () {
         return { events: acc.events + batch.events, batches: acc.batches + 1, streams: acc.streams }
       }
     ),
-    Effect.provide(Layer.mergeAll(RedisConnection.layer({ url: server.url }), CheckpointStore.layerMemory))
+    Effect.provide(CheckpointStore.layerMemory)
   )
   const seconds = (Date.now() - started) / 1000
   yield* Console.log(
     `\n${summary.events} events in ${summary.batches} batches, ${seconds.toFixed(2)} s (${Math.round(summary.events / seconds)} events/s)`
   )
-  const redis = yield* Effect.scoped(
-    Effect.gen(function* () {
-      const connection = yield* RedisConnection.make({ url: server.url })
-      const lines: Array<string> = []
-      for (const [stream, written] of summary.streams) {
-        const length = yield* connection.run((c) => c.xlen(stream))
-        lines.push(`  ${stream}: ${written} written, XLEN ${length}`)
-      }
-      return lines
-    })
-  )
-  yield* Console.log(["Streams:", ...redis].join("\n"))
+  const connection = yield* RedisConnection.RedisConnection
+  const lines: Array<string> = []
+  for (const [stream, written] of summary.streams) {
+    const length = yield* connection.run((c) => c.xlen(stream))
+    lines.push(`  ${stream}: ${written} written, XLEN ${length}`)
+  }
+  yield* Console.log(["Streams:", ...lines].join("\n"))
 })
 
-Effect.runPromise(Effect.scoped(program)).catch((error) => {
-  console.error(String(error))
-  process.exit(1)
-})
+runExample(() => program)

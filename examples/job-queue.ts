@@ -11,7 +11,7 @@
  *
  * The "mail server" is a Redis list (`outbox`) the workers push to, so the result can be checked.
  *
- * Run: `node examples/job-queue.ts` (REDIS_URL, or a redis-server spawned for the run).
+ * Run: `pnpm exec node examples/job-queue.ts` (REDIS_URL, or a redis-server spawned for the run).
  */
 import { Console, Duration, Effect, Fiber, Schema } from "effect"
 import type { CdcEvent } from "@redflow/core/CdcEvent"

@@ -12,8 +12,8 @@
  * Notifications are broadcast, not work: a plain subscription (no consumer group, no acknowledgement) is the right
  * tool, each browser seeing every change.
  *
- * Run: `node examples/live-notifications.ts`, then open http://localhost:8080 (PORT to change it; RUN_SECONDS to stop
- * after a while). Synthetic changes are published twice a second.
+ * Run: `pnpm exec node examples/live-notifications.ts`, then open http://localhost:8080 (PORT to change it;
+ * RUN_SECONDS to stop after a while). Synthetic changes are published twice a second.
  */
 import * as Http from "node:http"
 import { NodeHttpServer } from "@effect/platform-node"

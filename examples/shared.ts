@@ -5,16 +5,18 @@
  */
 import { resolve } from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
-import { Console, Effect, Schedule, Stream } from "effect"
+import { Cause, Config, Console, Effect, Option, Redacted, Result, Schedule, Stream } from "effect"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
+import { RedisConfigError } from "@redflow/redis/RedisError"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
+import * as RedisUrl from "@redflow/redis/RedisUrl"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 
-/** Whether the module was started with `node examples/<name>.ts` (rather than imported by its test). */
+/** Whether the module was started with `pnpm exec node examples/<name>.ts` (rather than imported by its test). */
 export const isMain = (meta: ImportMeta): boolean =>
   process.argv[1] !== undefined && resolve(process.argv[1]) === meta.filename
 
@@ -37,18 +39,55 @@ export const publishSynthetic = (
   publish(stream, SyntheticSource.make({ count, tables: [...(options.tables ?? ["orders"])], seed: options.seed ?? 1 }))
 
 /**
- * Runs an example's main against `REDIS_URL`, or a `redis-server` spawned for the run (stopped at the end), with a
- * `RedisConnection` to it. Ctrl-C interrupts the main.
+ * The server an example runs against: `REDIS_URL` when set, checked before anything connects (a malformed one is a
+ * `RedisConfigError` naming the variable; any URL form works, Sentinel and Cluster included), else a `redis-server`
+ * spawned for the run (stopped at the end), else a container.
+ */
+const server = Effect.gen(function* () {
+  const env = yield* Config.option(Config.Redacted("REDIS_URL"))
+  if (Option.isSome(env) && Redacted.value(env.value).trim() !== "") {
+    const parsed = RedisUrl.parse(env.value)
+    if (parsed instanceof RedisConfigError) {
+      return yield* new RedisConfigError({ field: "REDIS_URL", message: `REDIS_URL: ${parsed.message}` })
+    }
+    return { url: Redacted.value(env.value), label: `${RedisUrl.describe(parsed)} (REDIS_URL)` }
+  }
+  const spawned = yield* RedisTestServer.make()
+  return {
+    url: spawned.url,
+    label: `${spawned.url} (${spawned.source === "container" ? "a container" : "a redis-server"} started for this run)`
+  }
+})
+
+/** A failure as one line (`RedisConfigError: REDIS_URL: Invalid Redis URL: …`), without the stack. */
+const oneLine = (error: unknown): string => {
+  if (typeof error !== "object" || error === null) return String(error)
+  const tag = "_tag" in error && typeof error._tag === "string" ? error._tag : error.constructor.name
+  const message = "message" in error && typeof error.message === "string" ? error.message : JSON.stringify(error)
+  return `${tag}: ${message}`.replace(/\s*\n\s*/g, " ")
+}
+
+/** What a failed example prints on stderr: one line for a typed error, the whole cause for a defect (a bug). */
+const report = (cause: Cause.Cause<unknown>) => {
+  if (Cause.hasInterruptsOnly(cause)) return Effect.void
+  const error = Cause.findError(cause)
+  return Console.error(Result.isSuccess(error) ? oneLine(error.success) : Cause.pretty(cause))
+}
+
+/**
+ * Runs an example's main with `NodeRuntime.runMain` against `REDIS_URL` or a server started for the run, with a
+ * `RedisConnection` to it. Ctrl-C interrupts the main; a failure prints one line on stderr and exits with code 1.
  */
 export const runExample = <A, E>(main: (url: string) => Effect.Effect<A, E, RedisConnection.RedisConnection>): void =>
   NodeRuntime.runMain(
     Effect.scoped(
       Effect.gen(function* () {
-        const server = yield* RedisTestServer.make()
-        yield* Console.log(`Redis: ${server.url} (${server.source === "env" ? "REDIS_URL" : "spawned for this run"})`)
-        return yield* main(server.url).pipe(Effect.provide(RedisConnection.layer({ url: server.url })))
+        const { url, label } = yield* server
+        yield* Console.log(`Redis: ${label}`)
+        return yield* main(url).pipe(Effect.provide(RedisConnection.layer({ url })))
       })
-    )
+    ).pipe(Effect.tapCause(report)),
+    { disableErrorReporting: true }
   )
 
 /** One line per event, for the examples' output. */
