@@ -349,14 +349,20 @@ export const layerConfig = (
     RedisConnection,
     Effect.gen(function* () {
       const config = yield* Config.all({
-        url: Config.Redacted("REDIS_URL"),
+        url: Config.option(Config.Redacted("REDIS_URL")),
         connectTimeout: Config.option(Config.Duration("REDIS_CONNECT_TIMEOUT")),
         commandTimeout: Config.option(Config.Duration("REDIS_COMMAND_TIMEOUT")),
         socketTimeout: Config.option(Config.Duration("REDIS_SOCKET_TIMEOUT"))
       })
+      if (Option.isNone(config.url)) {
+        return yield* new RedisConfigError({
+          field: "REDIS_URL",
+          message: "REDIS_URL is not set: set it to the server's URL, e.g. REDIS_URL=redis://localhost:6379"
+        })
+      }
       return yield* make({
         ...overrides,
-        url: config.url,
+        url: config.url.value,
         ...Option.match(config.connectTimeout, { onNone: () => ({}), onSome: (d) => ({ connectTimeout: d }) }),
         ...Option.match(config.commandTimeout, { onNone: () => ({}), onSome: (d) => ({ commandTimeout: d }) }),
         ...Option.match(config.socketTimeout, { onNone: () => ({}), onSome: (d) => ({ socketTimeout: d }) })
