@@ -5,7 +5,7 @@
 import * as Net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
-import { run, start, unique, waitFor, withClient } from "./support.ts"
+import { inTerminal, run, start, unique, waitFor, withClient } from "./support.ts"
 
 let server: Awaited<ReturnType<typeof RedisTestServer.start>>
 
@@ -188,4 +188,32 @@ describe("redflow demo", () => {
     expect(summary.pending).toBe(0)
     expect(summary.checkpoint.sequence).toBe(summary.produced)
   })
+
+  it("Ctrl-C at a terminal drains through the demo's own redis-server, prints the summary, exits 0 and stops the server", async () => {
+    // The terminal's Ctrl-C reaches the whole foreground process group: the server the demo started must not be in it.
+    const terminal = await inTerminal(["demo", "--events", "10000000", "--rate", "5000", "--metrics-port", "0"])
+    try {
+      const started = await waitFor(async () => {
+        const out = await terminal.stdout()
+        return out.includes("Ctrl-C drains") ? out : undefined
+      }, 60_000)
+      const pid = Number(/started redis-server at \S+ \(pid (\d+)\)/.exec(started)![1])
+      // Producing and consuming: the live progress line on the terminal counts consumed events.
+      await waitFor(async () => (/consumed [1-9]/.test(await terminal.screen()) ? true : undefined), 60_000)
+      await terminal.ctrlC()
+      const code = await terminal.exitCode(120_000)
+      const out = await terminal.stdout()
+      expect(code, `${await terminal.screen()}\n${out}`).toBe(0)
+      expect(await terminal.screen()).toContain("redflow: draining")
+      const produced = /Stopped by Ctrl-C after draining: produced ([\d,]+) events/.exec(out)
+      const consumed = /Consumed\s+([\d,]+) events/.exec(out)
+      expect(produced, out).not.toBeNull()
+      expect(consumed![1]).toBe(produced![1])
+      expect(out).toMatch(/Pending 0, lag 0/)
+      // The demo stopped its server at the end, by pid.
+      expect(() => process.kill(pid, 0)).toThrow()
+    } finally {
+      await terminal.close()
+    }
+  }, 300_000)
 })

@@ -1,6 +1,10 @@
 /** Runs the `redflow` executable as a child process, the way a user does. */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFile, spawn } from "node:child_process"
+import * as Fs from "node:fs/promises"
+import * as Os from "node:os"
+import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
 import { Redis } from "ioredis"
 
 export const BIN = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
@@ -88,3 +92,60 @@ export const entryIds = (url: string, stream: string): Promise<Array<string>> =>
 
 let counter = 0
 export const unique = (label: string) => `cli.${process.pid}.${Date.now().toString(36)}.${counter++}.${label}`
+
+const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`
+
+/**
+ * Runs the `redflow` executable the way a user at a terminal does: in a tmux pane (a real pseudo-terminal, stderr a
+ * TTY), in the foreground process group, so {@link Terminal.ctrlC} sends SIGINT to that whole group as the key does.
+ * stdout goes to a file (the summary, readable in full); the live progress line stays on the terminal. The tmux
+ * server has a socket of its own and is killed by {@link Terminal.close}.
+ */
+export interface Terminal {
+  /** Types Ctrl-C into the terminal. */
+  readonly ctrlC: () => Promise<void>
+  /** What the terminal shows now. */
+  readonly screen: () => Promise<string>
+  /** What the program wrote on stdout so far. */
+  readonly stdout: () => Promise<string>
+  /** The exit code of the program, once it exits (rejects after `timeoutMs`). */
+  readonly exitCode: (timeoutMs: number) => Promise<number>
+  readonly close: () => Promise<void>
+}
+
+export const inTerminal = async (args: ReadonlyArray<string>, options: RunOptions = {}): Promise<Terminal> => {
+  const dir = await Fs.mkdtemp(Path.join(Os.tmpdir(), "redflow-tty-"))
+  const socket = Path.join(dir, "tmux.sock")
+  const out = Path.join(dir, "stdout")
+  const exit = Path.join(dir, "exit")
+  // `trap : INT` keeps the shell alive past the Ctrl-C to record the exit code (a trap, unlike an ignored signal, is
+  // not inherited: the program gets SIGINT as usual).
+  const script = [
+    "trap : INT",
+    `${quote(process.execPath)} ${quote(BIN)} ${args.map(quote).join(" ")} > ${quote(out)}`,
+    `echo $? > ${quote(`${exit}.tmp`)}`,
+    `mv ${quote(`${exit}.tmp`)} ${quote(exit)}`,
+    "sleep 3600"
+  ].join("; ")
+  const tmux = (...rest: Array<string>) =>
+    promisify(execFile)("tmux", ["-S", socket, ...rest], { env: childEnv(options.env) }).then((r) => r.stdout)
+  await tmux("new-session", "-d", "-s", "redflow", "-x", "200", "-y", "50", "bash", "-c", script)
+  const read = (path: string) => Fs.readFile(path, "utf8").catch(() => undefined)
+  return {
+    ctrlC: () => tmux("send-keys", "-t", "redflow", "C-c").then(() => undefined),
+    screen: () => tmux("capture-pane", "-p", "-t", "redflow"),
+    stdout: async () => (await read(out)) ?? "",
+    exitCode: async (timeoutMs) =>
+      Number(
+        await waitFor(() => read(exit), timeoutMs).catch(async () => {
+          throw new Error(
+            `redflow ${args.join(" ")} did not exit within ${timeoutMs} ms of the Ctrl-C; the terminal shows:\n${await tmux("capture-pane", "-p", "-t", "redflow").catch(() => "")}`
+          )
+        })
+      ),
+    close: async () => {
+      await tmux("kill-server").catch(() => undefined)
+      await Fs.rm(dir, { recursive: true, force: true })
+    }
+  }
+}

@@ -2,7 +2,8 @@
  * Spawning and stopping `redis-server` processes.
  *
  * Every process is registered for release the moment it exists, before it is ready, so a failed start or an
- * interrupted test still stops it. Stopping is by pid: SIGTERM (plus SIGCONT, in case a test left it paused),
+ * interrupted test still stops it. It runs in its own process group, so a Ctrl-C meant for the program that started
+ * it (the terminal signals the whole foreground group) does not stop it under that program's feet. Stopping is by pid: SIGTERM (plus SIGCONT, in case a test left it paused),
  * then SIGKILL after a grace period. A process-exit hook SIGKILLs whatever is still running if the test process
  * ends without closing its scopes.
  *
@@ -92,7 +93,9 @@ const spawnChild = (
     Effect.callback<{ readonly process: RedisProcess; readonly child: ChildProcess.ChildProcess }, ServerStartFailed>(
       (resume) => {
         let output = ""
-        const child = ChildProcess.spawn(binary, [...args], { stdio: ["ignore", "pipe", "pipe"] })
+        // Its own process group: a Ctrl-C at the terminal goes to the whole foreground group, and must reach the
+        // program that started the server (which drains through it, then stops it), not the server itself.
+        const child = ChildProcess.spawn(binary, [...args], { stdio: ["ignore", "pipe", "pipe"], detached: true })
         const append = (chunk: Buffer) => {
           output = (output + chunk.toString("utf8")).slice(-OUTPUT_LIMIT)
         }
