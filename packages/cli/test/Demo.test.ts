@@ -99,6 +99,30 @@ describe("redflow consume", () => {
     expect(dl).toHaveLength(1)
     expect(dl[0]![1]).toContain("poison")
   })
+
+  it("./node_modules/.bin/redflow consume stopped by SIGTERM drains and exits 0, the documented code", async () => {
+    const stream = unique("sigterm")
+    const produced = await run(["produce", "--redis", server.url, "--stream", stream, "--events", "200"])
+    expect(produced.code, produced.stderr).toBe(0)
+    const consumer = start(
+      ["consume", "--redis", server.url, "--stream", stream, "--group", "g", "--consumer", "c", "--json"],
+      { installed: true, timeoutMs: 120_000 }
+    )
+    // All 200 handled and acknowledged: nothing pending, the group has read them all.
+    await waitFor(async () => {
+      const groups = (await withClient(server.url, (c) => c.xinfo("GROUPS", stream))) as Array<Array<string | number>>
+      const info = groups[0]
+      if (info === undefined) return undefined
+      const group = Object.fromEntries(
+        Array.from({ length: info.length / 2 }, (_, i) => [info[2 * i], info[2 * i + 1]])
+      )
+      return group["entries-read"] === 200 && group.pending === 0 ? true : undefined
+    }, 60_000)
+    consumer.child.kill("SIGTERM")
+    const r = await consumer.done
+    expect(r.code, r.stderr).toBe(0)
+    expect(JSON.parse(r.stdout)).toMatchObject({ command: "consume", stopped: true, acked: 200 })
+  })
 })
 
 describe("redflow demo", () => {
@@ -191,7 +215,10 @@ describe("redflow demo", () => {
 
   it("Ctrl-C at a terminal drains through the demo's own redis-server, prints the summary, exits 0 and stops the server", async () => {
     // The terminal's Ctrl-C reaches the whole foreground process group: the server the demo started must not be in it.
-    const terminal = await inTerminal(["demo", "--events", "10000000", "--rate", "5000", "--metrics-port", "0"])
+    // Through ./node_modules/.bin/redflow, the command the README gives for the documented exit codes.
+    const terminal = await inTerminal(["demo", "--events", "10000000", "--rate", "5000", "--metrics-port", "0"], {
+      installed: true
+    })
     try {
       const started = await waitFor(async () => {
         const out = await terminal.stdout()

@@ -8,6 +8,8 @@ import { promisify } from "node:util"
 import { Redis } from "ioredis"
 
 export const BIN = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
+/** The installed executable, `./node_modules/.bin/redflow` at the repository root: what the README says to run. */
+export const INSTALLED_BIN = fileURLToPath(new URL("../../../node_modules/.bin/redflow", import.meta.url))
 
 export interface Result {
   readonly code: number | null
@@ -20,6 +22,8 @@ export interface RunOptions {
   /** Extra environment; `REDIS_URL` is removed unless given here. */
   readonly env?: Record<string, string>
   readonly timeoutMs?: number
+  /** Run {@link INSTALLED_BIN} (the shell shim that execs Node) instead of Node on the source. */
+  readonly installed?: boolean
 }
 
 const childEnv = (env: Record<string, string> = {}) => {
@@ -29,7 +33,7 @@ const childEnv = (env: Record<string, string> = {}) => {
 
 /** Starts the CLI; the caller waits for it with {@link finish}. */
 export const start = (args: ReadonlyArray<string>, options: RunOptions = {}) => {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  const child = spawn(options.installed ? INSTALLED_BIN : process.execPath, options.installed ? args : [BIN, ...args], {
     env: childEnv(options.env),
     stdio: ["ignore", "pipe", "pipe"]
   })
@@ -122,7 +126,7 @@ export const inTerminal = async (args: ReadonlyArray<string>, options: RunOption
   // not inherited: the program gets SIGINT as usual).
   const script = [
     "trap : INT",
-    `${quote(process.execPath)} ${quote(BIN)} ${args.map(quote).join(" ")} > ${quote(out)}`,
+    `${options.installed ? quote(INSTALLED_BIN) : `${quote(process.execPath)} ${quote(BIN)}`} ${args.map(quote).join(" ")} > ${quote(out)}`,
     `echo $? > ${quote(`${exit}.tmp`)}`,
     `mv ${quote(`${exit}.tmp`)} ${quote(exit)}`,
     "sleep 3600"
