@@ -539,6 +539,31 @@ const WRITES_PER_WINDOW = 4
 interface InFlight {
   /** Completed once every stream of the batch is written (before its checkpoint). */
   readonly written: Deferred.Deferred<void>
+  /** The mark each of its writes leaves, by stream: unsettled until the batch is checkpointed. */
+  readonly leaves: Array<readonly [stream: string, mark: Position.Position]>
+}
+
+/**
+ * The marks this sink's writes leave that are not yet checkpointed, counted by stream. A write retried after a lost
+ * reply may find one of them: its own (it applied), or a later write's, which applied after it (each write expects
+ * the mark of the one before). Either means it applied. Any other mark moved under the sink.
+ */
+type Unsettled = Map<string, Map<Position.Position, number>>
+
+const unsettle = (unsettled: Unsettled, stream: string, mark: Position.Position) => {
+  let marks = unsettled.get(stream)
+  if (marks === undefined) unsettled.set(stream, (marks = new Map()))
+  marks.set(mark, (marks.get(mark) ?? 0) + 1)
+}
+
+const settle = (unsettled: Unsettled, stream: string, mark: Position.Position) => {
+  const marks = unsettled.get(stream)
+  const n = marks?.get(mark) ?? 0
+  if (n > 1) marks!.set(mark, n - 1)
+  else {
+    marks?.delete(mark)
+    if (marks?.size === 0) unsettled.delete(stream)
+  }
 }
 
 /** One call of the script. */
@@ -604,6 +629,7 @@ const buildCommands = (
   entries: ReadonlyArray<Entry>,
   now: number,
   marks: Marks,
+  unsettled: Unsettled,
   self: InFlight
 ): Array<Command> => {
   const byStream = new Map<string, { argv: Array<string>; top: Position.Position; markKey: string }>()
@@ -625,6 +651,8 @@ const buildCommands = (
     argv[EXPECTED] = prior.mark
     const leaves = prior.mark === "" ? top : Position.max(prior.mark, top)
     marks.set(stream, { mark: leaves, by: self })
+    unsettle(unsettled, stream, leaves)
+    self.leaves.push([stream, leaves])
     commands.push({ stream, keys: [stream, markKey], argv, predecessor, top, leaves })
   }
   return commands
@@ -845,6 +873,7 @@ const start = <E, R>(
       return health.value.recovered(component)
     })
     const marks: Marks = new Map()
+    const unsettled: Unsettled = new Map()
     const onDataLoss = (stream: string, error: HighWaterMarkError) =>
       Metric.update(Metric.withAttributes(Metrics.sinkDataLoss, { ...attributes, stream }), 1).pipe(
         Effect.andThen(
@@ -1083,8 +1112,12 @@ const start = <E, R>(
               yield* Deferred.await(command.predecessor.written)
               command.predecessor = undefined
               refused.push(command)
-            } else if (found === command.leaves) {
-              // This very write applied on an earlier try whose reply was lost (a timeout, a dropped connection).
+            } else if (
+              unsettled.get(command.stream)?.has(found as Position.Position) === true &&
+              !Position.isAfter(command.leaves, found as Position.Position)
+            ) {
+              // This write applied on an earlier try whose reply was lost (a timeout, a dropped connection); later
+              // writes of this sink may have applied after it.
               record(command.stream, (command.argv.length - Scripts.HEADER_ARITY) / Scripts.ENTRY_ARITY, 0, "")
             } else {
               const expected = command.argv[EXPECTED]!
@@ -1097,7 +1130,11 @@ const start = <E, R>(
               if (config.onDataLoss === "fail") return error
               // Write on from the mark found: what it no longer covers is lost unless the checkpoint is rewound.
               command.argv[EXPECTED] = found
+              settle(unsettled, command.stream, command.leaves)
               command.leaves = found === "" ? command.top : Position.max(found as Position.Position, command.top)
+              unsettle(unsettled, command.stream, command.leaves)
+              const i = self.leaves.findIndex(([stream]) => stream === command.stream)
+              if (i >= 0) self.leaves[i] = [command.stream, command.leaves]
               const known = marks.get(command.stream)
               if (known?.by === self) marks.set(command.stream, { mark: command.leaves, by: self })
               refused.push(command)
@@ -1139,10 +1176,12 @@ const start = <E, R>(
     // into many small ones.
     const writes = yield* Semaphore.make(WRITES_PER_WINDOW)
     let inFlight = 0
-    const handles = yield* Queue.unbounded<
-      { readonly batch: ReadonlyArray<Entry>; readonly fiber: Fiber.Fiber<Written, RedisError | HighWaterMarkError> },
-      E | Cause.Done | RedisError | HighWaterMarkError
-    >()
+    type Handle = {
+      readonly batch: ReadonlyArray<Entry>
+      readonly self: InFlight
+      readonly fiber: Fiber.Fiber<Written, RedisError | HighWaterMarkError>
+    }
+    const handles = yield* Queue.unbounded<Handle, E | Cause.Done | RedisError | HighWaterMarkError>()
     yield* Effect.gen(function* () {
       // Room for a whole write first, so the batch is cut as late (and as full) as possible; unused room goes back.
       yield* Semaphore.take(writes, 1)
@@ -1150,22 +1189,18 @@ const start = <E, R>(
       const batch = yield* takeBatch
       if (batch.length < batchEvents) yield* Semaphore.release(window, batchEvents - batch.length)
       yield* learnMarks(batch)
-      const self: InFlight = { written: yield* Deferred.make<void>() }
-      const commands = buildCommands(config, batch, yield* Clock.currentTimeMillis, marks, self)
+      const self: InFlight = { written: yield* Deferred.make<void>(), leaves: [] }
+      const commands = buildCommands(config, batch, yield* Clock.currentTimeMillis, marks, unsettled, self)
       inFlight++
       yield* Metric.update(metric.inFlight, inFlight)
       const fiber = yield* Effect.forkIn(writeBatch(commands, self), scope)
-      yield* Queue.offer(handles, { batch, fiber })
+      yield* Queue.offer(handles, { batch, self, fiber })
     }).pipe(
       Effect.forever,
       Effect.onExit((exit) => (Exit.isSuccess(exit) ? Queue.end(handles) : Queue.failCause(handles, exit.cause))),
       Effect.forkIn(scope)
     )
 
-    type Handle = {
-      readonly batch: ReadonlyArray<Entry>
-      readonly fiber: Fiber.Fiber<Written, RedisError | HighWaterMarkError>
-    }
     // Handles taken from the queue but not yet committed: batches written behind the one being committed.
     const lookahead: Array<Handle> = []
 
@@ -1203,6 +1238,7 @@ const start = <E, R>(
         return position
       })
       yield* checkpoint.commit(config.pipeline, checkpointPosition!)
+      for (const { handle } of group) for (const [stream, mark] of handle.self.leaves) settle(unsettled, stream, mark)
       inFlight -= group.length
       yield* Metric.update(metric.inFlight, inFlight)
       let events = 0

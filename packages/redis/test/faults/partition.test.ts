@@ -35,13 +35,11 @@ describe("network partition (spec: intermittent timeouts; retries; may have gaps
             yield* Fiber.join(run.fiber)
             const result = yield* landed(server.url, prefix, 10_000)
             expect(result.missing).toEqual([]) // no gaps, whatever the guarantee
-            if (guarantee === "exactly-once") {
-              expect(result.duplicates).toBe(0)
-              expect(result.outOfOrder).toBe(0)
-            }
-            console.log(
-              `partition ${guarantee}/${ending}: ${result.duplicates} duplicates, ${result.outOfOrder} out of order`
-            )
+            // Every write states the mark it expects, so a try whose reply was lost, or one that arrives late, is
+            // recognised and not written again: no duplicates and no reordering in either guarantee (at-least-once
+            // had 80 duplicates of 10,000 here before). Only a crash makes at-least-once write events twice.
+            expect(result.duplicates).toBe(0)
+            expect(result.outOfOrder).toBe(0)
           })
       )
     }
