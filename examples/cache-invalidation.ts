@@ -1,6 +1,6 @@
 /**
- * Use case: cache invalidation (the spec's "trigger cache eviction when source records change; keep Redis cache
- * consistent").
+ * Use case: cache invalidation, one of the uses of the contract in docs/DESIGN.md: evict cached rows when they change
+ * in the database.
  *
  * A product catalogue is read through a Redis cache (`cache:products:<id>`, JSON, one hour TTL). Without help the
  * cache serves a stale price for up to an hour after the database changed. Here a consumer group follows the

@@ -1,5 +1,5 @@
 /**
- * The spec's Go consumer (go-redis), written with Redflow.
+ * The contract's Go consumer (go-redis, docs/DESIGN.md "The reference consumers"), written with Redflow.
  *
  * The original creates the group, then loops `XREADGROUP … COUNT 10 BLOCK 5000 STREAMS orders.events >`,
  * `json.Unmarshal`s the `event` field into an `Event` (ignoring the error), calls `process(event)`, and `XAck`s.

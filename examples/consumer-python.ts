@@ -1,5 +1,5 @@
 /**
- * The spec's Python consumer (redis-py), with its "Handling duplicates in consumers" snippet, written with Redflow.
+ * The contract's Python consumer (redis-py) and its duplicate handling (docs/DESIGN.md), written with Redflow.
  *
  * The original wraps `xgroup_create` in `try/except ResponseError: pass` (hiding any other error too), loops
  * `xreadgroup(count=10, block=5000)`, `json.loads`es `data[b"event"]` (a bad entry raises and kills the loop),

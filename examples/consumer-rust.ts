@@ -1,5 +1,5 @@
 /**
- * The spec's Rust consumer (redis-rs), written with Redflow.
+ * The contract's Rust consumer (redis-rs, docs/DESIGN.md "The reference consumers"), written with Redflow.
  *
  * The original creates the group (swallowing every error, not just "already exists"), loops `xread_options` with
  * `group("mygroup", "worker1").count(10).block(5000)`, `serde_json::from_str`s each `event` with `?` (one bad entry

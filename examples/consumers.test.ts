@@ -1,7 +1,7 @@
 /**
- * The spec's Go, Rust and Python consumers written with Redflow: each processes every event once, even with the
- * duplicates an at-least-once sink writes, never acknowledges a malformed entry as processed (it is dead-lettered),
- * and leaves nothing pending.
+ * The contract's Go, Rust and Python consumers (docs/DESIGN.md) written with Redflow: each processes every event
+ * once, even with the duplicates an at-least-once sink writes, never acknowledges a malformed entry as processed (it
+ * is dead-lettered), and leaves nothing pending.
  */
 import { expect, layer } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
@@ -18,7 +18,7 @@ import { allAcknowledged, publish } from "./shared.ts"
 
 const examples = { go: Go.consume, rust: Rust.consume, python: Python.consume }
 
-layer(RedisTestServer.layer(), { excludeTestServices: true })("the spec's consumers with Redflow", (it) => {
+layer(RedisTestServer.layer(), { excludeTestServices: true })("the contract's consumers with Redflow", (it) => {
   for (const [name, consume] of Object.entries(examples)) {
     it.effect(`${name}: every event once despite replayed duplicates; a malformed entry is dead-lettered`, () =>
       Effect.gen(function* () {

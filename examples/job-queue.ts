@@ -1,6 +1,6 @@
 /**
- * Use case: a job queue with competing workers (the spec's "use CDC events to trigger background job processing
- * with consumer groups").
+ * Use case: a job queue with competing workers, one of the uses of the contract in docs/DESIGN.md: new rows start
+ * background jobs, shared out by a consumer group.
  *
  * Every new order (an insert into `orders`) is a job: send the order confirmation email. Workers in one consumer
  * group share the stream, each job going to one of them; a worker that dies mid-job has its jobs claimed by the

@@ -1,6 +1,6 @@
 /**
- * Use case: real-time notifications (the spec's "push database changes instantly to WebSocket servers for live UI
- * updates"), with Server-Sent Events from an Effect HTTP server.
+ * Use case: real-time notifications, one of the uses of the contract in docs/DESIGN.md: database changes pushed to
+ * browsers as they happen, with Server-Sent Events from an Effect HTTP server.
  *
  * `GET /events` answers `text/event-stream`: every change of the CDC stream (optionally only one table,
  * `?table=orders`) as an SSE message whose `id` is the stream entry id, `event` the table and `data` the change as

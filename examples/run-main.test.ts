@@ -22,7 +22,7 @@ interface Run {
   readonly stderr: string
 }
 
-/** Runs `node examples/<file>` with the given environment (REDIS_URL unset unless given) until it exits. */
+/** Runs `examples/<file>` on this Node (24, as `pnpm exec node` does), REDIS_URL unset unless given, until it exits. */
 const run = (file: string, env: Record<string, string> = {}, cwd = here) =>
   Effect.callback<Run>((resume) => {
     const { REDIS_URL: _, ...inherited } = process.env

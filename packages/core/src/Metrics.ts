@@ -2,14 +2,14 @@
  * The metrics of a Redflow pipeline, as Effect `Metric`s.
  *
  * Names carry no prefix here: the Prometheus endpoint adds it when formatting (`deltaforge` by default, so
- * `sink_events_total` is scraped as `deltaforge_sink_events_total`, the spec's name). Sink series carry the
+ * `sink_events_total` is scraped as `deltaforge_sink_events_total`, docs/DESIGN.md's name). Sink series carry the
  * `pipeline` and `sink` attributes; consumer series `stream` and `group`.
  *
  * @since 0.1.0
  */
 import * as Metric from "effect/Metric"
 
-/** The spec's prefix, applied by the Prometheus formatter. */
+/** The contract's prefix (docs/DESIGN.md, "Metrics"), applied by the Prometheus formatter. */
 export const DEFAULT_PREFIX = "deltaforge"
 
 /** Latency buckets from 100 µs to about 26 s, doubling: sub-millisecond delivery stays visible. */
@@ -19,7 +19,7 @@ export const LATENCY_BOUNDARIES: ReadonlyArray<number> = Metric.exponentialBound
   count: 18
 })
 
-// Sink (the spec's four series first)
+// Sink (the contract's four series first: docs/DESIGN.md)
 
 export const sinkEvents = Metric.counter("sink_events_total", {
   description: "Events delivered to Redis and checkpointed",

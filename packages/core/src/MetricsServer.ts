@@ -2,13 +2,13 @@
  * The monitoring endpoint: an HTTP server (Node's, through `@effect/platform-node`) serving
  *
  * - `GET /metrics`: every Effect metric of the process in the Prometheus text format, written by Effect's
- *   `PrometheusMetrics` formatter with the prefix `deltaforge` (so `sink_events_total` is scraped as the spec's
+ *   `PrometheusMetrics` formatter with the prefix `deltaforge` (so `sink_events_total` is scraped as docs/DESIGN.md's
  *   `deltaforge_sink_events_total{pipeline,sink}`);
  * - `GET /health`: 200 `{"status":"ok",…}` while no pipeline component has failed, else 503 (see {@link PipelineHealth});
  * - `GET /ready`: 200 `{"status":"ready",…}` when every component runs and every readiness check (a Redis PING)
  *   passes, else 503 with the reasons.
  *
- * Port 9000 by default (the spec's); `port: 0` takes a free port, which {@link MetricsServer} reports. At each
+ * Port 9000 by default (docs/DESIGN.md); `port: 0` takes a free port, which {@link MetricsServer} reports. At each
  * scrape the `sink_checkpoint_age_seconds` gauges are refreshed from the checkpoint commit times the sink records,
  * so the age is exact at scrape time rather than as of the last commit.
  *

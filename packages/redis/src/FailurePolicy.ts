@@ -1,6 +1,6 @@
 /**
  * The failure-policy table: for each {@link RedisError} tag, the `Schedule` that decides whether and when a
- * failed batch is tried again. Defaults follow the spec's failure table; every entry can be overridden.
+ * failed batch is tried again. Defaults follow the failure table of docs/GUARANTEES.md; each can be overridden.
  *
  * @example
  * ```ts
@@ -36,7 +36,7 @@ export const backoff = (base: Duration.Input, cap: Duration.Input): Schedule.Sch
   )
 }
 
-/** Retry forever, exponential 100 ms → 10 s cap, with jitter: the spec's "retries with backoff". */
+/** Retry forever, exponential 100 ms → 10 s cap, with jitter: "retries with backoff" (docs/GUARANTEES.md). */
 export const retryForever: Schedule.Schedule<unknown, unknown> = backoff("100 millis", "10 seconds")
 
 /**

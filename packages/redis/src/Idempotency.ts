@@ -1,5 +1,5 @@
 /**
- * Idempotent consumers, keyed on the event `id` (the spec's "Handling duplicates in consumers").
+ * Idempotent consumers, keyed on the event `id` (docs/GUARANTEES.md, "Duplicates in consumers").
  *
  * The sink's ids are deterministic (source identity + position), so a replayed or redelivered event carries the id
  * it had the first time. A store remembers, per event id, whether it was processed; {@link once} runs the

@@ -1,5 +1,5 @@
 /**
- * Stream management with typed results: every command of the spec's "Consuming events" and "Stream management"
+ * Stream management with typed results: every command of docs/DESIGN.md's contract, "Consuming" and "Stream management"
  * sections (XLEN, XINFO, XPENDING, XTRIM, XCLAIM, XAUTOCLAIM, XDEL, XACK, XGROUP …, XREAD, XREADGROUP, XRANGE),
  * each parsed from the raw reply into a plain typed value. Failures are the typed {@link RedisError}s of
  * `RedisConnection.run`; a reply of a shape this module does not know fails as a `RedisCommandError`.
@@ -412,7 +412,7 @@ export const pendingEntries = (stream: string, group: string, options: PendingEn
 
 /**
  * `XTRIM stream MAXLEN|MINID ~|= threshold [LIMIT n]`: returns the number of entries removed. Approximate (`~`)
- * by default, like the spec's `XTRIM orders.events MAXLEN ~ 10000`.
+ * by default, like the contract's `XTRIM orders.events MAXLEN ~ 10000` (docs/DESIGN.md, "Stream management").
  */
 export const trim = (stream: string, strategy: TrimStrategy, options: TrimOptions = {}) =>
   command(
@@ -518,7 +518,7 @@ export const ack = (stream: string, group: string, ids: ReadonlyArray<string>) =
   ids.length === 0 ? Effect.succeed(0) : command("XACK", stream, [stream, group, ...ids], asNumber("XACK"))
 
 export interface CreateGroupOptions {
-  /** `$` (only new entries, the default like the spec's redis-cli line), `0` (the whole stream), or an id. */
+  /** `$` (only new entries, the default, as in docs/DESIGN.md's `XGROUP CREATE`), `0` (the whole stream), or an id. */
   readonly start?: string
   /** Create the stream when missing (`MKSTREAM`). Default true. */
   readonly mkStream?: boolean

@@ -37,7 +37,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamSink a
         expect(expected.length).toBeGreaterThan(1000)
         entries.forEach((entry, i) => {
           const event = expected[i]!
-          // The spec's consumers read `event`; the small fields route and dedupe without parsing.
+          // The contract's consumers (docs/DESIGN.md) read `event`; the small fields route and dedupe without parsing.
           expect(Envelope.native.decodeSync(entry.fields.event!)).toEqual(event)
           expect(entry.fields).toEqual({
             event: entry.fields.event,

@@ -1,6 +1,6 @@
 /**
- * The spec's `redis-cli` lines ("Consuming events", "Monitoring", "Stream management"), run for real with
- * `redis-cli -u <url> …` against a stream the sink wrote, and checked against what the spec says they do (and
+ * The contract's `redis-cli` lines (docs/DESIGN.md: "Consuming", "Monitoring", "Stream management"), run for real with
+ * `redis-cli -u <url> …` against a stream the sink wrote, and checked against what the contract says they do (and
  * against `StreamAdmin`'s typed reading of the same state).
  */
 import { spawn } from "node:child_process"
@@ -91,7 +91,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("the spec's redis-
           const read = (yield* Fiber.join(reading)) as Record<string, Array<JsonEntry>>
           const delivered = read[stream]!
           expect(delivered.length).toBe(10)
-          // Each entry carries the `event` field the spec's consumers decode, plus the routing fields.
+          // Each entry carries the `event` field the contract's consumers decode (docs/DESIGN.md), plus routing fields.
           const events = delivered.map(([, flat]) => Envelope.native.decodeSync(fieldsOf(flat).event!))
           expect(events.map((e) => e.position)).toEqual(
             Array.from({ length: 10 }, (_, i) => Position.fromSequence(21 + i))
@@ -143,7 +143,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("the spec's redis-
 
           // redis-cli XCLAIM orders.events mygroup worker2 60000 <id>: nothing yet, the entry is not 60 s idle.
           expect(yield* cliJson(url, ["XCLAIM", stream, "mygroup", "worker2", 60000, ids[1]!])).toEqual([])
-          // Age it past the threshold (XCLAIM … IDLE sets an entry's idle time), then the spec's line claims it.
+          // Age it past the threshold (XCLAIM … IDLE sets an entry's idle time), then the contract's line claims it.
           yield* cli(url, ["XCLAIM", stream, "mygroup", "consumer1", 0, ids[1]!, "IDLE", 61000, "JUSTID"])
           const claimed = (yield* cliJson(url, [
             "XCLAIM",

@@ -1,5 +1,5 @@
 /**
- * `redflow stream info|groups|pending|trim|claim`: the spec's stream-management commands, with readable and JSON
+ * `redflow stream info|groups|pending|trim|claim`: docs/DESIGN.md's stream-management commands, with readable and JSON
  * output, on `StreamAdmin`.
  */
 import * as Duration from "effect/Duration"
