@@ -4,7 +4,10 @@
  */
 import * as Net from "node:net"
 import { describe, expect, layer } from "@effect/vitest"
-import { Effect, Exit, Layer, Stream } from "effect"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Context, Effect, Exit, Fiber, Layer, Schedule, Scope, Stream } from "effect"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
@@ -57,8 +60,12 @@ const redisPing: PipelineHealth.Check<RedisConnection.RedisConnection> = {
 }
 
 /** A connection, a memory checkpoint store, and the metrics server on a free port with a Redis PING check. */
-const appLayer = (url: string, server: MetricsServer.Options = {}) => {
-  const connection = RedisConnection.layer({ url })
+const appLayer = (
+  url: string,
+  server: MetricsServer.Options = {},
+  connectionOptions: Omit<RedisConnection.Options, "url"> = {}
+) => {
+  const connection = RedisConnection.layer({ url, ...connectionOptions })
   return Layer.mergeAll(
     MetricsServer.layer({ port: 0, host: "127.0.0.1", ...server }).pipe(
       Layer.provideMerge(PipelineHealth.layer({ checks: [redisPing] }))
@@ -189,6 +196,99 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("MetricsServer aga
       expect(yield* redis.run((client) => client.xlen(`${pipeline}.events`))).toBe(500)
     }).pipe(Effect.provide(appLayerFromServer({ prefix: "acme" })))
   )
+})
+
+/** Polls `/ready` until `until` holds for its status and body (every 100 ms, for up to `seconds`). */
+const readyUntil = (
+  url: string,
+  until: (status: number, body: { status: string; reasons: ReadonlyArray<string> }) => boolean,
+  seconds = 60
+) =>
+  get(`${url}/ready`).pipe(
+    Effect.map((r) => ({ status: r.status, body: JSON.parse(r.body) })),
+    Effect.repeat({
+      until: (r) => until(r.status, r.body),
+      schedule: Schedule.spaced("100 millis"),
+      times: seconds * 10
+    }),
+    Effect.filterOrFail(
+      (r) => until(r.status, r.body),
+      (r) => new Error(`/ready never matched; last: ${r.status} ${JSON.stringify(r.body)}`)
+    )
+  )
+
+describe("MetricsServer through a Redis outage", () => {
+  layer(Layer.empty, { excludeTestServices: true })("readiness", (it) => {
+    it.effect(
+      "/ready: 200 while the sink writes, 503 (retrying) while Redis is down, 200 once it writes again",
+      () =>
+        Effect.gen(function* () {
+          const pipeline = unique("outage")
+          const stream = `${pipeline}.events`
+          // Redis with an fsync'ed append-only file in a directory of the test's, so a restart keeps what it had
+          // acknowledged (the sink checks that), on a port of the test's, so it comes back where the client expects.
+          const dir = yield* Effect.acquireRelease(
+            Effect.sync(() => mkdtempSync(join(tmpdir(), "redflow-outage-"))),
+            (d) => Effect.sync(() => rmSync(d, { recursive: true, force: true }))
+          )
+          const port = yield* Effect.promise(() => RedisTestServer.freePort())
+          const serve = RedisTestServer.spawn({
+            port,
+            args: ["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"]
+          })
+          const firstLife = yield* Scope.make()
+          const redis = yield* Scope.provide(serve, firstLife)
+          const app = yield* Layer.build(appLayer(redis.url))
+          const server = Context.get(app, MetricsServer.MetricsServer)
+          // A paced source that outlasts the test: the sink keeps writing before, during and after the outage.
+          const sink = yield* SyntheticSource.make({ count: 10_000_000, ratePerSecond: 200, chunkSize: 10 }).pipe(
+            Stream.run(RedisStreamSink.make({ stream, pipeline, batch: { maxEvents: 100 } })),
+            PipelineHealth.track(pipeline),
+            Effect.provideContext(app),
+            Effect.forkScoped
+          )
+          const xlen = RedisConnection.RedisConnection.use((r) => r.run((client) => client.xlen(stream))).pipe(
+            Effect.provideContext(app)
+          )
+
+          yield* readyUntil(server.url, (status) => status === 200)
+          // Entries land before the outage.
+          const before = yield* xlen.pipe(
+            Effect.repeat({ until: (n) => n > 0, schedule: Schedule.spaced("100 millis"), times: 600 })
+          )
+          expect(before).toBeGreaterThan(0)
+
+          // Redis dies (SIGKILL): the writes fail and are retried; not ready, and it says why.
+          yield* Effect.sync(() => process.kill(redis.pid, "SIGKILL"))
+          const outage = yield* readyUntil(
+            server.url,
+            (status, body) =>
+              status === 503 && body.reasons.some((r) => r.startsWith(`${pipeline} is retrying after Redis`))
+          )
+          expect(outage.body.status).toBe("not-ready")
+          yield* Scope.close(firstLife, Exit.void)
+
+          // Redis is back: readiness returns once the sink writes again, and it goes on writing.
+          yield* serve
+          const back = yield* readyUntil(server.url, (status) => status === 200)
+          expect(back.body).toMatchObject({ status: "ready", reasons: [] })
+          const written = yield* xlen
+          yield* xlen.pipe(
+            Effect.repeat({ until: (n) => n > written, schedule: Schedule.spaced("100 millis"), times: 600 })
+          )
+          expect(yield* xlen).toBeGreaterThan(written)
+          const health = JSON.parse((yield* get(`${server.url}/health`)).body)
+          expect(health.components[pipeline]).toMatchObject({
+            state: "running",
+            lastError: expect.stringMatching(/^Redis/)
+          })
+          // One component, under the name the application tracks: the sink registered nothing else.
+          expect(Object.keys(health.components)).toEqual([pipeline])
+          yield* Fiber.interrupt(sink)
+        }),
+      180_000
+    )
+  })
 })
 
 describe("MetricsServer without Redis", () => {

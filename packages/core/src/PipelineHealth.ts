@@ -6,7 +6,10 @@
  * - ready: every component is running and every check passes.
  *
  * The application reports its components' states (or wraps them with {@link track}); the checks are effects it
- * injects, so this module knows nothing about Redis.
+ * injects, so this module knows nothing about Redis. A component is named by the application: `RedisStreamSink`
+ * reports its failed writes under its `pipeline` name, so `track(pipeline)` around the sink is one component whose
+ * state goes `running` → `retrying` (a write failed and is being tried again: not ready) → `running` (a write went
+ * through) → `stopped` or `failed`.
  *
  * @example
  * ```ts
@@ -28,8 +31,11 @@ import * as Layer from "effect/Layer"
 import * as Predicate from "effect/Predicate"
 import * as Ref from "effect/Ref"
 
-/** Where a component is in its life. */
-export type ComponentState = "starting" | "running" | "stopped" | "failed"
+/**
+ * Where a component is in its life. `retrying`: running, but its last attempt failed and is being tried again
+ * (Redis down, say); alive, not ready.
+ */
+export type ComponentState = "starting" | "running" | "retrying" | "stopped" | "failed"
 
 export interface ComponentStatus {
   readonly state: ComponentState
@@ -74,8 +80,18 @@ export interface ReadinessReport {
 export interface PipelineHealthService {
   /** Sets a component's state; `error` is recorded as its last error. */
   readonly set: (component: string, state: ComponentState, error?: string) => Effect.Effect<void>
-  /** Records an error of a component without changing its state (a retried write, a reconnect). */
+  /**
+   * Records an error of a component already reported, without changing its state. An unknown component is left
+   * unknown: an error alone never registers a component that nothing would mark running.
+   */
   readonly recordError: (component: string, error: string) => Effect.Effect<void>
+  /**
+   * A failed attempt that is being tried again (a retried write): records the error, and a `running` (or not yet
+   * reported) component becomes `retrying`, not ready, until {@link recovered}. Other states keep their state.
+   */
+  readonly retrying: (component: string, error: string) => Effect.Effect<void>
+  /** An attempt succeeded again: a `retrying` component is `running`; any other state is left as it is. */
+  readonly recovered: (component: string) => Effect.Effect<void>
   readonly components: Effect.Effect<Readonly<Record<string, ComponentStatus>>>
   readonly health: Effect.Effect<HealthReport>
   /** Runs the checks (concurrently, each bounded by its timeout). */
@@ -134,8 +150,34 @@ export const make = <R = never>(
     const recordError = (component: string, error: string) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Ref.update(state, (all) => {
-          const previous = all[component] ?? { state: "starting" as const, since: iso(now) }
+          const previous = all[component]
+          if (previous === undefined) return all
           return { ...all, [component]: { ...previous, lastError: error, lastErrorAt: iso(now) } }
+        })
+      )
+
+    const retrying = (component: string, error: string) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Ref.update(state, (all) => {
+          const previous = all[component]
+          const degrade = previous === undefined || previous.state === "running"
+          const status: ComponentStatus = {
+            state: degrade ? "retrying" : previous.state,
+            since: degrade ? iso(now) : previous.since,
+            lastError: error,
+            lastErrorAt: iso(now)
+          }
+          return { ...all, [component]: status }
+        })
+      )
+
+    const recovered = (component: string) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Ref.update(state, (all) => {
+          const previous = all[component]
+          if (previous?.state !== "retrying") return all
+          const status: ComponentStatus = { ...previous, state: "running", since: iso(now) }
+          return { ...all, [component]: status }
         })
       )
 
@@ -177,7 +219,8 @@ export const make = <R = never>(
       if (names.length === 0) reasons.push("no pipeline component has started")
       for (const name of names) {
         const c = components[name]!
-        if (c.state !== "running") reasons.push(`${name} is ${c.state}`)
+        if (c.state === "retrying") reasons.push(`${name} is retrying after ${c.lastError ?? "an error"}`)
+        else if (c.state !== "running") reasons.push(`${name} is ${c.state}`)
       }
       for (const [name, result] of results) {
         if (!result.ok) reasons.push(`check ${name} failed: ${result.error}`)
@@ -190,7 +233,15 @@ export const make = <R = never>(
       } satisfies ReadinessReport
     })
 
-    return PipelineHealth.of({ set, recordError, components: Ref.get(state), health, readiness })
+    return PipelineHealth.of({
+      set,
+      recordError,
+      retrying,
+      recovered,
+      components: Ref.get(state),
+      health,
+      readiness
+    })
   })
 
 /**

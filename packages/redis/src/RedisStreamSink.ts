@@ -856,16 +856,16 @@ const start = <E, R>(
     const health = yield* Effect.serviceOption(PipelineHealth.PipelineHealth)
     const component = config.pipeline
     let failing = false
+    const reportRetrying = (error: RedisError) =>
+      Option.isSome(health)
+        ? Effect.suspend(() => {
+            failing = true
+            return health.value.retrying(component, `${error._tag}: ${error.message}`)
+          })
+        : Effect.void
     const onError = (error: RedisError) =>
       Metric.update(Metric.withAttributes(Metrics.sinkErrors, { ...attributes, kind: error._tag }), 1).pipe(
-        Effect.andThen(
-          Option.isSome(health)
-            ? Effect.suspend(() => {
-                failing = true
-                return health.value.retrying(component, `${error._tag}: ${error.message}`)
-              })
-            : Effect.void
-        )
+        Effect.andThen(reportRetrying(error))
       )
     const onWritten = Effect.suspend(() => {
       if (!failing || Option.isNone(health)) return Effect.void
@@ -905,7 +905,11 @@ const start = <E, R>(
         }
         if (worst !== undefined) return yield* Effect.fail(worst)
         return out
-      }).pipe((tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry))
+      }).pipe(
+        Effect.tapError(reportRetrying),
+        (tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry),
+        Effect.tap(() => onWritten)
+      )
 
     // Before anything is written: may this user run the script's commands on the streams known now (constant names
     // and the dead-letter stream)? A stream named by a template is checked the same way at its first write.

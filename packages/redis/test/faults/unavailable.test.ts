@@ -36,7 +36,7 @@ describe("server unavailable (spec: connection refused → retries with backoff;
 
       // An application that tracks health sees the retried failures as the sink's last error.
       const components = yield* health.components
-      expect(components[`sink:${prefix}`]?.lastError).toContain("RedisUnavailable")
+      expect(components[prefix]?.lastError).toContain("RedisUnavailable")
 
       yield* RedisTestServer.make({ port })
       const batches = yield* Fiber.join(run.fiber)
