@@ -127,9 +127,7 @@ describe("redflow consume", () => {
 
 describe("redflow demo", () => {
   it("runs the source, the sink and a consumer group end to end; the --json summary matches the streams", async () => {
-    const r = await run(["demo", "--events", "6000", "--redis", server.url, "--metrics-port", "0", "--json"], {
-      timeoutMs: 30_000
-    })
+    const r = await run(["demo", "--events", "6000", "--redis", server.url, "--metrics-port", "0", "--json"])
     expect(r.code, r.stderr).toBe(0)
     const summary = JSON.parse(r.stdout)
     expect(summary).toMatchObject({
@@ -169,7 +167,7 @@ describe("redflow demo", () => {
     await new Promise<void>((resolve) => blocker.listen(0, () => resolve()))
     const port = (blocker.address() as Net.AddressInfo).port
     try {
-      const r = await run(["demo", "--events", "2000", "--metrics-port", String(port)], { timeoutMs: 30_000 })
+      const r = await run(["demo", "--events", "2000", "--metrics-port", String(port)])
       expect(r.code, r.stderr).toBe(0)
       expect(r.stdout).toMatch(
         /No --redis and no REDIS_URL: started redis-server at redis:\/\/127\.0\.0\.1:\d+ \(pid \d+\)/

@@ -18,6 +18,12 @@ export interface Result {
   readonly stderr: string
 }
 
+/**
+ * How long a run may take by default. A CLI process spends seconds just loading Node and Effect on a machine whose
+ * two cores are shared with other test files and other work: this is a bound for a hung process, not a speed claim.
+ */
+export const RUN_TIMEOUT_MS = 150_000
+
 export interface RunOptions {
   /** Extra environment; `REDIS_URL` is removed unless given here. */
   readonly env?: Record<string, string>
@@ -43,8 +49,12 @@ export const start = (args: ReadonlyArray<string>, options: RunOptions = {}) => 
   const done = new Promise<Result>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL")
-      reject(new Error(`redflow ${args.join(" ")} did not finish in ${options.timeoutMs ?? 30_000} ms\n${out.stderr}`))
-    }, options.timeoutMs ?? 30_000)
+      reject(
+        new Error(
+          `redflow ${args.join(" ")} did not finish in ${options.timeoutMs ?? RUN_TIMEOUT_MS} ms\n${out.stderr}`
+        )
+      )
+    }, options.timeoutMs ?? RUN_TIMEOUT_MS)
     child.on("exit", (code, signal) => {
       clearTimeout(timer)
       // Let the pipes drain after the exit event.
@@ -58,7 +68,7 @@ export const start = (args: ReadonlyArray<string>, options: RunOptions = {}) => 
 export const run = (args: ReadonlyArray<string>, options: RunOptions = {}): Promise<Result> => start(args, options).done
 
 /** Polls `f` until it returns a value other than `undefined`. */
-export const waitFor = async <A>(f: () => Promise<A | undefined> | A | undefined, timeoutMs = 10_000): Promise<A> => {
+export const waitFor = async <A>(f: () => Promise<A | undefined> | A | undefined, timeoutMs = 60_000): Promise<A> => {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await f()

@@ -259,16 +259,14 @@ describe("SyntheticSource", () => {
     })
   )
 
-  it.live("generates 100,000 events well under a second", () =>
+  // How fast is a benchmark, not a test (it failed on a loaded machine): `pnpm bench:source`.
+  it.effect("generates 100,000 events, each position once and in order", () =>
     Effect.gen(function* () {
-      yield* collect({ count: 10_000 }) // warm up
-      const started = performance.now()
       const events = yield* Stream.runCollect(SyntheticSource.make({ count: 100_000 }))
-      const elapsed = performance.now() - started
       assert.strictEqual(events.length, 100_000)
-      yield* Effect.logInfo(`100,000 synthetic events in ${elapsed.toFixed(0)} ms`)
-      // Generous for a loaded CI machine; about 0.2 to 0.4 s on a 2-core runner.
-      assert.isBelow(elapsed, 1500)
+      assert.strictEqual(events[0]!.position, Position.fromSequence(1))
+      assert.strictEqual(events[99_999]!.position, Position.fromSequence(100_000))
+      assert.strictEqual(new Set(events.map((e) => e.position)).size, 100_000)
     })
   )
 })
