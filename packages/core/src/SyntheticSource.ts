@@ -65,6 +65,12 @@ export const defaults = {
 /** Chunks are sized so a paced stream wakes up about every 10 ms. */
 const PACING_TICKS_PER_SECOND = 100
 
+/**
+ * About the most bytes of row images in one chunk (an update carries two): with large payloads a chunk holds a few
+ * events rather than `chunkSize` of them, so what the source hands over at once stays small.
+ */
+const CHUNK_BYTES = 4 * 1024 * 1024
+
 const decodeOptions = Schema.decodeUnknownResult(Options)
 
 const generatorOf = (o: Options): Synthetic.Generator =>
@@ -101,7 +107,11 @@ export const make = (options: Options = {}): Stream.Stream<CdcEvent> =>
     const last = o.count ?? Number.MAX_SAFE_INTEGER
     const first = o.from === undefined ? 1 : Number(Position.toSequence(o.from)) + 1
     const rate = o.ratePerSecond
-    const maxChunk = o.chunkSize ?? defaults.chunkSize
+    const payload = o.payloadBytes ?? 0
+    const maxChunk = Math.min(
+      o.chunkSize ?? defaults.chunkSize,
+      payload === 0 ? Number.MAX_SAFE_INTEGER : Math.max(1, Math.floor(CHUNK_BYTES / (2 * payload)))
+    )
     const chunkSize =
       rate === undefined ? maxChunk : Math.max(1, Math.min(maxChunk, Math.round(rate / PACING_TICKS_PER_SECOND)))
 
@@ -151,5 +161,13 @@ export const source = (options: Options = {}): Source => ({
 /** The event at sequence `n` (1-based) of a run with these options, without running a stream. */
 export const eventAt = (n: number, options: Omit<Options, "from" | "count" | "ratePerSecond"> = {}): CdcEvent => {
   if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`a synthetic sequence is an integer >= 1, got ${n}`)
-  return generatorOf(Schema.decodeUnknownSync(Options)(options)).event(n)
+  // Callers look up many events with one options object: build its generator (padding text included) once.
+  let generator = generators.get(options)
+  if (generator === undefined) {
+    generator = generatorOf(Schema.decodeUnknownSync(Options)(options))
+    generators.set(options, generator)
+  }
+  return generator.event(n)
 }
+
+const generators = new WeakMap<object, Synthetic.Generator>()

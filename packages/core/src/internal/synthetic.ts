@@ -106,6 +106,8 @@ const SALT_PAD = 6
 const SALT_REF = 7
 
 const PAD_WINDOW = 4096
+/** Longest stretch of padding text made of distinct words; longer notes repeat it. */
+const PAD_PERIOD = 64 * 1024
 
 type Kind = "customers" | "orders" | "payments" | "generic"
 
@@ -258,18 +260,24 @@ export const make = (options: GeneratorOptions): Generator => {
   const payloadBytes = options.payloadBytes
   // Notes start at one of the words in the first PAD_WINDOW characters, and the text runs long enough past that
   // window for any note to be whole.
+  // Past PAD_PERIOD the text repeats itself: a note of 100 MB then costs one flat string, not millions of hashed
+  // words in an array first (8 s and 400 MB before this bound).
   let padText = ""
   const wordStarts: Array<number> = []
   if (payloadBytes !== undefined) {
     const parts: Array<string> = []
     let length = 0
-    for (let i = 0; length < payloadBytes + PAD_WINDOW; i++) {
+    for (let i = 0; length < Math.min(payloadBytes, PAD_PERIOD) + PAD_WINDOW; i++) {
       const word = WORDS[pick(WORDS.length, seed, SALT_PAD, i)]!
       if (length < PAD_WINDOW) wordStarts.push(length)
       parts.push(word)
       length += word.length + 1
     }
     padText = parts.join(" ")
+    if (payloadBytes > PAD_PERIOD) {
+      const unit = `${padText} `
+      padText = unit.repeat(Math.ceil((payloadBytes + PAD_WINDOW) / unit.length) + 1)
+    }
   }
 
   const refId = (table: Table | undefined, x: number, n: number, fallback: number): number => {
