@@ -80,7 +80,7 @@ const stop = (code: number) => {
   state.main?.interruptUnsafe()
   setTimeout(() => {
     write(
-      `redflow: error: still closing connections and servers ${CLOSE_GRACE_MS / 1000} s after stopping; exiting now`
+      `redflow: error: still closing (acknowledgements in flight, connections, servers) ${CLOSE_GRACE_MS / 1000} s after stopping; exiting now`
     )
     process.exit(state.exitCode ?? code)
   }, CLOSE_GRACE_MS).unref()
