@@ -21,9 +21,12 @@ import * as Schema from "effect/Schema"
 import * as Semaphore from "effect/Semaphore"
 import * as Position from "./Position.ts"
 
-/** A checkpoint that could not be read or written. */
+/**
+ * A checkpoint that could not be read or written. `open` is the check a store makes when it is built, that it will
+ * be able to write (its `key` is then the store's, not a checkpoint's): found before a pipeline writes anything.
+ */
 export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", {
-  operation: Schema.Literals(["load", "commit"]),
+  operation: Schema.Literals(["open", "load", "commit"]),
   key: Schema.String,
   /** The checkpoint file, for file-backed stores. */
   path: Schema.optionalKey(Schema.String),
@@ -31,6 +34,7 @@ export class CheckpointError extends Schema.TaggedError<CheckpointError>()("Chec
   cause: Schema.optionalKey(Schema.Defect())
 }) {
   override get message(): string {
+    if (this.operation === "open") return `cannot write checkpoints to ${this.path ?? this.key}: ${this.reason}`
     const where = this.path === undefined ? "" : ` in ${this.path}`
     return `cannot ${this.operation} checkpoint ${JSON.stringify(this.key)}${where}: ${this.reason}`
   }
@@ -113,6 +117,11 @@ const isErrno = (e: unknown, code: string): boolean =>
  * last written, so stores sharing a file in one process keep each other's keys; separate processes should not share
  * a file (the file is read once, at the first commit).
  *
+ * Making the store proves that commits can be written: it creates the directory if needed, then creates, fsyncs
+ * and removes a temporary file in it, and opens the directory for its fsync. A path that cannot be written (a
+ * read-only directory, a read-only file system, a full disk) fails here with a {@link CheckpointError} (`operation:
+ * "open"`) naming the path, the errno and the fix, before a pipeline has written anything it would then replay.
+ *
  * This uses `node:fs/promises` directly rather than Effect's `FileSystem`: the layer then needs no platform layer,
  * and the directory fsync (opening a directory read-only and fsyncing its descriptor) is plain POSIX here.
  *
@@ -121,8 +130,8 @@ const isErrno = (e: unknown, code: string): boolean =>
  * program.pipe(Effect.provide(CheckpointStore.layerFile("/var/lib/redflow/checkpoints.json")))
  * ```
  */
-export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"]> =>
-  Effect.sync(() => {
+export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"], CheckpointError> =>
+  Effect.suspend(() => {
     const target = NodePath.resolve(path)
     const file = fileOf(target)
 
@@ -155,7 +164,7 @@ export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"]
         })
       )
 
-    return CheckpointStore.of({
+    const service = CheckpointStore.of({
       load: (key) =>
         Effect.map(read("load", key), (content) =>
           Object.hasOwn(content.checkpoints, key) ? Option.some(content.checkpoints[key]!) : Option.none()
@@ -181,7 +190,66 @@ export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"]
           })
         )
     })
+    return Effect.as(probe(file), service)
   })
+
+/** Why a path cannot be written, and what to do about it, by errno. */
+const unwritable = (directory: string, cause: unknown): string => {
+  const code = Predicate.isError(cause) ? (cause as NodeJS.ErrnoException).code : undefined
+  const uid = typeof process.getuid === "function" ? ` (uid ${process.getuid()})` : ""
+  const detail = `${code ?? "error"}: ${describe(cause)}`
+  switch (code) {
+    case "EACCES":
+    case "EPERM":
+      return `the directory ${directory} does not let this user${uid} create files (${detail}); make it writable for this user, or choose a checkpoint path in a writable directory`
+    case "EROFS":
+      return `${directory} is on a read-only file system (${detail}); choose a checkpoint path on a writable one`
+    case "ENOSPC":
+    case "EDQUOT":
+      return `no space left for a file in ${directory} (${detail}); free some space or choose another checkpoint path`
+    case "ENOTDIR":
+    case "EEXIST":
+      return `a part of ${directory} is not a directory (${detail}); choose a checkpoint path in a directory`
+    default:
+      return `a file cannot be created and synced in ${directory} (${detail})`
+  }
+}
+
+/**
+ * Proves that a commit can be written: the directory exists (created if needed), a file can be created, written,
+ * fsynced and removed in it, and the directory can be opened for its own fsync (the handle is kept for commits).
+ */
+const probe = (file: CheckpointFile): Effect.Effect<void, CheckpointError> => {
+  const directory = NodePath.dirname(file.target)
+  return Effect.tryPromise({
+    try: async () => {
+      await Fs.mkdir(directory, { recursive: true })
+      const temp = NodePath.join(
+        directory,
+        `.${NodePath.basename(file.target)}.${process.pid}.${randomBytes(6).toString("hex")}.probe`
+      )
+      const handle = await Fs.open(temp, "wx", 0o644)
+      try {
+        await handle.writeFile("redflow checkpoint probe\n")
+        await handle.sync()
+      } finally {
+        await handle.close()
+        await Fs.rm(temp, { force: true })
+      }
+      if (file.directory === undefined) {
+        file.directory = process.platform === "win32" ? "none" : await Fs.open(directory, "r")
+      }
+    },
+    catch: (cause) =>
+      new CheckpointError({
+        operation: "open",
+        key: "",
+        path: file.target,
+        reason: unwritable(directory, cause),
+        cause
+      })
+  })
+}
 
 /**
  * What this process knows of one checkpoint file, shared by every store on the same path: the lock that serializes
@@ -231,4 +299,5 @@ const writeAtomically = async (file: CheckpointFile, text: string): Promise<void
 }
 
 /** A store in one JSON file; see {@link makeFile}. */
-export const layerFile = (path: string): Layer.Layer<CheckpointStore> => Layer.effect(CheckpointStore, makeFile(path))
+export const layerFile = (path: string): Layer.Layer<CheckpointStore, CheckpointError> =>
+  Layer.effect(CheckpointStore, makeFile(path))
