@@ -7,7 +7,11 @@
  *   backpressure on the source) is in charge, and memory stays bounded while Redis is down;
  * - no automatic re-send of unanswered commands after a reconnect: a lost reply is an unknown outcome that the
  *   sink's write protocol resolves, not a blind duplicate;
- * - authentication failures stop the reconnect loop and fail every later call with `RedisAuthFailed` at once.
+ * - authentication failures stop the reconnect loop and fail every later call with `RedisAuthFailed` at once;
+ * - a database the server does not have (`SELECT` refused) is a configuration error, not a silent fall back to db 0;
+ * - while it cannot connect, a call fails with the server and the real cause (refused, a host name that does not
+ *   resolve, a TLS handshake that failed, the server's own refusal such as `maxclients`), not ioredis's "Stream isn't
+ *   writeable".
  *
  * @example
  * ```ts
@@ -27,13 +31,24 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as Metrics from "@redflow/core/Metrics"
-import { classify, RedisAuthFailed, RedisConfigError, type RedisError } from "./RedisError.ts"
+import { refusal } from "./internal/refusalProbe.ts"
+import {
+  classify,
+  connectionFailure,
+  RedisAuthFailed,
+  RedisCommandError,
+  RedisConfigError,
+  type RedisError,
+  RedisUnavailable,
+  serverRefusal
+} from "./RedisError.ts"
 import * as RedisUrl from "./RedisUrl.ts"
 
 export type Client = Redis | Cluster
@@ -147,7 +162,35 @@ export const resolve = (options: Options): Effect.Effect<ResolvedOptions, RedisC
 
 interface ClientState {
   authError: RedisAuthFailed | undefined
+  /** The server refused to `SELECT` the URL's database: the client stopped, nothing may go to another database. */
+  dbError: RedisConfigError | undefined
+  /** Why the client last failed to connect, in words to show (cleared once ready); `refusal` when the server said it. */
+  lastFailure: { readonly message: string; readonly refusal: boolean } | undefined
+  probing: boolean
 }
+
+// The connection cannot work as configured: stop reconnecting.
+const stopped = (state: ClientState) => state.authError !== undefined || state.dbError !== undefined
+
+const selectFailed = (db: number, description: string, reply: string) =>
+  new RedisConfigError({
+    field: "url",
+    message: /^ERR DB index is out of range\b/.test(reply)
+      ? `database ${db} of ${description} does not exist: the server answered SELECT ${db} with "${reply}"; ` +
+        `use a database from 0 to its "databases" setting minus one (0-15 by default), or raise "databases"`
+      : `database ${db} of ${description} cannot be selected: the server answered SELECT ${db} with "${reply}"; ` +
+        `check the database in the URL (the number after the host)`
+  })
+
+// What a call gets once the client stopped on a refused SELECT: fatal, with the same words.
+const selectFailedCall = (error: RedisConfigError) =>
+  new RedisCommandError({ message: error.message, code: "ERR", command: "SELECT" })
+
+const isSelectReply = (u: unknown): boolean =>
+  (u as { command?: { name?: unknown } } | null)?.command?.name === "select"
+
+// ioredis's words for "not connected now"; the reason is in the client's last connection error.
+const NOT_CONNECTED = /^(Stream isn't writeable|Connection is closed)/
 
 const tlsOptions = (resolved: ResolvedOptions): TlsOptions | undefined => {
   if (!resolved.url.tls) return undefined
@@ -181,7 +224,7 @@ const baseOptions = (resolved: ResolvedOptions, state: ClientState, commandTimeo
     maxRetriesPerRequest: 0,
     enableReadyCheck: true,
     // ioredis reconnects after WRONGPASS/NOAUTH by design: stop once the auth error is known.
-    retryStrategy: (times) => (state.authError !== undefined ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)),
+    retryStrategy: (times) => (stopped(state) ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)),
     reconnectOnError: () => false
   }
 }
@@ -204,8 +247,7 @@ const createClient = (resolved: ResolvedOptions, state: ClientState, commandTime
         ...(sentinelPassword !== undefined ? { sentinelPassword: Redacted.value(sentinelPassword) } : {}),
         ...(url.tls ? { enableTLSForSentinelMode: true } : {}),
         failoverDetector: true,
-        sentinelRetryStrategy: (times: number) =>
-          state.authError !== undefined ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)
+        sentinelRetryStrategy: (times: number) => (stopped(state) ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000))
       })
     }
     case "cluster": {
@@ -216,8 +258,7 @@ const createClient = (resolved: ResolvedOptions, state: ClientState, commandTime
         enableReadyCheck: true,
         maxRedirections: 16,
         retryDelayOnMoved: 0,
-        clusterRetryStrategy: (times) =>
-          state.authError !== undefined ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000),
+        clusterRetryStrategy: (times) => (stopped(state) ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)),
         slotsRefreshTimeout: resolved.connectTimeoutMs
       }
       // ioredis's overloads add a reply-mapping generic that exactOptionalPropertyTypes cannot unify.
@@ -234,9 +275,11 @@ const open = (
   description: string,
   commandTimeoutMs: number,
   blocking = false
-): Effect.Effect<RedisConnectionService, RedisError, Scope.Scope> =>
+): Effect.Effect<RedisConnectionService, RedisError | RedisConfigError, Scope.Scope> =>
   Effect.gen(function* () {
-    const state: ClientState = { authError: undefined }
+    const state: ClientState = { authError: undefined, dbError: undefined, lastFailure: undefined, probing: false }
+    const probes = yield* FiberSet.make<void>()
+    const runProbe = yield* FiberSet.runtime(probes)<never>()
     const client = yield* Effect.acquireRelease(
       Effect.sync(() => createClient(resolved, state, commandTimeoutMs)),
       (client) =>
@@ -249,9 +292,46 @@ const open = (
               )
             ).pipe(Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.sync(() => client.disconnect()) }))
     )
+    const { url } = resolved
+    // Where a refusal probe can go: the one host of a standalone URL (Sentinel and Cluster resolve theirs).
+    const probeTarget =
+      url.kind === "standalone"
+        ? { ...url.hosts[0]!, tls: tlsOptions(resolved), timeoutMs: resolved.connectTimeoutMs }
+        : undefined
+    const noteConnectionError = (err: unknown) => {
+      const code = (err as { code?: unknown } | null)?.code
+      // Node's socket, DNS and TLS errors carry a code; reply errors do not.
+      if (typeof code !== "string") return
+      const reset = code === "ECONNRESET" || code === "EPIPE"
+      // A reset does not replace what the server itself said when it refused the previous attempt.
+      if (!(reset && state.lastFailure?.refusal === true)) {
+        state.lastFailure = { message: connectionFailure(err, url.tls), refusal: false }
+      }
+      // Dropped while still in the handshake: a server that refuses clients says why to a connection that is quiet.
+      if (reset && client.status === "connect" && probeTarget !== undefined && !state.probing) {
+        state.probing = true
+        runProbe(
+          refusal(probeTarget).pipe(
+            Effect.map((line) => {
+              if (Option.isSome(line) && client.status !== "ready") {
+                state.lastFailure = { message: serverRefusal(line.value), refusal: true }
+              }
+            }),
+            Effect.ensuring(Effect.sync(() => (state.probing = false)))
+          )
+        )
+      }
+    }
     client.on("error", (err: unknown) => {
+      // ioredis reports a refused SELECT of the handshake here and carries on in db 0: stop instead.
+      if (isSelectReply(err)) {
+        state.dbError ??= selectFailed(url.db, description, err instanceof Error ? err.message : String(err))
+        client.disconnect()
+        return
+      }
       const error = classify(err)
       if (error._tag === "RedisAuthFailed") state.authError = error
+      noteConnectionError(err)
     })
     const context = yield* Effect.context<never>()
     const reconnects = Metric.withAttributes(Metrics.reconnects, { client: resolved.options.clientName ?? "redflow" })
@@ -261,29 +341,44 @@ const open = (
     // Each "ready" completes the deferred of everyone waiting for it, and the next waiters get a fresh one.
     let ready = Deferred.makeUnsafe<void>()
     client.on("ready", () => {
+      state.lastFailure = undefined
       const reached = ready
       ready = Deferred.makeUnsafe<void>()
       Deferred.doneUnsafe(reached, Effect.void)
     })
     const nextReconnect = (): Effect.Effect<void> => Deferred.await(ready)
 
+    // A call made while the client is not connected fails at once (there is no offline queue) and says which server
+    // and why, from the client's last connection error, rather than ioredis's "Stream isn't writeable".
+    const notConnected = (original?: RedisError) =>
+      new RedisUnavailable({
+        message: `${description}: ${state.lastFailure?.message ?? `not connected (the client is ${client.status})`}`,
+        outcomeUnknown: original?._tag === "RedisUnavailable" && original.outcomeUnknown,
+        ...(original !== undefined ? { cause: original } : {})
+      })
+    const explain = (error: RedisError): RedisError =>
+      error._tag === "RedisUnavailable" && NOT_CONNECTED.test(error.message) ? notConnected(error) : error
+
     const run = <A>(
       f: (client: Client) => Promise<A>,
       context?: { readonly command?: string; readonly key?: string }
     ): Effect.Effect<A, RedisError> =>
-      Effect.suspend(() =>
-        state.authError !== undefined
-          ? Effect.fail(state.authError)
-          : Effect.tryPromise({
-              try: () => f(client),
-              catch: (cause) => {
-                const error = classify(cause, context)
-                if (error._tag === "RedisAuthFailed") state.authError = error
-                // A client closed by an auth failure answers "Connection is closed": report the real reason.
-                return state.authError ?? error
-              }
-            })
-      )
+      Effect.suspend(() => {
+        if (state.authError !== undefined) return Effect.fail(state.authError)
+        if (state.dbError !== undefined) return Effect.fail(selectFailedCall(state.dbError))
+        // What ioredis would refuse without sending: fail the same way (nothing sent), with the reason.
+        if (client.status !== "ready") return Effect.fail(notConnected())
+        return Effect.tryPromise({
+          try: () => f(client),
+          catch: (cause) => {
+            const error = classify(cause, context)
+            if (error._tag === "RedisAuthFailed") state.authError = error
+            // A client closed by an auth failure answers "Connection is closed": report the real reason.
+            if (state.authError !== undefined) return state.authError
+            return state.dbError !== undefined ? selectFailedCall(state.dbError) : explain(error)
+          }
+        })
+      })
 
     // Connect now so a bad password or ACL fails the layer at once. An unreachable server does not: the client
     // keeps reconnecting in the background and the sink's retry policy waits for it.
@@ -292,15 +387,17 @@ const open = (
         duration: Duration.millis(resolved.connectTimeoutMs),
         orElse: () => Effect.logWarning(`Redis at ${description} did not answer within the connect timeout`)
       }),
-      Effect.catch((error) => {
+      Effect.catch((error): Effect.Effect<void, RedisAuthFailed | RedisConfigError> => {
+        if (state.dbError !== undefined) return Effect.fail(state.dbError)
         const authError = state.authError ?? (error._tag === "RedisAuthFailed" ? error : undefined)
         if (authError !== undefined) {
           client.disconnect()
           return Effect.fail(authError)
         }
-        return Effect.logWarning(`Redis at ${description} is not reachable yet (${error.message}); will retry`)
+        return Effect.logWarning(`Redis at ${description} is not reachable yet (${explain(error).message}); will retry`)
       })
     )
+    if (state.dbError !== undefined) return yield* state.dbError
 
     const service: RedisConnectionService = {
       description,
@@ -317,7 +414,7 @@ const open = (
             ? Duration.toMillis(Duration.fromInputUnsafe(overrides.commandTimeout))
             : commandTimeoutMs,
           overrides?.blocking ?? false
-        )
+        ).pipe(Effect.mapError((error) => (error._tag === "RedisConfigError" ? selectFailedCall(error) : error)))
     }
     return service
   })

@@ -140,7 +140,7 @@ export const classify = (cause: unknown, context: { readonly command?: string; r
   const auth = AUTH_REPLY.exec(message)
   if (auth) return new RedisAuthFailed({ message, code: auth[1] as RedisAuthFailed["code"], cause })
   if (typeof code === "string" && TLS_CODES.has(code)) {
-    return new RedisAuthFailed({ message: `TLS: ${message}`, code: "TLS", cause })
+    return new RedisAuthFailed({ message: `TLS: ${connectionFailure(cause, true)}`, code: "TLS", cause })
   }
   if (/^OOM\b/.test(message)) return new RedisOutOfMemory({ message, cause })
   if (/^READONLY\b/.test(message)) return new RedisReadOnly({ message, cause })
@@ -171,7 +171,9 @@ export const classify = (cause: unknown, context: { readonly command?: string; r
     return new RedisUnavailable({ message, outcomeUnknown: true, cause })
   }
   if (
-    /^(Connection is closed|Stream isn't writeable|Reached the max retries per request)/.test(message) ||
+    /^(Connection is closed|Stream isn't writeable|Cluster isn't ready|Reached the max retries per request)/.test(
+      message
+    ) ||
     /None of (the )?(startup|sentinels)|Failed to refresh slots cache|All sentinels are unreachable/.test(message) ||
     name === "MaxRetriesPerRequestError" ||
     name === "ClusterAllFailedError"
@@ -180,6 +182,58 @@ export const classify = (cause: unknown, context: { readonly command?: string; r
   }
   return new RedisCommandError({ message, code: "UNKNOWN", cause, ...context })
 }
+
+const codeOf = (u: unknown): string | undefined => {
+  const code = (u as { code?: unknown } | null)?.code
+  return typeof code === "string" ? code : undefined
+}
+
+// Node's own text for a TLS socket that closed during the handshake (a plain server never answers one).
+const TLS_HANDSHAKE_CLOSED = /^Client network socket disconnected before secure TLS connection was established/
+
+/**
+ * Why a connection attempt failed, in words a user can act on: the cause as Node or the server gave it, and what to
+ * check. `tls` says whether the URL asked for TLS (`rediss://`). The caller prefixes the server.
+ *
+ * @example
+ * ```ts
+ * connectionFailure(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:6390"), { code: "ECONNREFUSED" }), false)
+ * // "connection refused (connect ECONNREFUSED 127.0.0.1:6390): nothing listens on that port; is the server running,
+ * //  and are the host and port right?"
+ * ```
+ */
+export const connectionFailure = (cause: unknown, tls: boolean): string => {
+  const message = messageOf(cause)
+  const code = codeOf(cause)
+  const tlsHint = "is the server speaking TLS on that port? A plain server needs redis://, a TLS one its tls-port"
+  switch (code) {
+    case "ECONNREFUSED":
+      return `connection refused (${message}): nothing listens on that port; is the server running, and are the host and port right?`
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return `the host name does not resolve (${message}); check the host in the URL`
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return `no route to the host (${message}); check the host in the URL and the network`
+    case "ETIMEDOUT":
+      return tls
+        ? `TLS handshake failed: no TLS connection within the connect timeout (${message}); ${tlsHint}`
+        : `no connection within the connect timeout (${message}); is the host reachable and the server answering?`
+  }
+  if (code === "ERR_SSL_WRONG_VERSION_NUMBER" || (tls && TLS_HANDSHAKE_CLOSED.test(message))) {
+    return `TLS handshake failed (${message}): ${tlsHint}`
+  }
+  return message
+}
+
+/**
+ * What a server that refused a new client before any command said (its first line, without the `-`), with the fix
+ * when it is a known refusal.
+ */
+export const serverRefusal = (line: string): string =>
+  /^ERR max number of clients reached\b/.test(line)
+    ? `the server refused the connection: ${line}; it is at its maxclients limit: raise maxclients or close idle clients`
+    : `the server refused the connection: ${line}`
 
 /** Whether a write that failed with this error may nevertheless have been applied by the server. */
 export const isOutcomeUnknown = (error: RedisError): boolean =>

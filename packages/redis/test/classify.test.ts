@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { classify, isOutcomeUnknown } from "../src/RedisError.ts"
+import { classify, connectionFailure, isOutcomeUnknown, serverRefusal } from "../src/RedisError.ts"
 
 const reply = (message: string) => Object.assign(new Error(message), { name: "ReplyError" })
 const sys = (code: string) => Object.assign(new Error(`connect ${code} 127.0.0.1:1`), { code })
@@ -62,5 +62,34 @@ describe("classify", () => {
       key: "orders.events"
     })
     expect(e).toMatchObject({ _tag: "RedisCommandError", code: "WRONGTYPE", command: "EVALSHA", key: "orders.events" })
+  })
+
+  it("treats a cluster client that is not ready as unavailable (nothing sent), not as a fatal command error", () => {
+    const e = classify(new Error("Cluster isn't ready and enableOfflineQueue options is false"))
+    expect(e._tag).toBe("RedisUnavailable")
+    expect(isOutcomeUnknown(e)).toBe(false)
+  })
+})
+
+describe("connectionFailure", () => {
+  it("gives the cause and what to check", () => {
+    expect(connectionFailure(sys("ECONNREFUSED"), false)).toBe(
+      "connection refused (connect ECONNREFUSED 127.0.0.1:1): nothing listens on that port; " +
+        "is the server running, and are the host and port right?"
+    )
+    expect(connectionFailure(sys("ENOTFOUND"), false)).toContain("does not resolve")
+    expect(connectionFailure(sys("ETIMEDOUT"), true)).toContain("is the server speaking TLS")
+    expect(connectionFailure(sys("ETIMEDOUT"), false)).not.toContain("TLS")
+    const closed = Object.assign(
+      new Error("Client network socket disconnected before secure TLS connection was established"),
+      { code: "ECONNRESET" }
+    )
+    expect(connectionFailure(closed, true)).toMatch(/^TLS handshake failed \(Client network socket/)
+    expect(connectionFailure(sys("EPIPE"), false)).toBe("connect EPIPE 127.0.0.1:1")
+  })
+
+  it("names the fix for a server at maxclients", () => {
+    expect(serverRefusal("ERR max number of clients reached")).toContain("raise maxclients")
+    expect(serverRefusal("ERR something else")).toBe("the server refused the connection: ERR something else")
   })
 })
