@@ -26,12 +26,52 @@ export interface Options {
 const toCheckpointError = (operation: "load" | "commit", key: string, hash: string) => (error: RedisError) =>
   new CheckpointError({ operation, key, reason: `${error._tag} on hash ${hash}: ${error.message}`, cause: error })
 
-/** Builds the store over the current {@link RedisConnection}. */
+/** The field the store writes (and removes) when it is built, to prove it may write the hash. */
+export const PROBE_FIELD = "redflow:write-probe"
+
+/** What to do about an error that keeps the store from writing its hash. */
+const fixFor = (error: RedisError, hash: string): string => {
+  switch (error._tag) {
+    case "RedisAuthFailed":
+      return `; grant this user HSET and HGET on the key (ACL SETUSER <user> ~${hash} +hset +hget), or choose another key`
+    case "RedisCommandError":
+      return /^WRONGTYPE\b/.test(error.message) ? `; ${hash} is not a hash: choose another key, or delete it` : ""
+    case "RedisReadOnly":
+      return "; the connection points at a read-only replica: point it at the master"
+    default:
+      return ""
+  }
+}
+
+/**
+ * Builds the store over the current {@link RedisConnection}. It first proves it may write its hash: an `HSET` of a
+ * probe field (never a checkpoint's), then its `HDEL`, so an ACL that denies the write, a key of another type or a
+ * replica fails here (`CheckpointError`, `operation: "open"`) rather than at the first commit, after a pipeline has
+ * written events it would then replay. Transient errors are retried like commits.
+ */
 export const make = (options: Options = {}) =>
   Effect.gen(function* () {
     const redis = yield* RedisConnection
     const hash = options.key ?? "redflow:checkpoints"
     const policies = FailurePolicy.make(options.policies, redis.topology)
+    yield* redis
+      .run((client) => client.hset(hash, PROBE_FIELD, "1"), { command: "HSET", key: hash })
+      .pipe(
+        Effect.retry(FailurePolicy.schedule(policies)),
+        Effect.mapError(
+          (error) =>
+            new CheckpointError({
+              operation: "open",
+              key: hash,
+              reason: `${error._tag} on HSET of hash ${hash}: ${error.message}${fixFor(error, hash)}`,
+              cause: error
+            })
+        )
+      )
+    // Removing the probe is tidiness, not a condition: commits need HSET only.
+    yield* redis
+      .run((client) => client.hdel(hash, PROBE_FIELD), { command: "HDEL", key: hash })
+      .pipe(Effect.retry(FailurePolicy.schedule(policies)), Effect.ignore)
     return CheckpointStore.of({
       load: (key) =>
         redis
@@ -64,5 +104,5 @@ export const make = (options: Options = {}) =>
   })
 
 /** The store as a layer; needs a {@link RedisConnection}. */
-export const layer = (options: Options = {}): Layer.Layer<CheckpointStore, never, RedisConnection> =>
+export const layer = (options: Options = {}): Layer.Layer<CheckpointStore, CheckpointError, RedisConnection> =>
   Layer.effect(CheckpointStore, make(options))
