@@ -163,6 +163,17 @@ const validate = (options: Options): Effect.Effect<Config, ConsumerConfigError> 
         throw configError("envelope", `envelope must be one of ${Envelope.formats.join(", ")}`)
       }
       const minIdleMs = durationMs("minIdle", options.minIdle, 30_000)
+      const deadLetterStream = nonEmpty("deadLetterStream", options.deadLetterStream ?? `${stream}.dead-letter`)
+      if (deadLetterStream === stream) {
+        // An entry dead-lettered into the stream it came from is read again, fails again and is copied again: one bad
+        // entry would become an endless flood of copies.
+        throw configError(
+          "deadLetterStream",
+          `deadLetterStream must not be the stream it consumes (${JSON.stringify(stream)}): a dead-lettered entry ` +
+            `would be read and dead-lettered again for ever; leave it unset for ${JSON.stringify(`${stream}.dead-letter`)} ` +
+            `or name another stream`
+        )
+      }
       return {
         stream,
         group,
@@ -175,7 +186,7 @@ const validate = (options: Options): Effect.Effect<Config, ConsumerConfigError> 
         claimIntervalMs: durationMs("claimInterval", options.claimInterval, Math.max(1, Math.round(minIdleMs / 2))),
         claim: options.claim ?? true,
         maxDeliveries: positiveInt("maxDeliveries", options.maxDeliveries, 5),
-        deadLetterStream: nonEmpty("deadLetterStream", options.deadLetterStream ?? `${stream}.dead-letter`),
+        deadLetterStream,
         recoverPending: options.recoverPending ?? true,
         policies: options.policies ?? {},
         errorsKey: `redflow:consumer-errors:${stream}:${group}`
@@ -183,6 +194,13 @@ const validate = (options: Options): Effect.Effect<Config, ConsumerConfigError> 
     },
     catch: (e) => (e instanceof ConsumerConfigError ? e : configError("options", String(e)))
   })
+
+/**
+ * Checks consumer options without connecting to Redis: fails with the {@link ConsumerConfigError} that
+ * {@link messages} and {@link run} would fail with (for a command line that reports bad flags before connecting).
+ */
+export const validateOptions = (options: Options): Effect.Effect<void, ConsumerConfigError> =>
+  Effect.asVoid(validate(options))
 
 // ---------------------------------------------------------------------------------------------------------------
 // Messages
@@ -344,6 +362,64 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
     StreamAdmin.createGroup(config.stream, config.group, { start: config.startId, mkStream: true })
   )
 
+  /**
+   * The highest entry id this consumer knows the group delivered: the last entry of its own reads, or the group's
+   * last-delivered id as the heartbeat last saw it (other consumers may have read further). Where a group destroyed
+   * under the consumer is created again.
+   */
+  let lastDelivered: { readonly id: string; readonly order: bigint } | undefined
+  const noteDelivered = (id: string | undefined) => {
+    const order = id === undefined ? undefined : idOrder(id)
+    if (order !== undefined && (lastDelivered === undefined || order > lastDelivered.order)) {
+      lastDelivered = { id: id!, order }
+    }
+  }
+
+  /**
+   * The group is gone under the running consumer: a read failed with `NOGROUP` (the group destroyed, or the stream
+   * deleted, maybe written again since), or with `UNBLOCKED` (`streamDeleted`: the stream was deleted, renamed or
+   * flushed while the read waited). Creates the group again without delivering anew what it had delivered:
+   *
+   * - the stream deleted, empty, or holding only entries after the last one the group delivered (a stream written
+   *   again: entry ids grow with time): from the start, as nothing in it was delivered;
+   * - otherwise (the same stream, its group destroyed) at the last entry this consumer knows the group delivered.
+   *   What the destroyed group had pending is not delivered again: Redis dropped that list with the group.
+   *
+   * Either way it says so at warning level. A group some other consumer created again first is left as it is.
+   */
+  const recreateGroup = (streamDeleted: boolean) =>
+    Effect.gen(function* () {
+      const known = lastDelivered
+      const first = streamDeleted ? undefined : (yield* retrying(StreamAdmin.range(config.stream, { count: 1 })))[0]
+      const firstOrder = first === undefined ? undefined : idOrder(first.id)
+      const fresh =
+        streamDeleted ||
+        first === undefined ||
+        (known !== undefined && firstOrder !== undefined && firstOrder > known.order)
+      const start = fresh ? "0" : (known?.id ?? config.startId)
+      const created = yield* retrying(StreamAdmin.createGroup(config.stream, config.group, { start, mkStream: true }))
+      if (!created) {
+        return yield* Effect.logInfo(`group ${config.group} of ${config.stream} was created again by another consumer`)
+      }
+      if (fresh) lastDelivered = undefined
+      yield* Effect.logWarning(
+        streamDeleted
+          ? `stream ${config.stream} no longer exists (deleted, renamed or flushed while this consumer waited) and ` +
+              `group ${config.group} went with it: created both again (XGROUP CREATE ${config.stream} ` +
+              `${config.group} 0 MKSTREAM); what the stream holds from now on is consumed`
+          : fresh
+            ? `group ${config.group} of stream ${config.stream} no longer exists, and the stream holds no entry the ` +
+              `group delivered (it was deleted and written again, or emptied): created the group again from the start`
+            : known !== undefined
+              ? `group ${config.group} of stream ${config.stream} no longer exists (destroyed, XGROUP DESTROY): ` +
+                `created it again at ${known.id}, the last entry this consumer knows the group delivered, so none up ` +
+                `to it is delivered again; entries the destroyed group had pending (delivered, not acknowledged) are ` +
+                `not redelivered`
+              : `group ${config.group} of stream ${config.stream} no longer exists (destroyed, XGROUP DESTROY): ` +
+                `created it again at ${start} (startId), as this consumer knows of no entry the group delivered`
+      )
+    }).pipe(Effect.annotateLogs({ stream: config.stream, group: config.group, consumer: config.consumer }))
+
   const ackIds = (messages: ReadonlyArray<Message>): Effect.Effect<void, RedisError> => {
     const ids: Array<string> = []
     const redelivered: Array<string> = []
@@ -449,7 +525,11 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
     retrying(
       Effect.forEach(
         ids,
-        (id) => StreamAdmin.pendingEntries(config.stream, config.group, { start: id, end: id, count: 1 }),
+        (id) =>
+          StreamAdmin.pendingEntries(config.stream, config.group, { start: id, end: id, count: 1 }).pipe(
+            // The group is gone (the read loop creates it again): the entry's delivery count went with it.
+            Effect.catchIf(isNoGroup, () => Effect.succeed([]))
+          ),
         { concurrency: "unbounded" }
       )
     ).pipe(
@@ -567,9 +647,13 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
     }
   })
 
-  const updatePending = Effect.flatMap(retrying(StreamAdmin.pending(config.stream, config.group)), (summary) =>
-    Metric.update(metric.pending, summary.count)
-  )
+  /** The pending gauge, and the group's last-delivered id (see `lastDelivered`), from `XINFO GROUPS`. */
+  const updatePending = Effect.flatMap(retrying(StreamAdmin.groups(config.stream)), (groups) => {
+    const group = groups.find((g) => g.name === config.group)
+    if (group === undefined) return Effect.void
+    noteDelivered(group.lastDeliveredId)
+    return Metric.update(metric.pending, group.pending)
+  })
 
   /**
    * Records what a read returned, in the same uninterruptible step as the read: Redis has counted a delivery for
@@ -578,6 +662,8 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
    */
   const hold = (raws: ReadonlyArray<Raw>, deliveries: number | undefined) => {
     for (const raw of raws) if (!inFlight.has(raw.id)) held.set(raw.id, deliveries)
+    // A read returns its entries in id order.
+    if (raws.length > 0) noteDelivered(raws[raws.length - 1]!.id)
   }
 
   /** The messages reached the application (a handler, or the caller of `messages`): their delivery stands. */
@@ -636,10 +722,37 @@ const makeCore = Effect.fnUntraced(function* (config: Config) {
     Effect.annotateLogs({ stream: config.stream, group: config.group, consumer: config.consumer })
   )
 
-  return { core, ensureGroup, admit, heartbeat, updatePending, retrying, held, hold, handOut, giveBack, metric }
+  return {
+    core,
+    ensureGroup,
+    recreateGroup,
+    admit,
+    heartbeat,
+    updatePending,
+    retrying,
+    held,
+    hold,
+    handOut,
+    giveBack,
+    metric
+  }
 })
 
 const isNoGroup = (error: RedisError) => error._tag === "RedisCommandError" && error.code === "NOGROUP"
+
+/** A blocked read cut short because its stream was deleted, renamed or flushed (Redis ≥ 7.0). */
+const isStreamDeleted = (error: RedisError) =>
+  error._tag === "RedisCommandError" &&
+  error.code === "UNBLOCKED" &&
+  /^UNBLOCKED the stream key no longer exists/.test(error.message)
+
+const ENTRY_ID = /^(\d{1,20})-(\d{1,20})$/
+
+/** An entry id (`ms-seq`) as one number for ordering; `undefined` for anything else. */
+const idOrder = (id: string): bigint | undefined => {
+  const match = ENTRY_ID.exec(id)
+  return match === null ? undefined : (BigInt(match[1]!) << 64n) | BigInt(match[2]!)
+}
 
 /** How long a graceful stop may take to give back what was read ahead, when the caller sets no bound. */
 const GIVE_BACK_TIMEOUT_MS = 10_000
@@ -759,8 +872,11 @@ const open = Effect.fnUntraced(function* (config: Config, limit?: number) {
         Effect.ensuring(Effect.sync(() => (blockedIn = undefined)))
       )
     }).pipe(
-      // The group (or the stream) was deleted under us: create it again and go on.
-      Effect.catchIf(isNoGroup, () => Effect.as(machine.ensureGroup, [])),
+      // The group (or the stream) was deleted under us: create it again (see `recreateGroup`) and go on.
+      Effect.catchIf(
+        (error) => isNoGroup(error) || isStreamDeleted(error),
+        (error) => Effect.as(machine.recreateGroup(isStreamDeleted(error)), [])
+      ),
       // Reads wait for the reader connection's own reconnect.
       (reading) => machine.retrying(reading, reader.nextReconnect)
     )
