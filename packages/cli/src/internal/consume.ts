@@ -85,6 +85,8 @@ const run = (input: ConsumeInput) =>
     const json = yield* Flags.Json
     const url = yield* Flags.resolveRedisUrl(input.redis)
     const target = Option.getOrUndefined(input.count)
+    // Options that cannot work (a --dead-letter equal to --stream, a bad --start-id) exit 2 before connecting.
+    yield* namingFlags(RedisStreamConsumer.validateOptions(consumerOptions(input)))
     return yield* Effect.gen(function* () {
       yield* announceMetrics(true)
       const stop = yield* Shutdown.drainOnSignal
