@@ -872,6 +872,23 @@ const start = <E, R>(
       failing = false
       return health.value.recovered(component)
     })
+    /** A Redis call retried by the failure policies; each failure is logged, counted and shown in health. */
+    const retried = <A, X>(
+      what: string,
+      annotations: () => Record<string, unknown>,
+      effect: Effect.Effect<A, RedisError, X>
+    ) =>
+      effect.pipe(
+        Effect.tapError((error) =>
+          Effect.logWarning(`${what} failed: ${error._tag}: ${error.message}`).pipe(
+            Effect.annotateLogs({ pipeline: config.pipeline, ...annotations() }),
+            Effect.andThen(onError(error))
+          )
+        ),
+        // Backoff by the policies, cut short when the connection comes back (see FailurePolicy.retryWaking).
+        (tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry),
+        Effect.mapError((error) => explainGiveUp(redis, error))
+      )
     const marks: Marks = new Map()
     const unsettled: Unsettled = new Map()
     const onDataLoss = (stream: string, error: HighWaterMarkError) =>
@@ -906,8 +923,7 @@ const start = <E, R>(
         if (worst !== undefined) return yield* Effect.fail(worst)
         return out
       }).pipe(
-        Effect.tapError(reportRetrying),
-        (tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry),
+        (tried) => retried("high-water check", () => ({ streams: calls.map((c) => c.stream).join(",") }), tried),
         Effect.tap(() => onWritten)
       )
 
@@ -934,7 +950,7 @@ const start = <E, R>(
       Effect.gen(function* () {
         const entries = yield* redis
           .run((client) => client.xrange(call.stream, entryId, entryId) as Promise<Array<[string, Array<string>]>>)
-          .pipe((tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry))
+          .pipe((tried) => retried("high-water entry read", () => ({ streams: call.stream }), tried))
         let why: string | undefined
         if (!Array.isArray(entries) || entries.length === 0) {
           why = `the stream has no entry ${entryId} (deleted, or trimmed away)`
@@ -1150,20 +1166,10 @@ const start = <E, R>(
           if (refused.length > 0) return yield* attempt
           return undefined
         })
-        const untrusted = yield* attempt.pipe(
-          Effect.tapError((error) =>
-            Effect.logWarning(`batch write failed: ${error._tag}: ${error.message}`).pipe(
-              Effect.annotateLogs({
-                pipeline: config.pipeline,
-                streams: pending.map((c) => c.stream).join(","),
-                attempt: attempts
-              }),
-              Effect.andThen(onError(error))
-            )
-          ),
-          // Backoff by the policies, cut short when the connection comes back (see FailurePolicy.retryWaking).
-          (tried) => FailurePolicy.retryWaking(tried, policies, redis.nextReconnect, onRetry),
-          Effect.mapError((error) => explainGiveUp(redis, error))
+        const untrusted = yield* retried(
+          "batch write",
+          () => ({ streams: pending.map((c) => c.stream).join(","), attempt: attempts }),
+          attempt
         )
         if (untrusted !== undefined) return yield* Effect.fail(untrusted)
         yield* Deferred.succeed(self.written, undefined)
