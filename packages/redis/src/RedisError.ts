@@ -160,7 +160,7 @@ export const classify = (cause: unknown, context: { readonly command?: string; r
   }
   if (name === "ReplyError" || (REPLY_CODE.test(message) && name !== "Error" && name !== "MaxRetriesPerRequestError")) {
     const replyCode = REPLY_CODE.exec(message)?.[1] ?? "ERR"
-    return new RedisCommandError({ message, code: replyCode, cause, ...context })
+    return new RedisCommandError({ message: withContext(message, context), code: replyCode, cause, ...context })
   }
   if (typeof code === "string" && CONNECTION_CODES.has(code)) {
     // A reset after the command was sent is an unknown outcome; a refusal is not.
@@ -180,7 +180,15 @@ export const classify = (cause: unknown, context: { readonly command?: string; r
   ) {
     return new RedisUnavailable({ message, outcomeUnknown: /^Connection is closed/.test(message), cause })
   }
-  return new RedisCommandError({ message, code: "UNKNOWN", cause, ...context })
+  return new RedisCommandError({ message: withContext(message, context), code: "UNKNOWN", cause, ...context })
+}
+
+/** A fatal reply says which command on which key it answered, unless it says so already. */
+const withContext = (message: string, context: { readonly command?: string; readonly key?: string }) => {
+  if (context.command === undefined && context.key === undefined) return message
+  if (context.key !== undefined && message.includes(context.key)) return message
+  const on = context.key === undefined ? "" : ` on ${context.key}`
+  return `${message} (${context.command ?? "command"}${on})`
 }
 
 const codeOf = (u: unknown): string | undefined => {

@@ -949,7 +949,10 @@ const start = <E, R>(
     const verify = (call: ScriptCall, mark: string, entryId: string) =>
       Effect.gen(function* () {
         const entries = yield* redis
-          .run((client) => client.xrange(call.stream, entryId, entryId) as Promise<Array<[string, Array<string>]>>)
+          .run((client) => client.xrange(call.stream, entryId, entryId) as Promise<Array<[string, Array<string>]>>, {
+            command: "XRANGE",
+            key: call.stream
+          })
           .pipe((tried) => retried("high-water entry read", () => ({ streams: call.stream }), tried))
         let why: string | undefined
         if (!Array.isArray(entries) || entries.length === 0) {

@@ -62,6 +62,15 @@ describe("classify", () => {
       key: "orders.events"
     })
     expect(e).toMatchObject({ _tag: "RedisCommandError", code: "WRONGTYPE", command: "EVALSHA", key: "orders.events" })
+    // The message a user reads names them too, unless the reply already names the key.
+    expect(e.message).toBe(
+      "WRONGTYPE Operation against a key holding the wrong kind of value (EVALSHA on orders.events)"
+    )
+    const named = classify(reply("WRONGTYPE … (HGET of the high-water mark {s}:redflow:hwm)"), {
+      command: "EVALSHA",
+      key: "s"
+    })
+    expect(named.message).toBe("WRONGTYPE … (HGET of the high-water mark {s}:redflow:hwm)")
   })
 
   it("treats a cluster client that is not ready as unavailable (nothing sent), not as a fatal command error", () => {
