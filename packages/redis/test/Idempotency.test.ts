@@ -216,7 +216,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("Idempotency in Re
       yield* Effect.promise(() => withClient(url, (c) => c.set(`${prefix}e2`, "pending:someone-else", "PX", 5000)))
       const started = Date.now()
       expect(yield* Fiber.join(second)).toMatchObject({ _tag: "ReservationLost", eventId: "e2" })
-      expect(Date.now() - started).toBeLessThan(1_000)
+      expect(Date.now() - started).toBeLessThan(4_000) // interrupted well before its 5 s
       expect(interrupted).toBe(true)
       // The other holder's reservation is left alone.
       expect(yield* Effect.promise(() => withClient(url, (c) => c.get(`${prefix}e2`)))).toBe("pending:someone-else")

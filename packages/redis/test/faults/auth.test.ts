@@ -41,7 +41,8 @@ describe("authentication failure (spec: NOAUTH / WRONGPASS → fails fast, no re
         const { error, ms } = yield* failingRun(url, pipeline)
         expect(error._tag).toBe("RedisAuthFailed")
         if (error._tag === "RedisAuthFailed") expect(error.code).toBe(code)
-        expect(ms).toBeLessThan(1_000)
+        // Fast because nothing is retried (the counter below); the bound leaves room for a loaded machine.
+        expect(ms).toBeLessThan(5_000)
         expect(yield* counter(Metrics.sinkRetries, { pipeline, sink: "redis", reason: "RedisAuthFailed" })).toBe(0)
         // No reconnect loop behind the failure: the server sees no new connection attempts afterwards.
         const afterFailure = yield* connectionsReceived(admin)
@@ -62,7 +63,7 @@ describe("authentication failure (spec: NOAUTH / WRONGPASS → fails fast, no re
       const pipeline = uniquePrefix("noperm")
       const { error, ms } = yield* failingRun(`redis://reader:pw@${server.host}:${server.port}`, pipeline)
       expect(error).toMatchObject({ _tag: "RedisAuthFailed", code: "NOPERM" })
-      expect(ms).toBeLessThan(1_000)
+      expect(ms).toBeLessThan(5_000)
       expect(yield* counter(Metrics.sinkRetries, { pipeline, sink: "redis", reason: "RedisAuthFailed" })).toBe(0)
       expect(yield* counter(Metrics.sinkErrors, { pipeline, sink: "redis", kind: "RedisAuthFailed" })).toBe(1)
     })

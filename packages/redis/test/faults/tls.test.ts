@@ -91,7 +91,8 @@ describe("TLS (rediss://)", () => {
       const untrusted = yield* start({ url: `rediss://127.0.0.1:${tlsPort}`, prefix: `${prefix}.untrusted`, count: 10 })
       const error = yield* Fiber.join(untrusted.fiber).pipe(Effect.flip)
       expect(error).toMatchObject({ _tag: "RedisAuthFailed", code: "TLS" })
-      expect(Date.now() - started).toBeLessThan(1_000)
+      // Not retried: a retry loop would never end; the bound leaves room for a loaded machine.
+      expect(Date.now() - started).toBeLessThan(5_000)
     })
   )
 })

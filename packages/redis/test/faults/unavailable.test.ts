@@ -52,12 +52,12 @@ describe("server unavailable (spec: connection refused → retries with backoff;
       const port = yield* Effect.promise(() => RedisTestServer.freePort())
       const url = `redis://127.0.0.1:${port}`
       const prefix = uniquePrefix("down-then-ready")
-      // A backoff of 20 s: without the reconnect cutting it short, nothing would be written before 20 s.
+      // A backoff of 60 s: without the reconnect cutting it short, nothing would be written before 60 s.
       const run = yield* start({
         url,
         prefix,
         count: 3_000,
-        sink: { batch: { maxEvents: 1000 }, policies: { RedisUnavailable: Schedule.spaced("20 seconds") } }
+        sink: { batch: { maxEvents: 1000 }, policies: { RedisUnavailable: Schedule.spaced("60 seconds") } }
       })
       yield* sleep(1_500)
       expect(yield* run.checkpoint).toBe(0)
@@ -65,7 +65,7 @@ describe("server unavailable (spec: connection refused → retries with backoff;
       yield* RedisTestServer.make({ port })
       yield* Fiber.join(run.fiber)
       // ioredis reconnects within 2 s (its reconnect delay is capped there); the sink tries again at once.
-      expect(Date.now() - startedAt).toBeLessThan(8_000)
+      expect(Date.now() - startedAt).toBeLessThan(30_000)
       const result = yield* landed(url, prefix, 3_000)
       expect(result.missing).toEqual([])
       expect(result.duplicates).toBe(0)
