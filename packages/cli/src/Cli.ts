@@ -48,7 +48,9 @@ const presenter: CliOutput.Presenter = {
     event._tag === "InvalidInvocation"
       ? Effect.gen(function* () {
           const path = event.commandPath.join(" ")
-          for (const error of event.errors) {
+          // After an unknown subcommand, the flags meant for it are unrecognized too: that second error is noise.
+          const unknown = event.errors.some((e) => e._tag === "UnknownSubcommand")
+          for (const error of event.errors.filter((e) => !unknown || e._tag !== "UnrecognizedOption")) {
             yield* Console.error(`redflow: error: ${error.message.split("\n")[0]}`)
           }
           yield* Console.error(`Run \`${path} --help\` for the flags and what they expect.`)

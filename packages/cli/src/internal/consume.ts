@@ -11,6 +11,7 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import { Command, Flag } from "effect/cli"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
+import type * as Envelope from "@redflow/core/Envelope"
 import * as Metrics from "@redflow/core/Metrics"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as RedisStreamConsumer from "@redflow/redis/RedisStreamConsumer"
@@ -47,6 +48,7 @@ export interface ConsumeInput {
   readonly maxDeliveries: Option.Option<number>
   readonly concurrency: number
   readonly startId: string
+  readonly envelope: Envelope.Format
   readonly print: boolean
   readonly metricsPort: Option.Option<number>
 }
@@ -60,11 +62,13 @@ export const consumerOptions = (input: {
   readonly deadLetter: Option.Option<string>
   readonly maxDeliveries: Option.Option<number>
   readonly startId: string
+  readonly envelope?: Envelope.Format
 }): RedisStreamConsumer.Options => ({
   stream: input.stream,
   group: input.group,
   consumer: input.consumer,
   startId: input.startId,
+  ...(input.envelope !== undefined ? { envelope: input.envelope } : {}),
   block: "500 millis",
   ...Option.match(input.claimIdle, { onNone: () => ({}), onSome: (ms) => ({ minIdle: Duration.millis(ms) }) }),
   ...Option.match(input.deadLetter, { onNone: () => ({}), onSome: (s) => ({ deadLetterStream: s }) }),
@@ -92,22 +96,29 @@ const run = (input: ConsumeInput) =>
       const stop = yield* Shutdown.drainOnSignal
       const processed = yield* Ref.make(0)
       const startedAt = yield* Clock.currentTimeMillis
+      // When the last event was handled: the summary's rate is over the time spent consuming, not the idle time after.
+      let lastHandledAt = startedAt
       const attributes = { stream: input.stream, group: input.group }
       const handler = (event: CdcEvent, message: RedisStreamConsumer.Message) =>
         Effect.gen(function* () {
           yield* Ref.update(processed, (n) => n + 1)
+          lastHandledAt = yield* Clock.currentTimeMillis
           if (input.print) {
             yield* Effect.sync(() =>
               process.stdout.write(`${JSON.stringify({ entry: message.id, stream: message.stream, event })}\n`)
             )
           }
         })
+      // The line's events/s is over the time since the line before (as the demo's), so an idle worker shows 0.
+      let last = { at: startedAt, processed: 0 }
       yield* Output.progressLine(
         Effect.gen(function* () {
           const now = yield* Clock.currentTimeMillis
           const n = yield* Ref.get(processed)
           const pending = yield* MetricValues.sum(Metrics.consumerPending.id, attributes)
-          return `consumed ${Output.count(n)}${target !== undefined ? `/${Output.count(target)}` : ""} events · ${Output.count(Output.rate(n, now - startedAt))} events/s · pending ${Output.count(pending)}`
+          const perSecond = Output.rate(n - last.processed, now - last.at)
+          last = { at: now, processed: n }
+          return `consumed ${Output.count(n)}${target !== undefined ? `/${Output.count(target)}` : ""} events · ${Output.count(perSecond)} events/s · pending ${Output.count(pending)}`
         })
       )
       const consumer = RedisStreamConsumer.run({
@@ -136,13 +147,14 @@ const run = (input: ConsumeInput) =>
         pendingOfConsumer: pending.consumers.find((c) => c.name === input.consumer)?.pending ?? 0,
         stopped: Shutdown.signalled(),
         durationMs,
-        eventsPerSecond: Output.rate(count, durationMs)
+        busyMs: lastHandledAt - startedAt,
+        eventsPerSecond: Output.rate(count, lastHandledAt - startedAt)
       }
       if (json) return yield* Output.printJson(summary)
       yield* Effect.sync(() =>
         process.stderr.write(
-          `${summary.stopped ? "stopped: " : ""}${Output.count(count)} events processed and acknowledged in ${(durationMs / 1000).toFixed(2)} s` +
-            ` (${Output.count(summary.eventsPerSecond)} events/s); claimed ${summary.claimed}, dead-lettered ${summary.deadLettered}; ` +
+          `${summary.stopped ? "stopped: " : ""}${Output.count(count)} events processed and acknowledged in ${(summary.busyMs / 1000).toFixed(2)} s` +
+            ` (${Output.count(summary.eventsPerSecond)} events/s)${durationMs - summary.busyMs >= 1000 ? `, then idle ${Math.round((durationMs - summary.busyMs) / 1000)} s` : ""}; claimed ${summary.claimed}, dead-lettered ${summary.deadLettered}; ` +
             `${Output.count(summary.pending)} pending in ${input.group}\n`
         )
       )
@@ -190,13 +202,15 @@ export const command = Command.make(
       Flag.withDescription("Where a new group starts: 0 (the whole stream), $ (only new entries) or an id"),
       Flag.withDefault("0")
     ),
+    envelope: Flags.envelope,
     print: Flag.Boolean("print").pipe(
       Flag.withDescription("Print each event as one JSON line on stdout"),
       Flag.withDefault(false)
     ),
-    metricsPort: Flag.Int("metrics-port").pipe(
-      Flag.withMetavar("PORT"),
-      Flag.withDescription("Serve /metrics, /health and /ready on this port while consuming (0 = a free port)"),
+    metricsPort: Flags.metricsPort.pipe(
+      Flag.withDescription(
+        "Serve /metrics, /health and /ready on this port while consuming (0 = a free port; a taken port is an error)"
+      ),
       Flag.optional
     )
   },

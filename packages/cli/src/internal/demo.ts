@@ -12,6 +12,7 @@ import * as Stream from "effect/Stream"
 import { Command, Flag } from "effect/cli"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
+import type * as Envelope from "@redflow/core/Envelope"
 import * as MetricsServer from "@redflow/core/MetricsServer"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
@@ -22,6 +23,7 @@ import * as RedisUrl from "@redflow/redis/RedisUrl"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import { namingFlags } from "./consume.ts"
+import { NoRedis } from "./errors.ts"
 import * as Flags from "./flags.ts"
 import * as Output from "./output.ts"
 import { addBatch, emptyTally, sequenceOf, sourceOptions, validateSink } from "./produce.ts"
@@ -35,7 +37,8 @@ export interface DemoInput {
   readonly tables: Option.Option<ReadonlyArray<string>>
   readonly payloadBytes: number
   readonly guarantee: "at-least-once" | "exactly-once"
-  readonly metricsPort: number
+  readonly envelope: Envelope.Format
+  readonly metricsPort: Option.Option<number>
 }
 
 const PIPELINE = "demo"
@@ -57,25 +60,44 @@ const redisServer = (flag: Option.Option<string>) =>
     if (Option.isSome(url)) {
       return { url: url.value, source: (Option.isSome(flag) ? "option" : "env") as RedisSource, pid: undefined }
     }
-    const server = yield* RedisTestServer.make({ useEnv: false })
+    const server = yield* RedisTestServer.make({ useEnv: false }).pipe(
+      Effect.catchTag("NoRedisAvailable", (e) => Effect.fail(new NoRedis({ attempts: e.attempts })))
+    )
     return { url: server.url, source: server.source as RedisSource, pid: server.pid }
   })
 
-/** The metrics endpoint on the asked port, or on a free one when that port is taken. */
-const monitoring = (port: number, info: (line: string) => Effect.Effect<void>) => {
+/**
+ * The metrics endpoint on `--metrics-port` (taken: an error, as in every command), else on the default port, or on a
+ * free one when the default is taken.
+ */
+const monitoring = (asked: Option.Option<number>, info: (line: string) => Effect.Effect<void>) => {
   const build = (p: number) =>
     Layer.build(
       MetricsServer.layer({ port: p }).pipe(Layer.provideMerge(PipelineHealth.layer({ checks: [Redis.check] })))
     )
-  return build(port).pipe(
+  return build(Option.getOrElse(asked, () => MetricsServer.DEFAULT_PORT)).pipe(
     Effect.catchIf(
-      (e) => e._tag === "MetricsServerError" && e.reason === "address-in-use",
+      (e) => Option.isNone(asked) && e._tag === "MetricsServerError" && e.reason === "address-in-use",
       (e) =>
         Effect.flatMap(build(0), (context) =>
           Effect.as(info(`${e.message}: serving metrics on a free port instead`), context)
         )
     )
   )
+}
+
+/**
+ * The command that shows the demo's streams, ready to paste: a password is never printed, so a URL with one is
+ * left to `REDIS_URL` rather than shown redacted in a `--redis` that could not work.
+ */
+const inspectLine = (stream: string, url: string, source: RedisSource) => {
+  const command = `pnpm redflow stream info ${stream}`
+  if (source === "env") return `Inspect them with: ${command}`
+  const parsed = RedisUrl.parse(url)
+  if (!(parsed instanceof RedisConfigError) && parsed.password === undefined) {
+    return `Inspect them with: ${command} --redis ${RedisUrl.describe(parsed)}`
+  }
+  return `Inspect them with: ${command} (with REDIS_URL set to the --redis URL; its password is not printed)`
 }
 
 const run = (input: DemoInput) =>
@@ -97,7 +119,8 @@ const run = (input: DemoInput) =>
       stream: `${prefix}.\${source.table}`,
       key: "${key.id}",
       pipeline: PIPELINE,
-      guarantee: input.guarantee
+      guarantee: input.guarantee,
+      envelope: input.envelope
     }
     yield* validateSink(sink)
 
@@ -160,9 +183,14 @@ const run = (input: DemoInput) =>
       const consumers = Effect.forEach(
         streams,
         (stream) =>
-          RedisStreamConsumer.run({ stream, group: GROUP, consumer: CONSUMER, block: "200 millis", handler }).pipe(
-            PipelineHealth.track(`consumer:${stream}`)
-          ),
+          RedisStreamConsumer.run({
+            stream,
+            group: GROUP,
+            consumer: CONSUMER,
+            envelope: input.envelope,
+            block: "200 millis",
+            handler
+          }).pipe(PipelineHealth.track(`consumer:${stream}`)),
         { concurrency: "unbounded", discard: true }
       )
       // Everything the sink wrote to the demo's streams is consumed (the dead-letter stream is not the group's).
@@ -182,14 +210,20 @@ const run = (input: DemoInput) =>
         Effect.gen(function* () {
           const now = yield* Clock.currentTimeMillis
           const state = yield* groupsState
-          const produced = sequenceOf(tally.position) ?? 0
+          // Produced = in the streams (XLEN), read after the consumed count: the consumer reads entries as soon as
+          // they are written, before their batch is checkpointed, so the checkpoint would show fewer than consumed.
+          const consumedNow = consumed
+          const produced = yield* Effect.forEach(streams, (stream) => StreamAdmin.length(stream)).pipe(
+            Effect.map((lengths) => lengths.reduce((n, l) => n + l, 0)),
+            Effect.orElseSucceed(() => sequenceOf(tally.position) ?? 0)
+          )
           const dt = now - last.at
           const line =
             `produced ${Output.count(produced)}/${Output.count(input.events)} ${Output.count(Output.rate(produced - last.produced, dt))}/s` +
-            ` · consumed ${Output.count(consumed)} ${Output.count(Output.rate(consumed - last.consumed, dt))}/s` +
+            ` · consumed ${Output.count(consumedNow)} ${Output.count(Output.rate(consumedNow - last.consumed, dt))}/s` +
             ` · pending ${Output.count(state.reduce((n, s) => n + s.pending, 0))}` +
             ` · lag ${Output.count(state.reduce((n, s) => n + s.lag, 0))}`
-          last = { at: now, produced, consumed }
+          last = { at: now, produced, consumed: consumedNow }
           return line
         }),
         500
@@ -257,7 +291,7 @@ const run = (input: DemoInput) =>
         ),
         ...(redis.source === "process" || redis.source === "container"
           ? ["The demo's redis-server stops now; pass --redis or set REDIS_URL to keep the streams."]
-          : [`Inspect them with: pnpm redflow stream info ${streams[0]} --redis ${where}`])
+          : [inspectLine(streams[0]!, redis.url, redis.source)])
       )
     }).pipe(Effect.scoped, Effect.provide(CheckpointStore.layerMemory.pipe(Layer.provideMerge(Redis.layer(redis.url)))))
   }).pipe(Effect.scoped)
@@ -271,12 +305,7 @@ export const command = Command.make(
       Flag.withDescription("Events to produce"),
       Flag.withDefault(50_000)
     ),
-    rate: Flag.Finite("rate").pipe(
-      Flag.filter(
-        (r) => r >= 0,
-        (r) => `Expected events per second >= 0, got ${r}`
-      ),
-      Flag.withMetavar("R"),
+    rate: Flags.rate.pipe(
       Flag.withDescription("Events per second produced (0 = as fast as Redis takes them)"),
       Flag.withDefault(20_000)
     ),
@@ -295,14 +324,12 @@ export const command = Command.make(
       Flag.withDescription("Write mode of the sink"),
       Flag.withDefault("exactly-once")
     ),
-    metricsPort: Flag.Int("metrics-port").pipe(
-      Flag.withMetavar("PORT"),
-      Flag.filter(
-        (p) => p >= 0 && p <= 65535,
-        (p) => `Expected a port 0-65535, got ${p}`
+    envelope: Flags.envelope,
+    metricsPort: Flags.metricsPort.pipe(
+      Flag.withDescription(
+        "Port of /metrics, /health and /ready (0 = a free port; a taken port is an error). Default 9000, or a free port when 9000 is taken"
       ),
-      Flag.withDescription("Port of /metrics, /health and /ready (a taken port falls back to a free one; 0 = free)"),
-      Flag.withDefault(MetricsServer.DEFAULT_PORT)
+      Flag.optional
     )
   },
   (input) => Output.handler(run(input))

@@ -30,6 +30,34 @@ export class StreamNotFound extends Schema.TaggedError<StreamNotFound>()("Stream
   }
 }
 
+/** A consumer group that the command reads does not exist on its stream (exit 1), with how to see or make one. */
+export class GroupNotFound extends Schema.TaggedError<GroupNotFound>()("GroupNotFound", {
+  stream: Schema.String,
+  group: Schema.String
+}) {
+  override get message(): string {
+    return (
+      `consumer group ${JSON.stringify(this.group)} does not exist on stream ${JSON.stringify(this.stream)}: ` +
+      `\`redflow stream groups ${this.stream}\` lists its groups; \`redflow consume --stream ${this.stream} --group ${this.group} …\` ` +
+      `(or XGROUP CREATE ${this.stream} ${this.group} 0) creates it`
+    )
+  }
+}
+
+/** The demo found no Redis to run on: no `--redis`, no `REDIS_URL`, no `redis-server`, no Docker engine. */
+export class NoRedis extends Schema.TaggedError<NoRedis>()("NoRedis", {
+  /** What was tried, and why each failed. */
+  attempts: Schema.Array(Schema.String)
+}) {
+  override get message(): string {
+    return (
+      "no Redis to run the demo on: pass --redis URL or set REDIS_URL, or install redis-server " +
+      "(e.g. `apt-get install redis-server`) or run a Docker engine, and the demo starts its own. " +
+      `Tried: ${this.attempts.join("; ")}`
+    )
+  }
+}
+
 export const EXIT_OK = 0
 export const EXIT_FAILURE = 1
 export const EXIT_USAGE = 2
@@ -54,7 +82,8 @@ export const exitCode = (cause: Cause.Cause<unknown>): number => {
   const tag = tagOf(error)
   if (tag === "RedisAuthFailed") return EXIT_AUTH
   if (tag !== undefined && USAGE_TAGS.has(tag)) return EXIT_USAGE
-  if (tag === "MetricsServerError" && (error as { reason?: unknown }).reason === "invalid-option") return EXIT_USAGE
+  // A bad option, or a port that is taken: either way the user changes --metrics-port.
+  if (tag === "MetricsServerError" && (error as { reason?: unknown }).reason !== "listen-failed") return EXIT_USAGE
   return EXIT_FAILURE
 }
 
@@ -74,9 +103,15 @@ export const describe = (cause: Cause.Cause<unknown>): string => {
       return field === "url" || field === undefined ? `--redis: ${message}` : `${field}: ${message}`
     }
     case "StreamNotFound":
+    case "GroupNotFound":
+    case "NoRedis":
       return message
     case "RedisUnavailable":
       return `Redis is not reachable: ${message}`
+    case "MetricsServerError":
+      return (error as { reason?: unknown }).reason === "address-in-use"
+        ? `--metrics-port: ${message} (pick another port, or 0 for a free one)`
+        : `--metrics-port: ${message}`
     case undefined:
       return Cause.hasDies(cause) ? `unexpected error: ${message}` : message
     default:

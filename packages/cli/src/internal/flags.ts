@@ -5,6 +5,7 @@ import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Flag, GlobalFlag } from "effect/cli"
+import * as Envelope from "@redflow/core/Envelope"
 import { RedisConfigError } from "@redflow/redis/RedisError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import { UsageError } from "./errors.ts"
@@ -83,3 +84,33 @@ export const list = (name: string) =>
       (parts) => `Expected a comma-separated list of names such as a,b, got "${parts.join(",")}"`
     )
   )
+
+/** `--rate R`: events per second of the synthetic source; `0` (or no flag, where there is no default) = unthrottled. */
+export const rate = Flag.Finite("rate").pipe(
+  Flag.filter(
+    (r) => r >= 0,
+    (r) => `Expected events per second >= 0 (0 = as fast as Redis takes them), got ${r}`
+  ),
+  Flag.withMetavar("R")
+)
+
+/** The source's pace from `--rate`: none for 0 (as fast as Redis takes them). */
+export const pace = (rate: Option.Option<number>): Option.Option<number> => Option.filter(rate, (r) => r > 0)
+
+/** `--metrics-port PORT`: serve `/metrics`, `/health`, `/ready` there; a port given and taken is an error (exit 2). */
+export const metricsPort = Flag.Int("metrics-port").pipe(
+  Flag.filter(
+    (p) => p >= 0 && p <= 65535,
+    (p) => `Expected a port 0-65535 (0 = a free port), got ${p}`
+  ),
+  Flag.withMetavar("PORT")
+)
+
+/** `--envelope`: how the `event` field is encoded; the consumer must read what the sink wrote. */
+export const envelope = Flag.Literals("envelope", Envelope.formats).pipe(
+  Flag.withMetavar("FORMAT"),
+  Flag.withDescription(
+    "Encoding of each entry's event field: native (the event as JSON), debezium ({schema: null, payload}), cloudevents (CloudEvents 1.0 JSON); a consumer must use the producer's"
+  ),
+  Flag.withDefault("native")
+)

@@ -10,6 +10,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { Command, Flag } from "effect/cli"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
+import type * as Envelope from "@redflow/core/Envelope"
 import * as MetricsServer from "@redflow/core/MetricsServer"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Position from "@redflow/core/Position"
@@ -31,6 +32,7 @@ export interface ProduceInput {
   readonly tables: Option.Option<ReadonlyArray<string>>
   readonly payloadBytes: Option.Option<number>
   readonly guarantee: "at-least-once" | "exactly-once"
+  readonly envelope: Envelope.Format
   readonly checkpoint: Option.Option<string>
   readonly batchSize: Option.Option<number>
   readonly maxlen: Option.Option<number>
@@ -46,6 +48,7 @@ const FLAG_OF_SINK_FIELD: Record<string, string> = {
   key: "key",
   guarantee: "guarantee",
   pipeline: "pipeline",
+  envelope: "envelope",
   "batch.maxEvents": "batch-size",
   "trim.maxLen": "maxlen"
 }
@@ -71,7 +74,7 @@ export const sourceOptions = (input: {
   const raw = {
     count: input.events,
     seed: input.seed,
-    ...Option.match(input.rate, { onNone: () => ({}), onSome: (r) => ({ ratePerSecond: r }) }),
+    ...Option.match(Flags.pace(input.rate), { onNone: () => ({}), onSome: (r) => ({ ratePerSecond: r }) }),
     ...Option.match(input.tables, { onNone: () => ({}), onSome: (t) => ({ tables: t }) }),
     ...Option.match(input.payloadBytes, { onNone: () => ({}), onSome: (b) => ({ payloadBytes: b }) })
   }
@@ -157,7 +160,10 @@ export const streamLengths = (streams: Iterable<string>) =>
     )
   )
 
-/** The metrics server when a port was given (a taken port is an error here: the user asked for that port). */
+/**
+ * The metrics server when a port was given. A taken port is an error (exit 2, naming --metrics-port) in every
+ * command: the user asked for that port, and a scraper looks there; only the demo's default port falls back.
+ */
 export const metricsLayer = (port: Option.Option<number>) =>
   Option.match(port, {
     onNone: () => PipelineHealth.layer({ checks: [Redis.check] }),
@@ -177,6 +183,18 @@ export const announceMetrics = (json: boolean) =>
     })
   )
 
+/**
+ * The summary's checkpoint line. Without --checkpoint the checkpoint lived in memory and is gone with the process:
+ * it is not reported as a checkpoint a re-run could resume from.
+ */
+export const checkpointLine = (file: Option.Option<string>, at: string | undefined): string =>
+  Option.match(file, {
+    onNone: () =>
+      `checkpoint: not saved (no --checkpoint FILE: running the command again starts from the first event)` +
+      (at === undefined ? "" : `; delivered through ${at}`),
+    onSome: (path) => `checkpoint: ${at ?? "none"} (${path})`
+  })
+
 const run = (input: ProduceInput) =>
   Effect.gen(function* () {
     const json = yield* Flags.Json
@@ -186,17 +204,12 @@ const run = (input: ProduceInput) =>
       stream: input.stream,
       pipeline: input.pipeline,
       guarantee: input.guarantee,
+      envelope: input.envelope,
       ...Option.match(input.batchSize, { onNone: () => ({}), onSome: (n) => ({ batch: { maxEvents: n } }) }),
       ...Option.match(input.maxlen, { onNone: () => ({}), onSome: (n) => ({ trim: { maxLen: n } }) }),
       ...Option.match(input.key, { onNone: () => ({}), onSome: (k) => ({ key: k }) })
     }
     yield* validateSink(sink)
-    if (Option.isSome(input.metricsPort) && (input.metricsPort.value < 0 || input.metricsPort.value > 65535)) {
-      return yield* new UsageError({
-        flag: "metrics-port",
-        message: `expected a port 0-65535, got ${input.metricsPort.value}`
-      })
-    }
     const checkpoints = Option.match(input.checkpoint, {
       onNone: () => CheckpointStore.layerMemory,
       onSome: (path) => CheckpointStore.layerFile(path)
@@ -255,6 +268,7 @@ const run = (input: ProduceInput) =>
           onNone: () => null,
           onSome: (p) => ({ position: p, sequence: Number(Position.toSequence(p)) })
         }),
+        checkpointFile: Option.getOrNull(input.checkpoint),
         streams: lengths.map(({ stream, length }) => ({
           stream,
           written: tally.streams.get(stream)?.written ?? 0,
@@ -267,7 +281,10 @@ const run = (input: ProduceInput) =>
       yield* Output.print(
         `${summary.stopped ? "stopped: " : ""}${Output.count(tally.events)} events in ${tally.batches} batches, ${(durationMs / 1000).toFixed(2)} s (${Output.count(summary.eventsPerSecond)} events/s)` +
           (tally.skipped > 0 ? `, ${Output.count(tally.skipped)} already written (skipped)` : ""),
-        `checkpoint: ${sequence === null ? "none" : `event ${Output.count(sequence)} of ${Output.count(target)}`}`,
+        checkpointLine(
+          input.checkpoint,
+          sequence === null ? undefined : `event ${Output.count(sequence)} of ${Output.count(target)}`
+        ),
         ...summary.streams.map(
           (s) => `  ${s.stream}: ${Output.count(s.written)} written, XLEN ${Output.count(s.length)}`
         )
@@ -292,13 +309,8 @@ export const command = Command.make(
       Flag.withMetavar("N"),
       Flag.withDescription("Events of the whole run (a resumed run produces what is left of them)")
     ),
-    rate: Flag.Finite("rate").pipe(
-      Flag.filter(
-        (r) => r > 0,
-        (r) => `Expected events per second > 0, got ${r}`
-      ),
-      Flag.withMetavar("R"),
-      Flag.withDescription("Pace the source to R events per second (default: as fast as Redis takes them)"),
+    rate: Flags.rate.pipe(
+      Flag.withDescription("Pace the source to R events per second (0, the default: as fast as Redis takes them)"),
       Flag.optional
     ),
     tables: Flags.list("tables").pipe(
@@ -316,6 +328,7 @@ export const command = Command.make(
       Flag.withDescription("exactly-once skips entries already written (no duplicates after a crash or a retry)"),
       Flag.withDefault("at-least-once")
     ),
+    envelope: Flags.envelope,
     checkpoint: Flag.String("checkpoint").pipe(
       Flag.withMetavar("FILE"),
       Flag.withDescription("Checkpoint file: a re-run resumes after the last checkpointed event"),
@@ -348,9 +361,10 @@ export const command = Command.make(
       Flag.withDescription("Seed of the synthetic data (keep it when resuming)"),
       Flag.withDefault(1)
     ),
-    metricsPort: Flag.Int("metrics-port").pipe(
-      Flag.withMetavar("PORT"),
-      Flag.withDescription("Serve /metrics, /health and /ready on this port while producing (0 = a free port)"),
+    metricsPort: Flags.metricsPort.pipe(
+      Flag.withDescription(
+        "Serve /metrics, /health and /ready on this port while producing (0 = a free port; a taken port is an error)"
+      ),
       Flag.optional
     )
   },
@@ -361,7 +375,7 @@ export const command = Command.make(
   ),
   Command.withExamples([
     {
-      command: 'redflow produce --redis redis://localhost:6379 --stream "cdc.${source.table}" --events 100000',
+      command: "redflow produce --redis redis://localhost:6379 --stream 'cdc.${source.table}' --events 100000",
       description: "100,000 events into cdc.customers, cdc.orders and cdc.payments"
     },
     {

@@ -5,9 +5,12 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import { Argument, Command, Flag } from "effect/cli"
+import type { RedisConnection } from "@redflow/redis/RedisConnection"
+import type { RedisError } from "@redflow/redis/RedisError"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
-import { StreamNotFound, UsageError } from "./errors.ts"
+import { GroupNotFound, StreamNotFound, UsageError } from "./errors.ts"
 import * as Flags from "./flags.ts"
 import * as Output from "./output.ts"
 import * as Redis from "./redis.ts"
@@ -37,6 +40,19 @@ const infoOf = (stream: string) =>
       () => Effect.fail(noSuchStream(stream))
     )
   )
+
+/**
+ * A `NOGROUP` reply said plainly: the stream is missing ({@link StreamNotFound}), or the group is
+ * ({@link GroupNotFound}, with how to list or create groups).
+ */
+const withGroup =
+  (stream: string, group: string) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>) =>
+    Effect.catchIf(
+      self,
+      (e) => Predicate.isTagged(e, "RedisCommandError") && /^NOGROUP\b/.test((e as { message?: string }).message ?? ""),
+      () => Effect.flatMap(infoOf(stream), () => Effect.fail(new GroupNotFound({ stream, group })))
+    )
 
 const info = Command.make("info", { redis: Flags.redis, stream: streamArg }, ({ redis, stream }) =>
   withRedis(
@@ -120,12 +136,12 @@ const pending = Command.make(
     withRedis(
       redis,
       Effect.gen(function* () {
-        const summary = yield* StreamAdmin.pending(stream, group)
+        const summary = yield* StreamAdmin.pending(stream, group).pipe(withGroup(stream, group))
         const entries = yield* StreamAdmin.pendingEntries(stream, group, {
           count,
           ...Option.match(consumer, { onNone: () => ({}), onSome: (c) => ({ consumer: c }) }),
           ...Option.match(minIdle, { onNone: () => ({}), onSome: (ms) => ({ minIdle: Duration.millis(ms) }) })
-        })
+        }).pipe(withGroup(stream, group))
         const out = {
           command: "stream pending",
           stream,
@@ -154,6 +170,22 @@ const pending = Command.make(
     )
 ).pipe(Command.withDescription("Entries delivered to a group and not acknowledged, by consumer (XPENDING)"))
 
+/**
+ * XTRIM until the bound is reached. An approximate trim (`~`) removes at most 100 × `stream-node-max-entries`
+ * entries per call (Redis's default LIMIT), so one call on a long stream stops far above the bound (66,667 entries
+ * trimmed to 1,000 left 56,667); the calls go on until one removes nothing, which is within a node of the bound.
+ */
+const trimToBound = (stream: string, strategy: StreamAdmin.TrimStrategy, exact: boolean) => {
+  const go = (
+    removed: number,
+    calls: number
+  ): Effect.Effect<{ removed: number; calls: number }, RedisError, RedisConnection> =>
+    Effect.flatMap(StreamAdmin.trim(stream, strategy, { exact }), (n) =>
+      exact || n === 0 ? Effect.succeed({ removed: removed + n, calls: calls + 1 }) : go(removed + n, calls + 1)
+    )
+  return go(0, 0)
+}
+
 const trim = Command.make(
   "trim",
   {
@@ -161,7 +193,7 @@ const trim = Command.make(
     stream: streamArg,
     maxlen: Flags.intAtLeast("maxlen", 0, "a stream length").pipe(
       Flag.withMetavar("N"),
-      Flag.withDescription("Keep the last N entries"),
+      Flag.withDescription("Keep about the last N entries (exactly N with --exact)"),
       Flag.optional
     ),
     minid: Flag.String("minid").pipe(
@@ -192,12 +224,24 @@ const trim = Command.make(
         const strategy: StreamAdmin.TrimStrategy = Option.isSome(maxlen)
           ? { maxLen: maxlen.value }
           : { minId: Option.getOrThrow(minid) }
-        const removed = yield* StreamAdmin.trim(stream, strategy, { exact })
+        const { calls, removed } = yield* trimToBound(stream, strategy, exact)
         const after = yield* StreamAdmin.length(stream)
-        const out = { command: "stream trim", stream, ...strategy, exact, removed, lengthBefore: before, length: after }
+        const out = {
+          command: "stream trim",
+          stream,
+          ...strategy,
+          exact,
+          removed,
+          calls,
+          lengthBefore: before,
+          length: after
+        }
         if (yield* json) return yield* Output.printJson(out)
         yield* Output.print(
-          `${stream}: removed ${Output.count(removed)} entries (${exact ? "exact" : "approximate"}), length ${Output.count(before)} → ${Output.count(after)}`
+          `${stream}: removed ${Output.count(removed)} entries (${exact ? "exact" : "approximate"}), length ${Output.count(before)} → ${Output.count(after)}` +
+            (calls > 1
+              ? ` in ${calls} XTRIM calls (Redis removes at most 100 nodes of entries per approximate call)`
+              : "")
         )
       })
     )
@@ -232,11 +276,16 @@ const claim = Command.make(
         let claimed: Array<string> = []
         let deleted: Array<string> = []
         if (ids.length > 0) {
-          claimed = (yield* StreamAdmin.claim(stream, group, consumer, idle, ids)).map((e) => e.id)
+          claimed = (yield* StreamAdmin.claim(stream, group, consumer, idle, ids).pipe(withGroup(stream, group))).map(
+            (e) => e.id
+          )
         } else {
           let cursor = "0-0"
           do {
-            const page = yield* StreamAdmin.autoClaim(stream, group, consumer, idle, { start: cursor, count: 100 })
+            const page = yield* StreamAdmin.autoClaim(stream, group, consumer, idle, {
+              start: cursor,
+              count: 100
+            }).pipe(withGroup(stream, group))
             claimed = claimed.concat(page.entries.map((e) => e.id))
             deleted = deleted.concat(page.deleted)
             cursor = page.next
