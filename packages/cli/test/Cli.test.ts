@@ -611,6 +611,26 @@ describe("redflow: what the commands say", () => {
     expect(summary.eventsPerSecond * (summary.durationMs / 1000)).toBeGreaterThan(500)
   })
 
+  it("produce: events/s is the recent rate, 0 while Redis is stopped (not a fading average)", async () => {
+    const own = await RedisTestServer.spawnRedisServer()
+    const args = ["produce", "--redis", own.url, "--stream", unique("stall"), "--events", "1000000", "--rate", "500"]
+    const producer = start(args)
+    const lines = () => producer.out.stderr.split("\n").filter((l) => l.startsWith("redflow: produced "))
+    try {
+      await waitFor(() => (lines().some((l) => !l.includes("· 0 events/s")) ? true : undefined), 120_000)
+      process.kill(own.pid, "SIGSTOP")
+      const stoppedAt = lines().length
+      // The first line after the stop may count batches committed just before it; the next one counts none.
+      const stalled = await waitFor(() => lines()[stoppedAt + 1], 120_000)
+      expect(stalled).toMatch(/^redflow: produced [\d,]+\/1,000,000 events · 0 events\/s · \d+ batches$/)
+    } finally {
+      process.kill(own.pid, "SIGCONT")
+      producer.child.kill("SIGKILL")
+      await producer.done
+      await own.stop()
+    }
+  })
+
   it("demo: the live line never shows more consumed than produced (unthrottled, where the consumer is right behind)", async () => {
     const terminal = await inTerminal([
       "demo",

@@ -231,10 +231,14 @@ const run = (input: ProduceInput) =>
             : `resuming after event ${Output.count(resumedFrom!)} (checkpoint ${input.checkpoint.pipe(Option.getOrElse(() => ""))})`
         )
       }
+      // events/s since the line before, as in consume and demo: a stalled run shows 0, not a fading average.
+      let last = { at: startedAt, events: 0 }
       yield* Output.progressLine(
         Effect.map(Clock.currentTimeMillis, (now) => {
           const done = sequenceOf(tally.position) ?? resumedFrom ?? 0
-          return `produced ${Output.count(done)}/${Output.count(target)} events · ${Output.count(Output.rate(tally.events, now - startedAt))} events/s · ${tally.batches} batches`
+          const perSecond = Output.rate(tally.events - last.events, now - last.at)
+          last = { at: now, events: tally.events }
+          return `produced ${Output.count(done)}/${Output.count(target)} events · ${Output.count(perSecond)} events/s · ${tally.batches} batches`
         })
       )
       yield* SyntheticSource.make({
