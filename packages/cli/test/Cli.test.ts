@@ -631,6 +631,62 @@ describe("redflow: what the commands say", () => {
     }
   })
 
+  it("produce --metrics-port: /ready is 503 while Redis is down and 200 again once the sink writes again", async () => {
+    // A server whose fsync'ed AOF survives its SIGKILL, restarted on the same port.
+    const data = mkdtempSync(join(tmpdir(), "redflow-ready-"))
+    const port = await RedisTestServer.freePort()
+    const serve = () =>
+      RedisTestServer.spawnRedisServer({
+        port,
+        args: ["--dir", data, "--appendonly", "yes", "--appendfsync", "always"]
+      })
+    let redis = await serve()
+    const stream = unique("ready")
+    const producer = start(
+      ["produce", "--redis", redis.url, "--stream", stream, "--events", "1000000", "--rate", "200"].concat([
+        "--metrics-port",
+        "0"
+      ])
+    )
+    const ready = async () => {
+      const url = /Metrics: (http:\/\/\S+)\/metrics/.exec(producer.out.stdout)?.[1]
+      if (url === undefined) return undefined
+      const response = await fetch(`${url}/ready`).catch(() => undefined)
+      if (response === undefined) return undefined
+      const body = (await response.json()) as { status: string; reasons: Array<string> }
+      return { status: response.status, body }
+    }
+    try {
+      await waitFor(async () => ((await ready())?.status === 200 ? true : undefined), 120_000)
+      process.kill(redis.pid, "SIGKILL")
+      const down = await waitFor(async () => {
+        const r = await ready()
+        return r?.status === 503 && r.body.reasons.some((x: string) => x.startsWith("redflow is retrying after Redis"))
+          ? r
+          : undefined
+      }, 120_000)
+      expect(down.body.status).toBe("not-ready")
+      await redis.stop()
+      redis = await serve()
+      const back = await waitFor(async () => {
+        const r = await ready()
+        return r?.status === 200 ? r : undefined
+      }, 120_000)
+      expect(back.body).toMatchObject({ status: "ready", reasons: [] })
+      // It is the sink writing again: entries keep landing.
+      const length = await withClient(redis.url, (c) => c.xlen(stream))
+      await waitFor(
+        async () => ((await withClient(redis.url, (c) => c.xlen(stream))) > length ? true : undefined),
+        60_000
+      )
+    } finally {
+      producer.child.kill("SIGKILL")
+      await producer.done
+      await redis.stop()
+      rmSync(data, { recursive: true, force: true })
+    }
+  })
+
   it("demo: the live line never shows more consumed than produced (unthrottled, where the consumer is right behind)", async () => {
     const terminal = await inTerminal([
       "demo",
