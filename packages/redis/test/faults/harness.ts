@@ -115,3 +115,12 @@ export const counter = (
   Effect.map(Metric.value(Metric.withAttributes(metric, attributes)), (state) => Number(state.count))
 
 export const sleep = (ms: number) => Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, ms)))
+
+/** How often a run's streams saw their high-water mark go back or move (sink_data_loss_total, all tables). */
+export const dataLoss = (prefix: string): Effect.Effect<number> =>
+  Effect.map(
+    Effect.forEach(TABLES, (t) =>
+      counter(Metrics.sinkDataLoss, { pipeline: prefix, sink: "redis", stream: `${prefix}.${t}` })
+    ),
+    (counts) => counts.reduce((a, b) => a + b, 0)
+  )

@@ -8,14 +8,13 @@ import { Cause, Effect, Exit, Fiber, Layer, Option, Stream } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { Metrics } from "@redflow/core"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as RedisConnection from "../../src/RedisConnection.ts"
 import * as RedisStreamSink from "../../src/RedisStreamSink.ts"
 import { uniquePrefix, withClient } from "../support.ts"
-import { counter, landed, sleep, start, TABLES } from "./harness.ts"
+import { dataLoss, landed, sleep, start } from "./harness.ts"
 
 const markKey = (stream: string) => `{${stream}}:redflow:hwm`
 
@@ -41,14 +40,6 @@ const markFailure = <A, E>(exit: Exit.Exit<A, E>): RedisStreamSink.HighWaterMark
   }
   return error
 }
-
-const dataLoss = (prefix: string) =>
-  Effect.map(
-    Effect.forEach(TABLES, (t) =>
-      counter(Metrics.sinkDataLoss, { pipeline: prefix, sink: "redis", stream: `${prefix}.${t}` })
-    ),
-    (counts) => counts.reduce((a, b) => a + b, 0)
-  )
 
 describe("a corrupt high-water mark stops exactly-once; it never skips events", () => {
   it.live("not a mark (a bare position, non-hex, upper case, another width): malformed, nothing written", () =>
