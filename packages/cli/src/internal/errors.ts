@@ -6,7 +6,9 @@
  * | 0 | done (also after Ctrl-C drained the run) |
  * | 1 | any other fatal error (Redis unreachable, a fatal reply error, a corrupt checkpoint file) |
  * | 2 | bad arguments or configuration: the message names the flag and what it expects |
- * | 3 | authentication failure (NOAUTH, WRONGPASS, NOPERM) |
+ * | 3 | authentication failure (NOAUTH, WRONGPASS) or an ACL that denies a command or key (NOPERM) |
+ * | 4 | a drain that did not finish within --drain-timeout |
+ * | 130 | a second signal during a drain |
  */
 import * as Cause from "effect/Cause"
 import * as Predicate from "effect/Predicate"
@@ -97,7 +99,9 @@ export const describe = (cause: Cause.Cause<unknown>): string => {
     case "UsageError":
       return `--${(error as UsageError).flag}: ${message}`
     case "RedisAuthFailed":
-      return `authentication failed: ${message} (check the user and password in --redis or REDIS_URL)`
+      return (error as { code?: unknown }).code === "NOPERM"
+        ? `permission denied: ${message} (grant the user those commands and keys in its ACL, or use another user)`
+        : `authentication failed: ${message} (check the user and password in --redis or REDIS_URL)`
     case "RedisConfigError": {
       const field = (error as { field?: unknown }).field
       return field === "url" || field === undefined ? `--redis: ${message}` : `${field}: ${message}`
