@@ -92,7 +92,9 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
             group: "billing",
             consumer,
             concurrency: 4,
-            minIdle: "2 seconds",
+            // Nobody crashes here: a threshold a starved process cannot reach (at 2 s, a loaded CI machine let
+            // entries read ahead look idle, and another consumer took them over while they were still held).
+            minIdle: "30 seconds",
             handler: (event) =>
               Effect.sync(() => {
                 const seen = processedBy.get(event.id)
