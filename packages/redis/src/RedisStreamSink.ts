@@ -714,6 +714,10 @@ const SEVERITY: Record<RedisError["_tag"], number> = {
   RedisUnavailable: 1
 }
 
+/** The more final of two errors (the one whose policy decides for a write that failed in several ways). */
+const worse = (a: RedisError | undefined, b: RedisError): RedisError =>
+  a === undefined || SEVERITY[b._tag] > SEVERITY[a._tag] ? b : a
+
 const isNoScript = (error: unknown) => error instanceof Error && /^NOSCRIPT\b/.test(error.message)
 
 type Reply = Commands.Reply
@@ -915,7 +919,7 @@ const start = <E, R>(
         for (let i = 0; i < calls.length; i++) {
           const reply = replies[i]!
           if (!Array.isArray(reply)) {
-            if (worst === undefined || SEVERITY[reply._tag] > SEVERITY[worst._tag]) worst = reply
+            worst = worse(worst, reply)
           } else if (Number(reply[0]) === Scripts.MARK_MALFORMED) {
             return markError(config, calls[i]!, "malformed", String(reply[3]))
           } else out.push(reply)
@@ -1120,7 +1124,7 @@ const start = <E, R>(
             const command = pending[i]!
             if (!Array.isArray(reply)) {
               failed.push(command)
-              if (worst === undefined || SEVERITY[reply._tag] > SEVERITY[worst._tag]) worst = reply
+              worst = worse(worst, reply)
               continue
             }
             const written = Number(reply[0])

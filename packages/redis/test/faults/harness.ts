@@ -124,3 +124,9 @@ export const dataLoss = (prefix: string): Effect.Effect<number> =>
     ),
     (counts) => counts.reduce((a, b) => a + b, 0)
   )
+
+/** Waits until the run's checkpoint has reached `sequence` (the sink is writing). */
+export const untilCheckpoint = (run: Run, sequence: number): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    while ((yield* run.checkpoint) < sequence) yield* sleep(50)
+  })

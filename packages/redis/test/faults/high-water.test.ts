@@ -14,7 +14,7 @@ import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as RedisConnection from "../../src/RedisConnection.ts"
 import * as RedisStreamSink from "../../src/RedisStreamSink.ts"
 import { uniquePrefix, withClient } from "../support.ts"
-import { dataLoss, landed, sleep, start } from "./harness.ts"
+import { dataLoss, landed, start, untilCheckpoint } from "./harness.ts"
 
 const markKey = (stream: string) => `{${stream}}:redflow:hwm`
 
@@ -95,7 +95,7 @@ describe("acknowledged writes lost by Redis under a running sink are reported, n
           ratePerSecond: 4_000,
           sink: { guarantee, batch: { maxEvents: 200 } }
         })
-        while ((yield* run.checkpoint) < 1_000) yield* sleep(50)
+        yield* untilCheckpoint(run, 1_000)
         process.kill(first.pid!, "SIGKILL")
         yield* RedisTestServer.make({ port: first.port })
         const exit = yield* Fiber.await(run.fiber)
@@ -125,10 +125,10 @@ describe("acknowledged writes lost by Redis under a running sink are reported, n
           ratePerSecond: 4_000,
           sink: { guarantee: "exactly-once", batch: { maxEvents: 200 }, onDataLoss: "continue" }
         })
-        while ((yield* run.checkpoint) < 1_000) yield* sleep(50)
+        yield* untilCheckpoint(run, 1_000)
         yield* Effect.promise(() => withClient(first.url, (c) => c.call("SAVE")))
         const saved = yield* run.checkpoint
-        while ((yield* run.checkpoint) < saved + 1_000) yield* sleep(50)
+        yield* untilCheckpoint(run, saved + 1_000)
         const killedAt = yield* run.checkpoint
         process.kill(first.pid!, "SIGKILL")
         yield* RedisTestServer.make({ port: first.port, args })

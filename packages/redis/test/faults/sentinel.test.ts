@@ -3,7 +3,7 @@ import { Effect, Fiber } from "effect"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as RedisTopology from "@redflow/testing/RedisTopology"
 import { uniquePrefix } from "../support.ts"
-import { dataLoss, landed, sleep, start } from "./harness.ts"
+import { dataLoss, landed, sleep, start, untilCheckpoint } from "./harness.ts"
 
 describe("Sentinel failover (spec scenario: master fails, Sentinel promotes a replica)", () => {
   it.live(
@@ -24,7 +24,7 @@ describe("Sentinel failover (spec scenario: master fails, Sentinel promotes a re
           connection: { commandTimeout: "1 second", connectTimeout: "1 second", socketTimeout: "2 seconds" }
         })
         // Kill the master once the sink is writing (on a loaded machine that can take more than a second).
-        while ((yield* run.checkpoint) < 1_000) yield* sleep(50)
+        yield* untilCheckpoint(run, 1_000)
         const acknowledgedAtKill = yield* run.checkpoint
         yield* RedisTopology.kill(sentinel.master.pid)
         const killedAt = Date.now()
@@ -64,7 +64,7 @@ describe("Sentinel failover (spec scenario: master fails, Sentinel promotes a re
           },
           connection: { commandTimeout: "1 second", connectTimeout: "1 second", socketTimeout: "2 seconds" }
         })
-        while ((yield* run.checkpoint) === 0) yield* sleep(50)
+        yield* untilCheckpoint(run, 1)
         yield* RedisTopology.kill(sentinel.master.pid)
         const promoted = yield* sentinel.waitForNewMaster({ previous: sentinel.master, timeout: "20 seconds" })
         // The promoted master has no replica: WAIT cannot be satisfied, so the checkpoint must hold.
