@@ -22,6 +22,7 @@ import * as Stream from "effect/Stream"
 import pg from "pg"
 import * as Pgoutput from "./Pgoutput.ts"
 import * as Protocol from "./ReplicationProtocol.ts"
+import { STARTUP_OPTIONS } from "./Session.ts"
 
 /** A failure of the replication connection. `code` is the server's SQLSTATE when the server refused. */
 export class ReplicationError extends Schema.TaggedError<ReplicationError>()("PostgresReplicationError", {
@@ -125,6 +126,7 @@ export const make = (options: ConnectOptions): Effect.Effect<ReplicationClient, 
     const config: pg.ClientConfig & { readonly replication: "database" } = {
       connectionString: options.url,
       replication: "database",
+      options: STARTUP_OPTIONS,
       ...(options.password === undefined ? {} : { password: Redacted.value(options.password) }),
       ...(options.applicationName === undefined ? {} : { application_name: options.applicationName })
     }
