@@ -58,6 +58,11 @@ export const CdcEvent = Schema.Struct({
   source: Source,
   ts_ms: Schema.Number,
   transaction: Schema.optionalKey(Transaction),
+  /**
+   * Columns whose value did not change and was not sent, so they are absent from `after` (PostgreSQL's unchanged
+   * TOAST values, when the old row is not logged in full). Absent means every column is in `after`.
+   */
+  unchanged: Schema.optionalKey(Schema.Array(Schema.String)),
   position: Position
 })
 export type CdcEvent = typeof CdcEvent.Type

@@ -190,13 +190,22 @@ const fastEvent = (input: unknown): CdcEvent.CdcEvent | undefined => {
   }
   const source = fastSource(input.source)
   if (source === undefined) return undefined
-  if (transaction === undefined) {
+  const unchanged = input.unchanged
+  if (transaction === undefined && unchanged === undefined) {
     return { id, op, before, after, source, ts_ms, position } as CdcEvent.CdcEvent
   }
-  const tx = fastTransaction(transaction)
-  return tx !== undefined
-    ? ({ id, op, before, after, source, ts_ms, transaction: tx, position } as CdcEvent.CdcEvent)
-    : undefined
+  const out: Obj = { id, op, before, after, source, ts_ms }
+  if (transaction !== undefined) {
+    const tx = fastTransaction(transaction)
+    if (tx === undefined) return undefined
+    out.transaction = tx
+  }
+  if (unchanged !== undefined) {
+    if (!Array.isArray(unchanged) || !unchanged.every((c) => typeof c === "string")) return undefined
+    out.unchanged = unchanged
+  }
+  out.position = position
+  return out as CdcEvent.CdcEvent
 }
 
 const CloudEventAttributes = Schema.Struct({

@@ -73,5 +73,4 @@ export const acknowledgeCommits =
     })
   }
 
-const isAfterOrEqual = (a: Position, b: Position): boolean =>
-  a.length !== b.length ? a.length > b.length : a >= b
+const isAfterOrEqual = (a: Position, b: Position): boolean => (a.length !== b.length ? a.length > b.length : a >= b)
