@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import type { PostgresValueError } from "./internal/Values.ts"
 
 /**
  * The source cannot run with this configuration or this server's settings: a bad option, `wal_level` not `logical`,
@@ -29,17 +30,14 @@ export class PostgresConfigError extends Schema.TaggedError<PostgresConfigError>
  * The server refused who we are: a wrong password, a role without `REPLICATION` (or `LOGIN`), no `SELECT` on a
  * table, no right to create the publication. The CLI exits 3.
  */
-export class PostgresPermissionError extends Schema.TaggedError<PostgresPermissionError>()(
-  "PostgresPermissionError",
-  {
-    server: Schema.String,
-    /** The role connecting. */
-    user: Schema.String,
-    reason: Schema.String,
-    fix: Schema.String,
-    cause: Schema.optionalKey(Schema.Defect())
-  }
-) {
+export class PostgresPermissionError extends Schema.TaggedError<PostgresPermissionError>()("PostgresPermissionError", {
+  server: Schema.String,
+  /** The role connecting. */
+  user: Schema.String,
+  reason: Schema.String,
+  fix: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {
   override get message(): string {
     return `PostgreSQL at ${this.server} refused role ${JSON.stringify(this.user)}: ${this.reason}. Fix: ${this.fix}`
   }
@@ -94,3 +92,4 @@ export type PostgresError =
   | PostgresSlotInUse
   | PostgresUnavailable
   | PostgresProtocolError
+  | PostgresValueError

@@ -4,8 +4,28 @@
  *
  * @since 0.1.0
  */
-import type * as Duration from "effect/Duration"
+import * as CdcEvent from "@redflow/core/CdcEvent"
+import type * as Position from "@redflow/core/Position"
+import type * as Source from "@redflow/core/Source"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Pgoutput from "./internal/Pgoutput.ts"
+import * as Positions from "./internal/Positions.ts"
+import * as ReplicationClient from "./internal/ReplicationClient.ts"
+import * as Session from "./internal/Session.ts"
+import * as Setup from "./internal/Setup.ts"
+import type { TableInfo } from "./internal/Tables.ts"
+import * as Values from "./internal/Values.ts"
+import * as PostgresMetrics from "./PostgresMetrics.ts"
+import { PostgresConfigError, type PostgresError, PostgresProtocolError, PostgresUnavailable } from "./PostgresError.ts"
 
 export interface Options {
   /** `postgres://user@host:port/db`. A password in the URL works; `password` (a `Redacted`) is preferred. */
@@ -30,3 +50,925 @@ export interface Options {
   /** Decoded replication messages held before the socket is paused. Default 1,024. */
   readonly highWater?: number | undefined
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The source
+// ---------------------------------------------------------------------------------------------------------------
+
+/** A {@link Source} of PostgreSQL changes, told what is durable downstream by {@link Source.acknowledgeCommits}. */
+export interface PostgresSource extends Source.Source<PostgresError> {
+  readonly acknowledge: (position: Position.Position) => Effect.Effect<void>
+  readonly slot: string
+  readonly publication: string
+  /** The captured tables, `schema.table`. */
+  readonly tables: ReadonlyArray<string>
+  /** The server as `host:port/db`. */
+  readonly server: string
+}
+
+const defaults = {
+  name: "postgres",
+  slot: "redflow",
+  publication: "redflow",
+  snapshot: "initial",
+  snapshotChunkRows: 10_000,
+  maxRetainedWalBytes: 1024 ** 3,
+  retryFor: "5 minutes",
+  highWater: 1024
+} as const
+
+/** How often the lag and retained-WAL figures are read, and a standby status is sent while paused. */
+const STATUS_INTERVAL = "5 seconds"
+
+interface Config {
+  readonly url: string
+  readonly password: Redacted.Redacted | undefined
+  readonly tables: ReadonlyArray<string>
+  readonly name: string
+  readonly slot: string
+  readonly publication: string
+  readonly snapshot: "initial" | "never"
+  readonly snapshotChunkRows: number
+  readonly maxRetainedWalBytes: number
+  readonly retryFor: Duration.Duration
+  readonly highWater: number
+  readonly server: string
+  readonly user: string
+  readonly db: string
+}
+
+const configError = (field: string, reason: string, fix: string) => new PostgresConfigError({ field, reason, fix })
+
+const validate = (options: Options): Effect.Effect<Config, PostgresConfigError> =>
+  Effect.gen(function* () {
+    let parsed: URL
+    try {
+      parsed = new URL(options.url)
+    } catch {
+      return yield* configError("url", "not a URL", "give postgres://user@host:5432/database")
+    }
+    if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {
+      return yield* configError(
+        "url",
+        `the scheme is ${JSON.stringify(parsed.protocol)}`,
+        "give postgres://user@host:5432/database"
+      )
+    }
+    const db = decodeURIComponent(parsed.pathname.replace(/^\//, ""))
+    if (db === "") return yield* configError("url", "names no database", "end it with /database")
+    if (options.tables.length === 0) {
+      return yield* configError("tables", "no table given", "name at least one table, e.g. public.orders")
+    }
+    const positive = (field: string, value: number | undefined, fallback: number) =>
+      value === undefined
+        ? Effect.succeed(fallback)
+        : Number.isSafeInteger(value) && value > 0
+          ? Effect.succeed(value)
+          : Effect.fail(configError(field, `must be a positive integer, got ${value}`, `give a whole number above 0`))
+    const retryFor = Option.getOrUndefined(Duration.fromInput(options.retryFor ?? defaults.retryFor))
+    if (retryFor === undefined) {
+      return yield* configError("retryFor", `not a duration: ${String(options.retryFor)}`, `give e.g. "5 minutes"`)
+    }
+    const snapshot = options.snapshot ?? defaults.snapshot
+    if (snapshot !== "initial" && snapshot !== "never") {
+      return yield* configError("snapshot", `expected "initial" or "never", got ${JSON.stringify(snapshot)}`, "")
+    }
+    return {
+      url: options.url,
+      password: options.password,
+      tables: options.tables,
+      name: options.name ?? defaults.name,
+      slot: options.slot ?? defaults.slot,
+      publication: options.publication ?? defaults.publication,
+      snapshot,
+      snapshotChunkRows: yield* positive("snapshotChunkRows", options.snapshotChunkRows, defaults.snapshotChunkRows),
+      maxRetainedWalBytes: yield* positive(
+        "maxRetainedWalBytes",
+        options.maxRetainedWalBytes,
+        defaults.maxRetainedWalBytes
+      ),
+      retryFor,
+      highWater: yield* positive("highWater", options.highWater, defaults.highWater),
+      server: Session.serverOf(options.url),
+      user: decodeURIComponent(parsed.username) || process.env.PGUSER || "postgres",
+      db
+    }
+  })
+
+/** A transaction emitted but not yet durable downstream: acknowledged once its last event is. */
+interface Pending {
+  /** The position of its last event (or of the last event before it, for a transaction that had none). */
+  readonly last: Position.Position | undefined
+  /** Where the slot may move once it is durable: the end of its commit record. */
+  readonly end: Pgoutput.Lsn
+}
+
+/** What the source's stream and its `acknowledge` share. */
+interface State {
+  /** The last position passed downstream by this process: a reconnect skips up to it. */
+  lastEmitted: Position.Position | undefined
+  /** Transactions (and the snapshot) emitted and not yet durable, in order. */
+  readonly pending: Array<Pending>
+  /** The LSN the slot may be confirmed at: every transaction ending at or before it is durable. */
+  durable: Pgoutput.Lsn
+  /** The replication connection streaming now. */
+  client: ReplicationClient.ReplicationClient | undefined
+  /** Whether a transaction is being read (between BEGIN and COMMIT). */
+  inTransaction: boolean
+  /** Commit time (ms) of the last transaction read, for the lag in seconds. */
+  lastCommitMillis: number | undefined
+  /** Whether this process has streamed from the slot: a slot "in use" on a reconnect may be our own dead stream. */
+  streamed: boolean
+}
+
+const isAtOrBefore = (a: Position.Position, b: Position.Position | undefined) => b !== undefined && a <= b
+
+/**
+ * Checks the server, the role, the tables, the publication and the slot (creating the publication when absent),
+ * and returns the source. Nothing is read until `stream` runs; each failure is a typed {@link PostgresError} that
+ * names what to do.
+ *
+ * @example
+ * ```ts
+ * const source = yield* PostgresSource.make({ url: "postgres://redflow@db:5432/shop", tables: ["public.orders"] })
+ * const from = yield* checkpoints.load("orders")
+ * yield* source.stream(from).pipe(
+ *   Stream.run(RedisStreamSink.make({ stream: "cdc.${source.table}", pipeline: "orders" })),
+ *   Source.acknowledgeCommits(source, "orders")
+ * )
+ * ```
+ */
+export const make = (options: Options): Effect.Effect<PostgresSource, PostgresError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const config = yield* validate(options)
+    const connect = { url: config.url, password: config.password, applicationName: `redflow ${config.name}` }
+    const classify = (error: ReplicationClient.ReplicationError) =>
+      Setup.classifyConnectError(error, config.server, config.user)
+    const openSession = Session.make(connect).pipe(Effect.mapError(classify))
+
+    const start = yield* Effect.scoped(
+      Effect.gen(function* () {
+        const session = yield* openSession
+        yield* Setup.checkServer(session)
+        yield* Setup.checkRole(session)
+        const tables = yield* Setup.resolveTables(session, config.tables)
+        const publication = yield* Setup.ensurePublication(session, config.publication, tables)
+        const slot = yield* Setup.inspectSlot(session, config.slot)
+        return { tables, publication, slot }
+      })
+    )
+    const tables = start.tables
+    const byName = new Map(tables.map((t) => [`${t.schema}.${t.table}`, t]))
+    if (start.publication.created) {
+      yield* Effect.logInfo(`created publication ${config.publication} for ${[...byName.keys()].join(", ")}`)
+    }
+    if (start.publication.others.length > 0) {
+      yield* Effect.logWarning(
+        `publication ${config.publication} also publishes ${start.publication.others.join(", ")}: ` +
+          "their changes are read and ignored (give this pipeline a publication of its own to spare the server that work)"
+      )
+    }
+
+    const state: State = {
+      lastEmitted: undefined,
+      pending: [],
+      durable: 0n,
+      client: undefined,
+      inTransaction: false,
+      lastCommitMillis: undefined,
+      streamed: false
+    }
+    const attributes = { source: config.name }
+    const sourceInfo = { connector: "postgresql", name: config.name, db: config.db } as const
+
+    const acknowledge = (position: Position.Position): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        let durable = state.durable
+        while (state.pending.length > 0) {
+          const head = state.pending[0]!
+          if (head.last !== undefined && !isAtOrBefore(head.last, position)) break
+          state.pending.shift()
+          if (head.end > durable) durable = head.end
+        }
+        if (durable <= state.durable) return Effect.void
+        state.durable = durable
+        return state.client === undefined ? Effect.void : Effect.ignore(state.client.acknowledge(durable))
+      })
+
+    /** A transaction (or the snapshot) passed downstream whole: durable once `last` is. */
+    const settle = (last: Position.Position | undefined, end: Pgoutput.Lsn): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (state.pending.length === 0 && last === undefined) {
+          // Nothing of it, or before it, is waiting downstream.
+          if (end > state.durable) {
+            state.durable = end
+            return state.client === undefined ? Effect.void : Effect.ignore(state.client.acknowledge(end))
+          }
+          return Effect.void
+        }
+        state.pending.push({ last, end })
+        return Effect.void
+      })
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Values
+    // ---------------------------------------------------------------------------------------------------------
+
+    const protocolError = (reason: string, cause?: unknown) =>
+      new PostgresProtocolError({
+        server: config.server,
+        reason,
+        ...(cause === undefined ? {} : { cause })
+      })
+
+    let catalog = yield* Effect.scoped(
+      Effect.flatMap(openSession, (session) =>
+        Values.loadTypes(
+          session,
+          tables.flatMap((t) => t.columns.map((c) => c.typeOid))
+        ).pipe(Effect.mapError((e) => (e._tag === "PostgresReplicationError" ? classify(e) : e)))
+      )
+    )
+
+    /** One decoder per column, built once per table description; types not seen yet are read from the catalog. */
+    const decodersOf = (session: Session.Session, table: string, columns: ReadonlyArray<ColumnRef>) =>
+      Effect.gen(function* () {
+        catalog = yield* Values.loadTypes(
+          session,
+          columns.map((c) => c.typeOid),
+          catalog
+        ).pipe(Effect.mapError((e) => (e._tag === "PostgresReplicationError" ? classify(e) : e)))
+        return columns.map((c) => Values.columnDecoder(catalog, c, { table, server: config.server }))
+      })
+
+    const image = (
+      table: string,
+      names: ReadonlyArray<string>,
+      decoders: ReadonlyArray<ColumnDecoder>,
+      tuple: ReadonlyArray<Pgoutput.Value>,
+      include: (i: number) => boolean,
+      unchanged: Array<string> | undefined,
+      old: Record<string, unknown> | undefined
+    ): Record<string, unknown> => {
+      const row: Record<string, unknown> = {}
+      for (let i = 0; i < names.length; i++) {
+        if (!include(i)) continue
+        const value = tuple[i]
+        const name = names[i]!
+        if (value === undefined) throw new ShapeError(`no value for column ${name} of ${table}`)
+        if (value === Pgoutput.UnchangedToast) {
+          // Not sent because it did not change: the old full row has it, else it is named in `unchanged`.
+          if (old !== undefined && name in old) row[name] = old[name]
+          else if (unchanged === undefined) {
+            throw new ShapeError(`column ${name} of ${table} is an unchanged TOAST value in a key image`)
+          } else unchanged.push(name)
+        } else row[name] = decoders[i]!(value)
+      }
+      return row
+    }
+
+    /** Runs decoding: a bad value is its typed error, a malformed message a protocol error; never skipped. */
+    const decoding = <A>(what: string, evaluate: () => A): Effect.Effect<A, PostgresError> =>
+      Effect.suspend(() => {
+        try {
+          return Effect.succeed(evaluate())
+        } catch (cause) {
+          return Effect.fail(
+            cause instanceof Values.PostgresValueError
+              ? cause
+              : protocolError(`${what}: ${cause instanceof Error ? cause.message : String(cause)}`, cause)
+          )
+        }
+      })
+
+    // ---------------------------------------------------------------------------------------------------------
+    // The snapshot: every row of every table as of the consistent point, in key order, in chunks
+    // ---------------------------------------------------------------------------------------------------------
+
+    const snapshotStream = (
+      session: Session.Session,
+      consistentPoint: Pgoutput.Lsn
+    ): Stream.Stream<CdcEvent.CdcEvent, PostgresError> =>
+      Stream.unwrap(
+        Effect.gen(function* () {
+          const startedAt = yield* Clock.currentTimeMillis
+          yield* Metric.update(Metric.withAttributes(PostgresMetrics.snapshotTablesTotal, attributes), tables.length)
+          yield* Metric.update(Metric.withAttributes(PostgresMetrics.snapshotTables, attributes), 0)
+          let index = 0
+          let done = 0
+          const lsn = Pgoutput.formatLsn(consistentPoint)
+          const perTable = (table: TableInfo) =>
+            Stream.unwrap(
+              Effect.gen(function* () {
+                const decoders = yield* decodersOf(session, table.quoted, table.columns)
+                const names = table.columns.map((c) => c.name)
+                // Key order: the primary key, else the identity index, else the physical row id (stable within one
+                // snapshot, which is all a chunked read needs).
+                const order = table.primaryKey.length > 0 ? table.primaryKey : (table.identityColumns ?? [])
+                const byCtid = order.length === 0
+                const keyList = byCtid ? "ctid" : order.map(Setup.quoteIdent).join(", ")
+                const select =
+                  `SELECT ${names.map(Setup.quoteIdent).join(", ")}${byCtid ? ', ctid::text AS "redflow ctid"' : ""} ` +
+                  `FROM ${table.quoted}`
+                const first = `${select} ORDER BY ${keyList} LIMIT ${config.snapshotChunkRows}`
+                const after = byCtid
+                  ? `${select} WHERE ctid > $1::tid ORDER BY ctid LIMIT ${config.snapshotChunkRows}`
+                  : `${select} WHERE (${keyList}) > (${order.map((_, i) => `$${i + 1}`).join(", ")}) ORDER BY ${keyList} LIMIT ${config.snapshotChunkRows}`
+                const rowsCounter = Metric.withAttributes(PostgresMetrics.snapshotRows, {
+                  ...attributes,
+                  table: `${table.schema}.${table.table}`
+                })
+                return Stream.paginate(undefined as ReadonlyArray<string | null> | undefined, (cursor) =>
+                  Effect.gen(function* () {
+                    const rows = yield* session
+                      .query(cursor === undefined ? first : after, cursor ?? [])
+                      .pipe(Effect.mapError(classify))
+                    const events: Array<CdcEvent.CdcEvent> = []
+                    for (const row of rows) {
+                      const values = names.map((n) => row[n] ?? null)
+                      const after = yield* decoding(`a snapshot row of ${table.quoted}`, () =>
+                        image(table.quoted, names, decoders, values, () => true, undefined, undefined)
+                      )
+                      const position = Positions.snapshotRow(consistentPoint, index++)
+                      events.push(
+                        CdcEvent.make({
+                          op: "r",
+                          before: null,
+                          after,
+                          source: {
+                            ...sourceInfo,
+                            schema: table.schema,
+                            table: table.table,
+                            ts_ms: startedAt,
+                            snapshot: true,
+                            lsn
+                          },
+                          ts_ms: startedAt,
+                          position
+                        })
+                      )
+                    }
+                    yield* Metric.update(rowsCounter, rows.length)
+                    const last = rows.at(-1)
+                    const more = rows.length === config.snapshotChunkRows && last !== undefined
+                    if (!more) {
+                      done++
+                      yield* Metric.update(Metric.withAttributes(PostgresMetrics.snapshotTables, attributes), done)
+                      yield* Effect.logInfo(`snapshot: ${table.quoted} read (${done} of ${tables.length} tables)`)
+                    }
+                    return [
+                      events,
+                      more
+                        ? Option.some(byCtid ? [last["redflow ctid"] ?? null] : order.map((k) => last[k] ?? null))
+                        : Option.none()
+                    ] as const
+                  })
+                )
+              })
+            )
+          return Stream.concat(
+            Stream.fromIterable(tables).pipe(Stream.flatMap(perTable)),
+            // The snapshot is durable when its last row is: until then the slot stays at the consistent point.
+            Stream.fromEffect(Effect.suspend(() => settle(state.lastEmitted, consistentPoint))).pipe(Stream.drain)
+          )
+        })
+      ).pipe(
+        Stream.tap((event) =>
+          Effect.sync(() => {
+            state.lastEmitted = event.position
+          })
+        )
+      )
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Streaming: committed transactions from the slot, as events
+    // ---------------------------------------------------------------------------------------------------------
+
+    interface RelationInfo {
+      readonly schema: string
+      readonly table: string
+      readonly quoted: string
+      readonly names: ReadonlyArray<string>
+      readonly isKey: ReadonlyArray<boolean>
+      readonly full: boolean
+      /** Decoders per column; `undefined` for a published table this source does not capture. */
+      readonly decoders: ReadonlyArray<ColumnDecoder> | undefined
+    }
+
+    interface Transaction {
+      readonly xid: number
+      readonly commitLsn: Pgoutput.Lsn
+      readonly commitMillis: number
+      readonly id: string
+      index: number
+      emitted: number
+      last: Position.Position | undefined
+      readonly perTable: Map<string, number>
+    }
+
+    const STOP: unique symbol = Symbol("stop")
+    type Out = CdcEvent.CdcEvent | typeof STOP
+
+    const eventsCounter = (op: string) => Metric.withAttributes(PostgresMetrics.events, { ...attributes, op })
+    const transactionsCounter = Metric.withAttributes(PostgresMetrics.transactions, attributes)
+
+    /**
+     * Events of the slot from its confirmed point, skipping what is at or below `skipUpTo`. With `stopAt`, only
+     * transactions committed before `stopAt.lsn` are passed on, and the stream ends once the server has sent
+     * everything before it (a transaction at or after it, or the marker message written after it).
+     */
+    const streamFrom = (
+      session: Session.Session,
+      skipUpTo: Position.Position | undefined,
+      stopAt?: { readonly lsn: Pgoutput.Lsn; readonly marker: Pgoutput.Lsn; readonly token: string }
+    ): Stream.Stream<CdcEvent.CdcEvent, PostgresError> =>
+      Stream.unwrap(
+        Effect.gen(function* () {
+          const client = yield* ReplicationClient.make(connect).pipe(Effect.mapError(classify))
+          yield* Effect.ignore(client.acknowledge(state.durable))
+          const events = client
+            .stream({
+              slot: config.slot,
+              startLsn: 0n,
+              publications: [config.publication],
+              messages: stopAt !== undefined,
+              highWater: config.highWater
+            })
+            .pipe(Stream.mapError(streamError))
+          state.client = client
+          state.streamed = true
+          yield* Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              if (state.client === client) state.client = undefined
+              state.inTransaction = false
+            })
+          )
+          yield* Effect.forkScoped(statusLoop(session, client))
+
+          const relations = new Map<number, RelationInfo>()
+          let tx: Transaction | undefined
+          let stopped = false
+          const skip = (position: Position.Position) =>
+            isAtOrBefore(position, skipUpTo) || isAtOrBefore(position, state.lastEmitted)
+
+          const describeRelation = (m: Pgoutput.Relation) =>
+            Effect.gen(function* () {
+              const name = `${m.schema}.${m.table}`
+              const captured = byName.get(name)
+              const decoders =
+                captured === undefined ? undefined : yield* decodersOf(session, captured.quoted, m.columns)
+              relations.set(m.relationId, {
+                schema: m.schema,
+                table: m.table,
+                quoted: captured?.quoted ?? name,
+                names: m.columns.map((c) => c.name),
+                isKey: m.columns.map((c) => c.isKey),
+                full: m.replicaIdentity === "f",
+                decoders
+              })
+            })
+
+          const relationOf = (id: number) => {
+            const r = relations.get(id)
+            if (r === undefined) throw new ShapeError(`a change of relation ${id}, which no RELATION message described`)
+            return r
+          }
+
+          const emit = (
+            out: Array<Out>,
+            now: number,
+            walStart: Pgoutput.Lsn,
+            r: RelationInfo,
+            op: CdcEvent.Op,
+            before: CdcEvent.Row | null,
+            after: CdcEvent.Row | null,
+            unchanged: ReadonlyArray<string> | undefined
+          ) => {
+            const t = tx!
+            const index = t.index++
+            if (r.decoders === undefined) return
+            const position = Positions.change(t.commitLsn, index)
+            if (skip(position)) return
+            const table = `${r.schema}.${r.table}`
+            const inTable = (t.perTable.get(table) ?? 0) + 1
+            t.perTable.set(table, inTable)
+            t.emitted++
+            t.last = position
+            state.lastEmitted = position
+            out.push(
+              CdcEvent.make({
+                op,
+                before,
+                after,
+                source: {
+                  ...sourceInfo,
+                  schema: r.schema,
+                  table: r.table,
+                  ts_ms: t.commitMillis,
+                  lsn: Pgoutput.formatLsn(walStart === 0n ? t.commitLsn : walStart),
+                  txId: t.xid
+                },
+                ts_ms: now,
+                transaction: { id: t.id, total_order: index + 1, data_collection_order: inTable },
+                ...(unchanged !== undefined && unchanged.length > 0 ? { unchanged } : {}),
+                position
+              })
+            )
+          }
+
+          const onBatch = (batch: ReadonlyArray<ReplicationClient.Event>) =>
+            Effect.gen(function* () {
+              const out: Array<Out> = []
+              if (stopped) return out
+              const now = yield* Clock.currentTimeMillis
+              const counts = new Map<string, number>()
+              for (const event of batch) {
+                if (event._tag === "Keepalive") {
+                  if (stopAt !== undefined && event.walEnd >= stopAt.marker) {
+                    stopped = true
+                    out.push(STOP)
+                    break
+                  }
+                  // Caught up and everything durable: the slot may move to where the server is.
+                  if (tx === undefined && state.pending.length === 0 && event.walEnd > state.durable) {
+                    state.durable = event.walEnd
+                    yield* Effect.ignore(client.acknowledge(event.walEnd))
+                  }
+                  continue
+                }
+                const m = event.message
+                switch (m._tag) {
+                  case "Begin": {
+                    if (tx !== undefined) {
+                      return yield* protocolError(`BEGIN of transaction ${m.xid} inside transaction ${tx.xid}`)
+                    }
+                    if (stopAt !== undefined && m.finalLsn >= stopAt.lsn) {
+                      stopped = true
+                      out.push(STOP)
+                      return out
+                    }
+                    tx = {
+                      xid: m.xid,
+                      commitLsn: m.finalLsn,
+                      commitMillis: Pgoutput.toEpochMillis(m.commitTime),
+                      id: `${m.xid}:${Pgoutput.formatLsn(m.finalLsn)}`,
+                      index: 0,
+                      emitted: 0,
+                      last: undefined,
+                      perTable: new Map()
+                    }
+                    state.inTransaction = true
+                    break
+                  }
+                  case "Commit": {
+                    const t = tx
+                    if (t === undefined)
+                      return yield* protocolError(`COMMIT at ${Pgoutput.formatLsn(m.commitLsn)} outside a transaction`)
+                    if (m.commitLsn !== t.commitLsn) {
+                      return yield* protocolError(
+                        `COMMIT at ${Pgoutput.formatLsn(m.commitLsn)} for a transaction that began with commit LSN ${Pgoutput.formatLsn(t.commitLsn)}`
+                      )
+                    }
+                    tx = undefined
+                    state.inTransaction = false
+                    state.lastCommitMillis = t.commitMillis
+                    yield* Metric.update(transactionsCounter, 1)
+                    yield* settle(t.last ?? state.lastEmitted, m.endLsn)
+                    break
+                  }
+                  case "Relation":
+                    yield* describeRelation(m)
+                    break
+                  case "Insert":
+                  case "Update":
+                  case "Delete":
+                  case "Truncate": {
+                    if (tx === undefined) return yield* protocolError(`a ${m._tag} outside a transaction`)
+                    const before = out.length
+                    yield* decoding(`${m._tag} in transaction ${tx.xid}`, () => change(out, now, event.walStart, m))
+                    for (let i = before; i < out.length; i++) {
+                      const e = out[i] as CdcEvent.CdcEvent
+                      counts.set(e.op, (counts.get(e.op) ?? 0) + 1)
+                    }
+                    break
+                  }
+                  case "Message":
+                    if (
+                      stopAt !== undefined &&
+                      !m.transactional &&
+                      m.prefix === MARKER_PREFIX &&
+                      new TextDecoder().decode(m.content) === stopAt.token
+                    ) {
+                      stopped = true
+                      out.push(STOP)
+                      return out
+                    }
+                    break
+                  case "Origin":
+                  case "Type":
+                    break
+                }
+              }
+              for (const [op, n] of counts) yield* Metric.update(eventsCounter(op), n)
+              return out
+            })
+
+          const change = (
+            out: Array<Out>,
+            now: number,
+            walStart: Pgoutput.Lsn,
+            m: Pgoutput.Insert | Pgoutput.Update | Pgoutput.Delete | Pgoutput.Truncate
+          ) => {
+            if (m._tag === "Truncate") {
+              for (const id of m.relationIds) emit(out, now, walStart, relationOf(id), "t", null, null, undefined)
+              return
+            }
+            const r = relationOf(m.relationId)
+            if (r.decoders === undefined) {
+              tx!.index++
+              return
+            }
+            const all = () => true
+            const keyOnly = (i: number) => r.isKey[i] === true
+            const name = r.quoted
+            switch (m._tag) {
+              case "Insert":
+                return emit(
+                  out,
+                  now,
+                  walStart,
+                  r,
+                  "c",
+                  null,
+                  image(name, r.names, r.decoders, m.new, all, [], undefined),
+                  undefined
+                )
+              case "Update": {
+                const before =
+                  m.old === undefined
+                    ? image(name, r.names, r.decoders, m.new, keyOnly, undefined, undefined)
+                    : image(
+                        name,
+                        r.names,
+                        r.decoders,
+                        m.old,
+                        m.oldKind === "full" ? all : keyOnly,
+                        undefined,
+                        undefined
+                      )
+                const unchanged: Array<string> = []
+                const after = image(
+                  name,
+                  r.names,
+                  r.decoders,
+                  m.new,
+                  all,
+                  unchanged,
+                  m.oldKind === "full" ? before : undefined
+                )
+                return emit(out, now, walStart, r, "u", before, after, unchanged)
+              }
+              case "Delete":
+                return emit(
+                  out,
+                  now,
+                  walStart,
+                  r,
+                  "d",
+                  image(name, r.names, r.decoders, m.old, m.oldKind === "full" ? all : keyOnly, undefined, undefined),
+                  null,
+                  undefined
+                )
+            }
+          }
+
+          return events.pipe(
+            Stream.mapArrayEffect((batch) => Effect.map(onBatch(batch), (out) => [out] as const)),
+            Stream.flattenIterable,
+            Stream.takeWhile((o): o is CdcEvent.CdcEvent => o !== STOP)
+          )
+        })
+      )
+
+    /** A failure of the replication stream, as the source's error: connection loss is retried by the caller. */
+    const streamError = (error: ReplicationClient.ReplicationError): PostgresError =>
+      error.code === "55006"
+        ? // Still marked active: our previous stream the server has not yet seen end, or another reader that
+          // started since the check; the retry's slot check tells which.
+          new PostgresUnavailable({ server: config.server, reason: error.message, cause: error })
+        : classify(error)
+
+    let overBound = false
+    /** Every few seconds: a standby status (also while the socket is paused), the lag and retained-WAL figures. */
+    const statusLoop = (session: Session.Session, client: ReplicationClient.ReplicationClient) =>
+      Effect.gen(function* () {
+        yield* Effect.ignore(client.acknowledge(state.durable))
+        const now = yield* Clock.currentTimeMillis
+        const caughtUp = state.pending.length === 0 && !state.inTransaction
+        yield* Metric.update(
+          Metric.withAttributes(PostgresMetrics.lagSeconds, attributes),
+          caughtUp || state.lastCommitMillis === undefined ? 0 : Math.max(0, (now - state.lastCommitMillis) / 1000)
+        )
+        const wal = yield* Setup.walPosition(session, config.slot)
+        yield* Metric.update(Metric.withAttributes(PostgresMetrics.lagBytes, attributes), wal.lagBytes)
+        yield* Metric.update(Metric.withAttributes(PostgresMetrics.retainedWalBytes, attributes), wal.retainedBytes)
+        const over = wal.retainedBytes > config.maxRetainedWalBytes
+        yield* Metric.update(Metric.withAttributes(PostgresMetrics.retainedWalOverBound, attributes), over ? 1 : 0)
+        if (over && !overBound) {
+          yield* Effect.logWarning(
+            `replication slot ${config.slot} on ${config.server} retains ${wal.retainedBytes} bytes of WAL, over the bound of ` +
+              `${config.maxRetainedWalBytes}: the sink is behind or stopped, and the server's disk fills until it catches up ` +
+              `(pg_replication_slots shows the slot; dropping it loses the changes it holds)`
+          )
+        }
+        overBound = over
+      }).pipe(
+        Effect.catch((error) => Effect.logDebug(`status check failed: ${error.message}`)),
+        Effect.repeat(Schedule.spaced(STATUS_INTERVAL)),
+        Effect.asVoid
+      )
+
+    // ---------------------------------------------------------------------------------------------------------
+    // The plan: what to read, from where, given the checkpoint and the slot
+    // ---------------------------------------------------------------------------------------------------------
+
+    /** A session whose transaction reads exactly as of an exported snapshot. */
+    const snapshotSession = (snapshotName: string) =>
+      Effect.gen(function* () {
+        const reader = yield* openSession
+        yield* reader.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").pipe(Effect.mapError(classify))
+        yield* reader
+          .query(`SET TRANSACTION SNAPSHOT '${snapshotName.replaceAll("'", "''")}'`)
+          .pipe(Effect.mapError(classify))
+        return reader
+      })
+
+    const plan = (from: Option.Option<Position.Position>): Stream.Stream<CdcEvent.CdcEvent, PostgresError> =>
+      Stream.unwrap(
+        Effect.gen(function* () {
+          const outer = yield* Effect.scope
+          const resume = Option.match(from, {
+            onNone: () => state.lastEmitted,
+            onSome: (p) => (state.lastEmitted !== undefined && state.lastEmitted > p ? state.lastEmitted : p)
+          })
+          const parsed = resume === undefined ? undefined : Positions.parse(resume)
+          if (resume !== undefined && parsed === undefined) {
+            return yield* new PostgresConfigError({
+              field: "checkpoint",
+              server: config.server,
+              reason: `${resume} is not a position of a PostgreSQL source (32 hex digits: LSN, kind, index)`,
+              fix: "give this pipeline its own checkpoint key (--pipeline), or delete the checkpoint to start over"
+            })
+          }
+          const session = yield* openSession
+          const slot = yield* Setup.inspectSlot(session, config.slot).pipe(
+            Effect.mapError((error) =>
+              // Our own previous stream, which the server has not yet seen end, is waited for; another's is not.
+              error._tag === "PostgresSlotInUse" && state.streamed
+                ? new PostgresUnavailable({ server: config.server, reason: error.message })
+                : error
+            )
+          )
+          const wantSnapshot = config.snapshot === "initial" && (parsed === undefined || parsed.kind === "snapshot")
+
+          if (Option.isNone(slot)) {
+            if (parsed?.kind === "change") {
+              return yield* new PostgresConfigError({
+                field: "slot",
+                server: config.server,
+                reason:
+                  `replication slot ${config.slot} does not exist, but the checkpoint (${resume}) says this pipeline ` +
+                  "streamed from it: the changes since were not kept for it and cannot be read",
+                fix:
+                  "to start again with a full snapshot, delete the checkpoint (and the streams' high-water marks in exactly-once); " +
+                  "to carry on from now without the missing changes, create the slot and use --snapshot never"
+              })
+            }
+            // A new slot, with its snapshot exported for the reader; the creating connection is closed once the
+            // reader holds the snapshot (so it does not stay a WAL sender).
+            const created = yield* Effect.scoped(
+              Effect.gen(function* () {
+                const client = yield* ReplicationClient.make(connect).pipe(Effect.mapError(classify))
+                const slotCreated = yield* client
+                  .createSlot(config.slot, { snapshot: wantSnapshot ? "export" : "nothing" })
+                  .pipe(Effect.mapError(classify))
+                const reader =
+                  wantSnapshot && slotCreated.snapshotName !== undefined
+                    ? yield* snapshotSession(slotCreated.snapshotName).pipe(Scope.provide(outer))
+                    : undefined
+                return { consistentPoint: slotCreated.consistentPoint, reader }
+              })
+            )
+            yield* Effect.logInfo(
+              `created replication slot ${config.slot} at ${Pgoutput.formatLsn(created.consistentPoint)}` +
+                (created.reader === undefined ? "" : `; snapshot of ${tables.length} tables follows`)
+            )
+            state.durable = created.consistentPoint
+            return created.reader === undefined
+              ? streamFrom(session, resume)
+              : Stream.concat(
+                  snapshotStream(created.reader, created.consistentPoint),
+                  Stream.suspend(() => streamFrom(session, state.lastEmitted))
+                )
+          }
+
+          if (!wantSnapshot) return streamFrom(session, resume)
+
+          // The slot exists but no snapshot was finished (a crash during it, or a slot made before): the snapshot
+          // starts over at a new consistent point, taken from a temporary slot. The changes between the slot's
+          // confirmed point and the new point come first, as changes; then every row as of the new point, as `r`
+          // (a consumer sees again the rows it got before the crash); then the changes after it.
+          yield* Effect.logWarning(
+            resume === undefined
+              ? `replication slot ${config.slot} exists but this pipeline has no checkpoint: reading a snapshot of ${tables.length} tables, ` +
+                  "then the slot's changes (consumers see every row as op r)"
+              : `the snapshot was interrupted (checkpoint ${resume} is a snapshot row): it starts over; consumers see the rows ` +
+                  "read before the interruption again, as op r"
+          )
+          const retake = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const client = yield* ReplicationClient.make(connect).pipe(Effect.mapError(classify))
+              const temporary = yield* client
+                .createSlot(`${config.slot.slice(0, 40)}_snapshot_${process.pid}`, {
+                  temporary: true,
+                  snapshot: "export"
+                })
+                .pipe(Effect.mapError(classify))
+              const reader = yield* snapshotSession(temporary.snapshotName ?? "").pipe(Scope.provide(outer))
+              return { consistentPoint: temporary.consistentPoint, reader }
+            })
+          )
+          const token = `${config.slot} ${process.pid} ${yield* Clock.currentTimeMillis}`
+          const marker = yield* session
+            .query("SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn", [MARKER_PREFIX, token])
+            .pipe(Effect.mapError(classify))
+          const markerLsn = Pgoutput.parseLsn(String(marker[0]?.lsn))
+          if (markerLsn === undefined) {
+            return yield* protocolError(`pg_logical_emit_message answered ${JSON.stringify(marker)}`)
+          }
+          return Stream.concat(
+            streamFrom(session, resume, { lsn: retake.consistentPoint, marker: markerLsn, token }),
+            Stream.concat(
+              Stream.suspend(() => snapshotStream(retake.reader, retake.consistentPoint)),
+              Stream.suspend(() => streamFrom(session, state.lastEmitted))
+            )
+          )
+        })
+      )
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Retries: a lost connection or a restarting server is waited for, and the stream resumes from the slot
+    // ---------------------------------------------------------------------------------------------------------
+
+    const backoff = Schedule.exponential("200 millis").pipe(
+      Schedule.jittered,
+      Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, Duration.seconds(10))))
+    )
+    const retryPolicy: Schedule.Schedule<unknown, PostgresError> = Schedule.fromStep(
+      Effect.gen(function* () {
+        const step = yield* Schedule.toStep(backoff)
+        let since: number | undefined
+        return (now: number, error: PostgresError) =>
+          Effect.gen(function* () {
+            if (error._tag !== "PostgresUnavailable") return yield* Cause.done(undefined)
+            since ??= now
+            if (now - since >= Duration.toMillis(config.retryFor)) return yield* Cause.done(undefined)
+            const decision = yield* step(now, error)
+            yield* Metric.update(Metric.withAttributes(PostgresMetrics.reconnects, attributes), 1)
+            yield* Effect.logWarning(
+              `${error.message}; reconnecting in ${Duration.format(decision[1])} (resuming from the slot, nothing is lost)`
+            )
+            return decision
+          })
+      })
+    )
+
+    const stream = (from: Option.Option<Position.Position>): Stream.Stream<CdcEvent.CdcEvent, PostgresError> =>
+      Stream.suspend(() => plan(from)).pipe(
+        Stream.retry(retryPolicy),
+        Stream.withSpan("PostgresSource.stream", { attributes: { slot: config.slot, publication: config.publication } })
+      )
+
+    return {
+      name: config.name,
+      stream,
+      acknowledge,
+      slot: config.slot,
+      publication: config.publication,
+      tables: [...byName.keys()],
+      server: config.server
+    } satisfies PostgresSource
+  })
+
+interface ColumnRef {
+  readonly name: string
+  readonly typeOid: number
+}
+
+type ColumnDecoder = (value: Values.ColumnValue) => unknown
+
+/** A replication message that does not fit the protocol's framing (a bug or a corrupt stream, never skipped). */
+class ShapeError extends Error {}
+
+/** The prefix of the logical message that marks where a retaken snapshot's consistent point has been passed. */
+const MARKER_PREFIX = "redflow.snapshot"

@@ -1,8 +1,10 @@
 /**
- * PostgreSQL logical replication for Redflow. So far the protocol layer only, under `src/internal/`: the pgoutput
- * decoder (`Pgoutput.ts`), the replication stream framing (`ReplicationProtocol.ts`) and the client on a replication
- * connection (`ReplicationClient.ts`). The public `PostgresSource` comes next (issue 11).
+ * PostgreSQL logical replication for Redflow: {@link PostgresSource} reads the changes of chosen tables (an initial
+ * snapshot, then the replication stream, with the built-in `pgoutput` plugin) as a resumable `Source` of change
+ * events, and moves its replication slot only as far as the pipeline's checkpoint.
  *
  * @since 0.1.0
  */
-export {}
+export * as PostgresSource from "./PostgresSource.ts"
+export * as PostgresMetrics from "./PostgresMetrics.ts"
+export * from "./PostgresError.ts"

@@ -1,0 +1,42 @@
+/**
+ * The PostgreSQL source's metrics, as Effect `Metric`s with a `source` attribute (the source's name). The
+ * Prometheus endpoint adds the `deltaforge_` prefix, as for the sink's series.
+ *
+ * @since 0.1.0
+ */
+import * as Metric from "effect/Metric"
+
+export const events = Metric.counter("source_events_total", {
+  description: "Change events read from PostgreSQL (snapshot rows included), by op",
+  incremental: true
+})
+export const transactions = Metric.counter("source_transactions_total", {
+  description: "Committed transactions read from the replication stream",
+  incremental: true
+})
+export const lagBytes = Metric.gauge("source_replication_lag_bytes", {
+  description: "The server's WAL position minus the slot's confirmed point: WAL not yet durable downstream"
+})
+export const lagSeconds = Metric.gauge("source_replication_lag_seconds", {
+  description: "Now minus the commit time of the last transaction read; 0 when everything read is durable"
+})
+export const retainedWalBytes = Metric.gauge("source_slot_retained_wal_bytes", {
+  description: "WAL the server keeps for the slot (current WAL position minus the slot's restart LSN)"
+})
+export const retainedWalOverBound = Metric.gauge("source_slot_retained_wal_over_bound", {
+  description: "1 while the slot retains more WAL than maxRetainedWalBytes, else 0"
+})
+export const snapshotRows = Metric.counter("source_snapshot_rows_total", {
+  description: "Rows read by the initial snapshot, by table",
+  incremental: true
+})
+export const snapshotTables = Metric.gauge("source_snapshot_tables_done", {
+  description: "Tables the initial snapshot has finished"
+})
+export const snapshotTablesTotal = Metric.gauge("source_snapshot_tables_total", {
+  description: "Tables the initial snapshot reads"
+})
+export const reconnects = Metric.counter("source_reconnects_total", {
+  description: "Replication connections opened again after a failure",
+  incremental: true
+})

@@ -1,0 +1,46 @@
+/**
+ * The positions of PostgreSQL events: 32 lowercase hex digits, `LSN (16) · kind (1) · index (15)`.
+ *
+ * - A change: the commit LSN of its transaction, kind `1`, its index in the transaction (0-based). Transactions
+ *   are decoded in commit order, so positions increase in emission order; per-change LSNs do not (POSTGRES-FACTS).
+ * - A snapshot row: the slot's consistent point minus one, kind `0`, the row's index in the whole snapshot. Every
+ *   transaction streamed after the snapshot commits at or after the consistent point, so the snapshot sorts first.
+ *   (WAL records are 8-byte aligned: no commit record starts at `consistent point - 1`.)
+ *
+ * Equal widths make string order the numeric order, so the sink's high-water compare needs nothing new.
+ *
+ * @internal
+ */
+import type * as Position from "@redflow/core/Position"
+import type { Lsn } from "./Pgoutput.ts"
+
+export const WIDTH = 32
+const INDEX_LIMIT = 16n ** 15n
+
+const hex = (n: bigint, width: number): string => n.toString(16).padStart(width, "0")
+
+export const change = (commitLsn: Lsn, index: number): Position.Position =>
+  `${hex(commitLsn, 16)}1${hex(BigInt(index), 15)}` as Position.Position
+
+export const snapshotRow = (consistentPoint: Lsn, index: number): Position.Position =>
+  `${hex(consistentPoint - 1n, 16)}0${hex(BigInt(index), 15)}` as Position.Position
+
+export type Parsed =
+  | { readonly kind: "change"; readonly commitLsn: Lsn; readonly index: bigint }
+  | { readonly kind: "snapshot"; readonly consistentPoint: Lsn; readonly index: bigint }
+
+/** Reads a position back; `undefined` when it is not one this source makes (another source's checkpoint). */
+export const parse = (position: string): Parsed | undefined => {
+  if (position.length !== WIDTH || !/^[0-9a-f]+$/.test(position)) return undefined
+  const lsn = BigInt(`0x${position.slice(0, 16)}`)
+  const index = BigInt(`0x${position.slice(17)}`)
+  if (index >= INDEX_LIMIT) return undefined
+  switch (position[16]) {
+    case "1":
+      return { kind: "change", commitLsn: lsn, index }
+    case "0":
+      return { kind: "snapshot", consistentPoint: lsn + 1n, index }
+    default:
+      return undefined
+  }
+}
