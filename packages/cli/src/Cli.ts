@@ -1,10 +1,11 @@
 /**
- * The `redflow` command line: `produce`, `consume`, `stream info|groups|pending|trim|claim` and `demo`, built with
- * Effect's CLI module.
+ * The `redflow` command line: `run` (a PostgreSQL → Redis Streams pipeline, from flags or a YAML file), `produce`,
+ * `consume`, `stream info|groups|pending|trim|claim` and `demo`, built with Effect's CLI module.
  *
  * Exit codes: 0 done (also after a signal that drained the run), 1 any other fatal error, 2 bad arguments or
- * configuration (the message names the flag), 3 authentication failure, 4 a drain that did not finish within
- * `--drain-timeout`, 130 a second signal that stopped a drain. A failure prints one line on stderr; `--verbose` adds
+ * configuration (the message names the flag or the pipeline file's setting; also a PostgreSQL server or table that
+ * cannot work as configured), 3 authentication or permission failure (Redis, or a PostgreSQL role refused), 4 a
+ * drain that did not finish within `--drain-timeout`, 130 a second signal that stopped a drain. A failure prints one line on stderr; `--verbose` adds
  * the cause.
  *
  * @example
@@ -28,6 +29,7 @@ import * as Errors from "./internal/errors.ts"
 import { Json, Verbose } from "./internal/flags.ts"
 import { Reported } from "./internal/output.ts"
 import * as Produce from "./internal/produce.ts"
+import * as Run from "./internal/run.ts"
 import * as Shutdown from "./internal/shutdown.ts"
 import * as Stream from "./internal/stream.ts"
 
@@ -35,8 +37,10 @@ export const VERSION = "0.1.0"
 
 /** The root command. */
 export const command = Command.make("redflow").pipe(
-  Command.withDescription("Move CDC events into Redis Streams and back out: produce, consume, inspect, demo."),
-  Command.withSubcommands([Produce.command, Consume.command, Stream.command, Demo.command]),
+  Command.withDescription(
+    "Move CDC events into Redis Streams and back out: run a PostgreSQL pipeline, produce, consume, inspect, demo."
+  ),
+  Command.withSubcommands([Run.command, Produce.command, Consume.command, Stream.command, Demo.command]),
   Command.withGlobalFlags([Json, Verbose, Shutdown.DrainTimeout])
 )
 

@@ -5,8 +5,10 @@
  * |---|---|
  * | 0 | done (also after Ctrl-C drained the run) |
  * | 1 | any other fatal error (Redis unreachable, a fatal reply error, a corrupt checkpoint file) |
- * | 2 | bad arguments or configuration: the message names the flag and what it expects |
- * | 3 | authentication failure (NOAUTH, WRONGPASS) or an ACL that denies a command or key (NOPERM) |
+ * | 2 | bad arguments or configuration: the message names the flag or the pipeline file's setting and what it expects; |
+ * |   | also a PostgreSQL server or table that cannot work as configured (wal_level, a missing table, no replica identity) |
+ * | 3 | authentication failure (NOAUTH, WRONGPASS) or an ACL that denies a command or key (NOPERM); |
+ * |   | also a PostgreSQL role refused (a wrong password, no REPLICATION, no SELECT on a table) |
  * | 4 | a drain that did not finish within --drain-timeout |
  * | 130 | a second signal during a drain |
  */
@@ -66,7 +68,16 @@ export const EXIT_USAGE = 2
 export const EXIT_AUTH = 3
 export const EXIT_INTERRUPTED = 130
 
-const USAGE_TAGS = new Set(["UsageError", "RedisConfigError", "SinkConfigError", "ConfigError"])
+const USAGE_TAGS = new Set([
+  "UsageError",
+  "RedisConfigError",
+  "SinkConfigError",
+  "ConfigError",
+  "PipelineConfigError",
+  "PostgresConfigError"
+])
+
+const AUTH_TAGS = new Set(["RedisAuthFailed", "PostgresPermissionError"])
 
 const tagOf = (error: unknown): string | undefined =>
   Predicate.hasProperty(error, "_tag") && typeof error._tag === "string" ? error._tag : undefined
@@ -82,7 +93,7 @@ export const exitCode = (cause: Cause.Cause<unknown>): number => {
   const error = Cause.squash(cause)
   if (CliError.isCliError(error)) return EXIT_USAGE
   const tag = tagOf(error)
-  if (tag === "RedisAuthFailed") return EXIT_AUTH
+  if (tag !== undefined && AUTH_TAGS.has(tag)) return EXIT_AUTH
   if (tag !== undefined && USAGE_TAGS.has(tag)) return EXIT_USAGE
   // A bad option, or a port that is taken: either way the user changes --metrics-port.
   if (tag === "MetricsServerError" && (error as { reason?: unknown }).reason !== "listen-failed") return EXIT_USAGE
@@ -109,6 +120,12 @@ export const describe = (cause: Cause.Cause<unknown>): string => {
     case "StreamNotFound":
     case "GroupNotFound":
     case "NoRedis":
+    case "PipelineConfigError":
+    case "PostgresPermissionError":
+    case "PostgresSlotInUse":
+    case "PostgresUnavailable":
+    case "PostgresProtocolError":
+    case "PostgresConfigError":
       return message
     case "RedisUnavailable":
       return `Redis is not reachable: ${message}`
