@@ -24,6 +24,7 @@ import * as Session from "./internal/Session.ts"
 import * as Setup from "./internal/Setup.ts"
 import type { TableInfo } from "./internal/Tables.ts"
 import * as Values from "./internal/Values.ts"
+import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as PostgresMetrics from "./PostgresMetrics.ts"
 import { PostgresConfigError, type PostgresError, PostgresProtocolError, PostgresUnavailable } from "./PostgresError.ts"
 
@@ -177,6 +178,8 @@ interface State {
   inTransaction: boolean
   /** Commit time (ms) of the last transaction read, for the lag in seconds. */
   lastCommitMillis: number | undefined
+  /** Whether this process finished a snapshot (so a reconnect after it does not take another). */
+  snapshotFinished: boolean
   /** Whether this process has streamed from the slot: a slot "in use" on a reconnect may be our own dead stream. */
   streamed: boolean
 }
@@ -206,6 +209,18 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
       Setup.classifyConnectError(error, config.server, config.user)
     const openSession = Session.make(connect).pipe(Effect.mapError(classify))
 
+    /**
+     * The slot's state. One that is streamed is waited for up to {@link SLOT_RELEASE_WAIT}: a pipeline restarted
+     * right after its previous process died finds the slot held until the server notices the dead connection.
+     */
+    const inspectSlot = (session: Session.Session) =>
+      Setup.inspectSlot(session, config.slot).pipe(
+        Effect.retry({
+          while: (error) => error._tag === "PostgresSlotInUse",
+          schedule: Schedule.max([Schedule.spaced("250 millis"), Schedule.during(SLOT_RELEASE_WAIT)])
+        })
+      )
+
     const start = yield* Effect.scoped(
       Effect.gen(function* () {
         const session = yield* openSession
@@ -213,7 +228,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
         yield* Setup.checkRole(session)
         const tables = yield* Setup.resolveTables(session, config.tables)
         const publication = yield* Setup.ensurePublication(session, config.publication, tables)
-        const slot = yield* Setup.inspectSlot(session, config.slot)
+        const slot = yield* inspectSlot(session)
         return { tables, publication, slot }
       })
     )
@@ -236,9 +251,15 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
       client: undefined,
       inTransaction: false,
       lastCommitMillis: undefined,
+      snapshotFinished: false,
       streamed: false
     }
     const attributes = { source: config.name }
+    const health = yield* Effect.serviceOption(PipelineHealth.PipelineHealth)
+    /** The source's component in /health and /ready. */
+    const component = `${config.name} source (slot ${config.slot})`
+    const report = (f: (h: PipelineHealth.PipelineHealthService) => Effect.Effect<void>) =>
+      Option.match(health, { onNone: () => Effect.void, onSome: f })
     const sourceInfo = { connector: "postgresql", name: config.name, db: config.db } as const
 
     const acknowledge = (position: Position.Position): Effect.Effect<void> =>
@@ -345,6 +366,65 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
     // The snapshot: every row of every table as of the consistent point, in key order, in chunks
     // ---------------------------------------------------------------------------------------------------------
 
+    /** One table's chunked read: its SELECTs, decoders and key columns. */
+    const tableReader = (session: Session.Session, table: TableInfo) =>
+      Effect.gen(function* () {
+        // pgoutput leaves generated columns out of its rows (PostgreSQL 15): the snapshot does the same.
+        const columns = table.columns.filter((c) => !c.generated)
+        const decoders = yield* decodersOf(session, table.quoted, columns)
+        const names = columns.map((c) => c.name)
+        // Key order: the primary key, else the identity index, else the physical row id (stable within one
+        // snapshot, which is all a chunked read needs).
+        const order = table.primaryKey.length > 0 ? table.primaryKey : (table.identityColumns ?? [])
+        const byCtid = order.length === 0
+        const keyList = byCtid ? "ctid" : order.map(Setup.quoteIdent).join(", ")
+        const select =
+          `SELECT ${names.map(Setup.quoteIdent).join(", ")}${byCtid ? `, ctid::text AS "${CTID}"` : ""} ` +
+          `FROM ${table.quoted}`
+        const limit = ` ORDER BY ${keyList} LIMIT ${config.snapshotChunkRows}`
+        const first = `${select}${limit}`
+        const next = byCtid
+          ? `${select} WHERE ctid > $1::tid${limit}`
+          : `${select} WHERE (${keyList}) > (${order.map((_, i) => `$${i + 1}`).join(", ")})${limit}`
+        const rowsCounter = Metric.withAttributes(PostgresMetrics.snapshotRows, {
+          ...attributes,
+          table: `${table.schema}.${table.table}`
+        })
+        /** The next chunk after `cursor` (the previous chunk's last key), and the cursor after it. */
+        const chunk = (cursor: ReadonlyArray<string | null> | undefined) =>
+          Effect.gen(function* () {
+            const rows = yield* session
+              .query(cursor === undefined ? first : next, cursor ?? [])
+              .pipe(Effect.mapError(classify))
+            yield* Metric.update(rowsCounter, rows.length)
+            const images = yield* decoding(`a snapshot row of ${table.quoted}`, () =>
+              rows.map((row) =>
+                image(
+                  table.quoted,
+                  names,
+                  decoders,
+                  names.map((n) => row[n] ?? null),
+                  () => true,
+                  undefined,
+                  undefined
+                )
+              )
+            )
+            const last = rows.at(-1)
+            const more = rows.length === config.snapshotChunkRows && last !== undefined
+            return {
+              images,
+              cursor: more ? (byCtid ? [last[CTID] ?? null] : order.map((k) => last[k] ?? null)) : undefined
+            }
+          })
+        return { table, chunk }
+      })
+
+    /**
+     * Every row of every table as of the consistent point, in key order, read in chunks. The last row of the whole
+     * snapshot gets the final mark in its position, so a restart knows whether the snapshot finished: each chunk's
+     * last row is held back until the next row is known to exist.
+     */
     const snapshotStream = (
       session: Session.Session,
       consistentPoint: Pgoutput.Lsn
@@ -352,92 +432,73 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
       Stream.unwrap(
         Effect.gen(function* () {
           const startedAt = yield* Clock.currentTimeMillis
-          yield* Metric.update(Metric.withAttributes(PostgresMetrics.snapshotTablesTotal, attributes), tables.length)
-          yield* Metric.update(Metric.withAttributes(PostgresMetrics.snapshotTables, attributes), 0)
-          let index = 0
-          let done = 0
           const lsn = Pgoutput.formatLsn(consistentPoint)
-          const perTable = (table: TableInfo) =>
-            Stream.unwrap(
+          const tablesDone = Metric.withAttributes(PostgresMetrics.snapshotTables, attributes)
+          yield* Metric.update(Metric.withAttributes(PostgresMetrics.snapshotTablesTotal, attributes), tables.length)
+          yield* Metric.update(tablesDone, 0)
+          state.snapshotFinished = false
+          let index = 0
+          const event = (table: TableInfo, after: CdcEvent.Row, final: boolean) =>
+            CdcEvent.make({
+              op: "r",
+              before: null,
+              after,
+              source: {
+                ...sourceInfo,
+                schema: table.schema,
+                table: table.table,
+                ts_ms: startedAt,
+                snapshot: true,
+                lsn
+              },
+              ts_ms: startedAt,
+              position: Positions.snapshotRow(consistentPoint, index++, final)
+            })
+          interface Cursor {
+            readonly table: number
+            readonly reader: Effect.Success<ReturnType<typeof tableReader>> | undefined
+            readonly cursor: ReadonlyArray<string | null> | undefined
+            readonly held: { readonly table: TableInfo; readonly after: CdcEvent.Row } | undefined
+          }
+          return Stream.paginate<Cursor, CdcEvent.CdcEvent, PostgresError>(
+            { table: 0, reader: undefined, cursor: undefined, held: undefined },
+            (at) =>
               Effect.gen(function* () {
-                const decoders = yield* decodersOf(session, table.quoted, table.columns)
-                const names = table.columns.map((c) => c.name)
-                // Key order: the primary key, else the identity index, else the physical row id (stable within one
-                // snapshot, which is all a chunked read needs).
-                const order = table.primaryKey.length > 0 ? table.primaryKey : (table.identityColumns ?? [])
-                const byCtid = order.length === 0
-                const keyList = byCtid ? "ctid" : order.map(Setup.quoteIdent).join(", ")
-                const select =
-                  `SELECT ${names.map(Setup.quoteIdent).join(", ")}${byCtid ? ', ctid::text AS "redflow ctid"' : ""} ` +
-                  `FROM ${table.quoted}`
-                const first = `${select} ORDER BY ${keyList} LIMIT ${config.snapshotChunkRows}`
-                const after = byCtid
-                  ? `${select} WHERE ctid > $1::tid ORDER BY ctid LIMIT ${config.snapshotChunkRows}`
-                  : `${select} WHERE (${keyList}) > (${order.map((_, i) => `$${i + 1}`).join(", ")}) ORDER BY ${keyList} LIMIT ${config.snapshotChunkRows}`
-                const rowsCounter = Metric.withAttributes(PostgresMetrics.snapshotRows, {
-                  ...attributes,
-                  table: `${table.schema}.${table.table}`
-                })
-                return Stream.paginate(undefined as ReadonlyArray<string | null> | undefined, (cursor) =>
-                  Effect.gen(function* () {
-                    const rows = yield* session
-                      .query(cursor === undefined ? first : after, cursor ?? [])
-                      .pipe(Effect.mapError(classify))
-                    const events: Array<CdcEvent.CdcEvent> = []
-                    for (const row of rows) {
-                      const values = names.map((n) => row[n] ?? null)
-                      const after = yield* decoding(`a snapshot row of ${table.quoted}`, () =>
-                        image(table.quoted, names, decoders, values, () => true, undefined, undefined)
-                      )
-                      const position = Positions.snapshotRow(consistentPoint, index++)
-                      events.push(
-                        CdcEvent.make({
-                          op: "r",
-                          before: null,
-                          after,
-                          source: {
-                            ...sourceInfo,
-                            schema: table.schema,
-                            table: table.table,
-                            ts_ms: startedAt,
-                            snapshot: true,
-                            lsn
-                          },
-                          ts_ms: startedAt,
-                          position
-                        })
-                      )
-                    }
-                    yield* Metric.update(rowsCounter, rows.length)
-                    const last = rows.at(-1)
-                    const more = rows.length === config.snapshotChunkRows && last !== undefined
-                    if (!more) {
-                      done++
-                      yield* Metric.update(Metric.withAttributes(PostgresMetrics.snapshotTables, attributes), done)
-                      yield* Effect.logInfo(`snapshot: ${table.quoted} read (${done} of ${tables.length} tables)`)
-                    }
-                    return [
-                      events,
-                      more
-                        ? Option.some(byCtid ? [last["redflow ctid"] ?? null] : order.map((k) => last[k] ?? null))
-                        : Option.none()
-                    ] as const
-                  })
-                )
+                if (at.table >= tables.length) {
+                  // Past the last table: the held row is the snapshot's last.
+                  const out = at.held === undefined ? [] : [event(at.held.table, at.held.after, true)]
+                  if (out.length > 0) state.lastEmitted = out[0]!.position
+                  state.snapshotFinished = true
+                  yield* settle(state.lastEmitted, consistentPoint)
+                  yield* Effect.logInfo(`snapshot: ${index} rows of ${tables.length} tables read`)
+                  return [out, Option.none()] as const
+                }
+                const reader = at.reader ?? (yield* tableReader(session, tables[at.table]!))
+                const { images, cursor } = yield* reader.chunk(at.cursor)
+                const out: Array<CdcEvent.CdcEvent> = []
+                let held = at.held
+                for (const after of images) {
+                  if (held !== undefined) out.push(event(held.table, held.after, false))
+                  held = { table: reader.table, after }
+                }
+                if (out.length > 0) state.lastEmitted = out[out.length - 1]!.position
+                if (cursor === undefined) {
+                  yield* Metric.update(tablesDone, at.table + 1)
+                  yield* Effect.logInfo(
+                    `snapshot: ${reader.table.quoted} read (${at.table + 1} of ${tables.length} tables)`
+                  )
+                }
+                return [
+                  out,
+                  Option.some(
+                    cursor === undefined
+                      ? { table: at.table + 1, reader: undefined, cursor: undefined, held }
+                      : { table: at.table, reader, cursor, held }
+                  )
+                ] as const
               })
-            )
-          return Stream.concat(
-            Stream.fromIterable(tables).pipe(Stream.flatMap(perTable)),
-            // The snapshot is durable when its last row is: until then the slot stays at the consistent point.
-            Stream.fromEffect(Effect.suspend(() => settle(state.lastEmitted, consistentPoint))).pipe(Stream.drain)
           )
         })
-      ).pipe(
-        Stream.tap((event) =>
-          Effect.sync(() => {
-            state.lastEmitted = event.position
-          })
-        )
       )
 
     // ---------------------------------------------------------------------------------------------------------
@@ -497,6 +558,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
             .pipe(Stream.mapError(streamError))
           state.client = client
           state.streamed = true
+          yield* report((h) => h.set(component, "running"))
           yield* Effect.addFinalizer(() =>
             Effect.sync(() => {
               if (state.client === client) state.client = undefined
@@ -821,7 +883,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
             })
           }
           const session = yield* openSession
-          const slot = yield* Setup.inspectSlot(session, config.slot).pipe(
+          const slot = yield* inspectSlot(session).pipe(
             Effect.mapError((error) =>
               // Our own previous stream, which the server has not yet seen end, is waited for; another's is not.
               error._tag === "PostgresSlotInUse" && state.streamed
@@ -829,7 +891,10 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                 : error
             )
           )
-          const wantSnapshot = config.snapshot === "initial" && (parsed === undefined || parsed.kind === "snapshot")
+          // A snapshot is (re)taken when none finished: no checkpoint, or one inside a snapshot that did not end.
+          const wantSnapshot =
+            config.snapshot === "initial" &&
+            (parsed === undefined || (parsed.kind === "snapshot" && !parsed.final && !state.snapshotFinished))
 
           if (Option.isNone(slot)) {
             if (parsed?.kind === "change") {
@@ -934,6 +999,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
             since ??= now
             if (now - since >= Duration.toMillis(config.retryFor)) return yield* Cause.done(undefined)
             const decision = yield* step(now, error)
+            yield* report((h) => h.retrying(component, error.message))
             yield* Metric.update(Metric.withAttributes(PostgresMetrics.reconnects, attributes), 1)
             yield* Effect.logWarning(
               `${error.message}; reconnecting in ${Duration.format(decision[1])} (resuming from the slot, nothing is lost)`
@@ -969,6 +1035,12 @@ type ColumnDecoder = (value: Values.ColumnValue) => unknown
 
 /** A replication message that does not fit the protocol's framing (a bug or a corrupt stream, never skipped). */
 class ShapeError extends Error {}
+
+/** How long a slot still held by a stream is waited for at start (see `inspectSlot`). */
+const SLOT_RELEASE_WAIT = "10 seconds"
+
+/** The snapshot's own column for the row id of a table read in physical order. */
+const CTID = "redflow ctid"
 
 /** The prefix of the logical message that marks where a retaken snapshot's consistent point has been passed. */
 const MARKER_PREFIX = "redflow.snapshot"

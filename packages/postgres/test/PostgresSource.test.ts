@@ -1,7 +1,7 @@
 import { assert, layer } from "@effect/vitest"
 import type * as CdcEvent from "@redflow/core/CdcEvent"
 import { PostgresTestServer } from "@redflow/testing"
-import { Effect, Fiber, Option, Queue, Scope, Stream } from "effect"
+import { Cause, Effect, Fiber, Option, Queue, Schedule, Scope, Stream } from "effect"
 import pg from "pg"
 import * as PostgresSource from "../src/PostgresSource.ts"
 
@@ -29,14 +29,26 @@ const running = (source: PostgresSource.PostgresSource, from: Option.Option<stri
       Stream.runForEach((event) => Queue.offer(queue, event)),
       Effect.forkScoped
     )
+    // A source that fails ends the wait with its error instead of leaving the test waiting for events.
+    const failed = Fiber.join(fiber).pipe(
+      Effect.flatMap(() => Effect.die(new Error("the source ended"))),
+      Effect.catchCause((cause) => Effect.die(Cause.pretty(cause)))
+    )
     const take = (n: number) =>
       Effect.gen(function* () {
         const out: Array<CdcEvent.CdcEvent> = []
-        while (out.length < n) out.push(yield* Queue.take(queue))
+        while (out.length < n) out.push(yield* Effect.raceFirst(Queue.take(queue), failed))
         return out
       })
     return { take, fiber }
   })
+
+/** Waits until the source streams from its slot: changes committed before the slot exists are not its to read. */
+const streaming = (client: pg.Client, slot: string) =>
+  sql(client, "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [slot]).pipe(
+    Effect.flatMap((rows) => (rows.length > 0 ? Effect.void : Effect.fail("not yet"))),
+    Effect.retry({ schedule: Schedule.spaced("50 millis") })
+  )
 
 const confirmed = (client: pg.Client, slot: string) =>
   Effect.map(
@@ -97,5 +109,154 @@ layer(PostgresTestServer.layer(), { excludeTestServices: true })("PostgresSource
         yield* Fiber.interrupt(run.fiber)
       }),
     { timeout: 120_000 }
+  )
+
+  it.effect(
+    "a restart from a checkpoint delivers exactly what came after it",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* PostgresTestServer.PostgresTestServer
+        const admin = yield* session(server.url)
+        yield* sql(admin, "CREATE TABLE t2 (id int PRIMARY KEY, v text)")
+        const options = { url: server.url, tables: ["t2"], slot: "s2", publication: "p2", snapshot: "never" } as const
+        const first = yield* PostgresSource.make(options)
+        const run1 = yield* running(first, Option.none())
+        yield* streaming(admin, "s2")
+        yield* sql(admin, "INSERT INTO t2 SELECT g, 'a' FROM generate_series(1, 3) g")
+        yield* sql(admin, "INSERT INTO t2 SELECT g, 'b' FROM generate_series(4, 6) g")
+        const got1 = yield* run1.take(6)
+        // Durable up to the middle of the second transaction: the restart resends that transaction, and the source
+        // skips its first event.
+        const checkpoint = got1[3]!.position
+        yield* first.acknowledge(checkpoint)
+        yield* Fiber.interrupt(run1.fiber)
+        yield* sql(admin, "INSERT INTO t2 VALUES (7, 'c')")
+        const second = yield* PostgresSource.make(options)
+        const run2 = yield* running(second, Option.some(checkpoint))
+        const got2 = yield* run2.take(3)
+        assert.deepStrictEqual(
+          got2.map((e) => e.after?.id),
+          [5, 6, 7]
+        )
+        assert.deepStrictEqual(
+          got2.slice(0, 2).map((e) => e.position),
+          got1.slice(4).map((e) => e.position)
+        )
+        assert.deepStrictEqual(
+          got2.slice(0, 2).map((e) => e.id),
+          got1.slice(4).map((e) => e.id)
+        )
+        yield* Fiber.interrupt(run2.fiber)
+      }),
+    { timeout: 120_000 }
+  )
+
+  it.effect(
+    "an interrupted snapshot starts over: the changes made since come first, then every row again as r",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* PostgresTestServer.PostgresTestServer
+        const admin = yield* session(server.url)
+        yield* sql(admin, "CREATE TABLE t3 (id int PRIMARY KEY, v int)")
+        yield* sql(admin, "INSERT INTO t3 SELECT g, 0 FROM generate_series(1, 50) g")
+        const options = { url: server.url, tables: ["t3"], slot: "s3", publication: "p3", snapshotChunkRows: 10 }
+        const first = yield* PostgresSource.make(options)
+        const run1 = yield* running(first, Option.none())
+        const partial = yield* run1.take(15)
+        yield* Fiber.interrupt(run1.fiber)
+        const checkpoint = partial[14]!.position
+        // Changes while the pipeline is down, after the slot's consistent point.
+        yield* sql(admin, "UPDATE t3 SET v = 1 WHERE id = 3")
+        yield* sql(admin, "DELETE FROM t3 WHERE id = 50")
+        yield* sql(admin, "INSERT INTO t3 VALUES (51, 1)")
+        const second = yield* PostgresSource.make(options)
+        const run2 = yield* running(second, Option.some(checkpoint))
+        const changes = yield* run2.take(3)
+        assert.deepStrictEqual(
+          changes.map((e) => [e.op, e.after?.id ?? e.before?.id]),
+          [
+            ["u", 3],
+            ["d", 50],
+            ["c", 51]
+          ]
+        )
+        const again = yield* run2.take(50)
+        assert.isTrue(again.every((e) => e.op === "r"))
+        assert.deepStrictEqual(
+          again.map((e) => e.after?.id),
+          [...Array.from({ length: 49 }, (_, i) => i + 1), 51]
+        )
+        assert.deepStrictEqual(again[2]!.after, { id: 3, v: 1 })
+        const positions = [checkpoint, ...changes.map((e) => e.position), ...again.map((e) => e.position)]
+        for (let i = 1; i < positions.length; i++) assert.isTrue(positions[i]! > positions[i - 1]!, positions[i])
+        yield* sql(admin, "UPDATE t3 SET v = 2 WHERE id = 1")
+        const [later] = yield* run2.take(1)
+        assert.deepStrictEqual([later!.op, later!.after], ["u", { id: 1, v: 2 }])
+        assert.isTrue(later!.position > again[49]!.position)
+        // The temporary slot is gone, the pipeline's own slot remains.
+        const slots = yield* sql(admin, "SELECT slot_name FROM pg_replication_slots ORDER BY 1")
+        assert.deepStrictEqual(
+          slots.map((r) => r.slot_name).filter((n) => String(n).startsWith("s3")),
+          ["s3"]
+        )
+        yield* Fiber.interrupt(run2.fiber)
+      }),
+    { timeout: 120_000 }
+  )
+
+  it.effect(
+    "a finished snapshot is not taken again after a restart at its last row",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* PostgresTestServer.PostgresTestServer
+        const admin = yield* session(server.url)
+        yield* sql(admin, "CREATE TABLE t4 (id int PRIMARY KEY)")
+        yield* sql(admin, "INSERT INTO t4 SELECT generate_series(1, 20)")
+        const options = { url: server.url, tables: ["t4"], slot: "s4", publication: "p4", snapshotChunkRows: 7 }
+        const first = yield* PostgresSource.make(options)
+        const run1 = yield* running(first, Option.none())
+        const rows = yield* run1.take(20)
+        yield* Fiber.interrupt(run1.fiber)
+        yield* sql(admin, "INSERT INTO t4 VALUES (21)")
+        const second = yield* PostgresSource.make(options)
+        const run2 = yield* running(second, Option.some(rows[19]!.position))
+        const [next] = yield* run2.take(1)
+        assert.deepStrictEqual([next!.op, next!.after], ["c", { id: 21 }])
+        yield* Fiber.interrupt(run2.fiber)
+      }),
+    { timeout: 120_000 }
+  )
+
+  it.effect(
+    "a server crash mid-stream: the source reconnects and resumes from the slot with no gap and nothing twice",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* PostgresTestServer.PostgresTestServer
+        const admin = yield* session(server.url)
+        yield* sql(admin, "CREATE TABLE t5 (id int PRIMARY KEY)")
+        const source = yield* PostgresSource.make({
+          url: server.url,
+          tables: ["t5"],
+          slot: "s5",
+          publication: "p5",
+          snapshot: "never"
+        })
+        const run = yield* running(source, Option.none())
+        yield* streaming(admin, "s5")
+        yield* sql(admin, "INSERT INTO t5 SELECT generate_series(1, 100)")
+        const before = yield* run.take(100)
+        yield* source.acknowledge(before[99]!.position)
+        yield* server.crash
+        yield* server.restart
+        const again = yield* session(server.url)
+        yield* sql(again, "INSERT INTO t5 SELECT generate_series(101, 200)")
+        const after = yield* run.take(100)
+        assert.deepStrictEqual(
+          after.map((e) => e.after?.id),
+          Array.from({ length: 100 }, (_, i) => 101 + i)
+        )
+        yield* Fiber.interrupt(run.fiber)
+      }),
+    { timeout: 180_000 }
   )
 })

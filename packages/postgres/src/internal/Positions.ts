@@ -5,7 +5,9 @@
  *   are decoded in commit order, so positions increase in emission order; per-change LSNs do not (POSTGRES-FACTS).
  * - A snapshot row: the slot's consistent point minus one, kind `0`, the row's index in the whole snapshot. Every
  *   transaction streamed after the snapshot commits at or after the consistent point, so the snapshot sorts first.
- *   (WAL records are 8-byte aligned: no commit record starts at `consistent point - 1`.)
+ *   (WAL records are 8-byte aligned: no commit record starts at `consistent point - 1`.) The snapshot's last row
+ *   also has the top bit of its index set (`FINAL`): a checkpoint there says the snapshot finished, and it still
+ *   sorts after every other row of it.
  *
  * Equal widths make string order the numeric order, so the sink's high-water compare needs nothing new.
  *
@@ -16,18 +18,20 @@ import type { Lsn } from "./Pgoutput.ts"
 
 export const WIDTH = 32
 const INDEX_LIMIT = 16n ** 15n
+/** The final mark of a snapshot's last row: the index field's top bit (rows never count that high). */
+const FINAL = 1n << 59n
 
 const hex = (n: bigint, width: number): string => n.toString(16).padStart(width, "0")
 
 export const change = (commitLsn: Lsn, index: number): Position.Position =>
   `${hex(commitLsn, 16)}1${hex(BigInt(index), 15)}` as Position.Position
 
-export const snapshotRow = (consistentPoint: Lsn, index: number): Position.Position =>
-  `${hex(consistentPoint - 1n, 16)}0${hex(BigInt(index), 15)}` as Position.Position
+export const snapshotRow = (consistentPoint: Lsn, index: number, final = false): Position.Position =>
+  `${hex(consistentPoint - 1n, 16)}0${hex(final ? BigInt(index) | FINAL : BigInt(index), 15)}` as Position.Position
 
 export type Parsed =
   | { readonly kind: "change"; readonly commitLsn: Lsn; readonly index: bigint }
-  | { readonly kind: "snapshot"; readonly consistentPoint: Lsn; readonly index: bigint }
+  | { readonly kind: "snapshot"; readonly consistentPoint: Lsn; readonly index: bigint; readonly final: boolean }
 
 /** Reads a position back; `undefined` when it is not one this source makes (another source's checkpoint). */
 export const parse = (position: string): Parsed | undefined => {
@@ -39,7 +43,7 @@ export const parse = (position: string): Parsed | undefined => {
     case "1":
       return { kind: "change", commitLsn: lsn, index }
     case "0":
-      return { kind: "snapshot", consistentPoint: lsn + 1n, index }
+      return { kind: "snapshot", consistentPoint: lsn + 1n, index: index & ~FINAL, final: (index & FINAL) !== 0n }
     default:
       return undefined
   }
