@@ -178,6 +178,10 @@ interface State {
   inTransaction: boolean
   /** Commit time (ms) of the last transaction read, for the lag in seconds. */
   lastCommitMillis: number | undefined
+  /** The highest position acknowledged durable. */
+  acknowledgedUpTo: Position.Position | undefined
+  /** Whether the stream has ended (drained or failed): acknowledgements then advance the slot by SQL. */
+  ended: boolean
   /** Whether this process finished a snapshot (so a reconnect after it does not take another). */
   snapshotFinished: boolean
   /** Whether this process has streamed from the slot: a slot "in use" on a reconnect may be our own dead stream. */
@@ -252,6 +256,8 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
       inTransaction: false,
       lastCommitMillis: undefined,
       snapshotFinished: false,
+      acknowledgedUpTo: undefined,
+      ended: false,
       streamed: false
     }
     const attributes = { source: config.name }
@@ -262,8 +268,39 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
       Option.match(health, { onNone: () => Effect.void, onSome: f })
     const sourceInfo = { connector: "postgresql", name: config.name, db: config.db } as const
 
+    /**
+     * After the stream ended (a drain), the last acknowledgements come with no replication connection open: the
+     * slot is moved with `pg_replication_slot_advance` instead, so a stopped pipeline leaves its slot at its
+     * checkpoint. A failure only leaves the slot where it was (safe: the next run skips what the checkpoint holds).
+     */
+    const advanceStopped = (lsn: Pgoutput.Lsn) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const session = yield* openSession
+          yield* session.query("SELECT pg_replication_slot_advance($1, $2::pg_lsn)", [
+            config.slot,
+            Pgoutput.formatLsn(lsn)
+          ])
+        })
+      ).pipe(
+        Effect.catch((error) =>
+          Effect.logWarning(`could not move slot ${config.slot} to ${Pgoutput.formatLsn(lsn)}: ${error.message}`)
+        )
+      )
+
+    /** Sends the durable LSN: on the streaming connection, or after the end by advancing the slot. */
+    const sendDurable = (lsn: Pgoutput.Lsn): Effect.Effect<void> =>
+      state.client !== undefined
+        ? Effect.ignore(state.client.acknowledge(lsn))
+        : state.ended
+          ? advanceStopped(lsn)
+          : Effect.void
+
     const acknowledge = (position: Position.Position): Effect.Effect<void> =>
       Effect.suspend(() => {
+        if (state.acknowledgedUpTo === undefined || position > state.acknowledgedUpTo) {
+          state.acknowledgedUpTo = position
+        }
         let durable = state.durable
         while (state.pending.length > 0) {
           const head = state.pending[0]!
@@ -273,17 +310,17 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
         }
         if (durable <= state.durable) return Effect.void
         state.durable = durable
-        return state.client === undefined ? Effect.void : Effect.ignore(state.client.acknowledge(durable))
+        return sendDurable(durable)
       })
 
     /** A transaction (or the snapshot) passed downstream whole: durable once `last` is. */
     const settle = (last: Position.Position | undefined, end: Pgoutput.Lsn): Effect.Effect<void> =>
       Effect.suspend(() => {
-        if (state.pending.length === 0 && last === undefined) {
+        if (state.pending.length === 0 && (last === undefined || isAtOrBefore(last, state.acknowledgedUpTo))) {
           // Nothing of it, or before it, is waiting downstream.
           if (end > state.durable) {
             state.durable = end
-            return state.client === undefined ? Effect.void : Effect.ignore(state.client.acknowledge(end))
+            return sendDurable(end)
           }
           return Effect.void
         }
@@ -1010,8 +1047,16 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
     )
 
     const stream = (from: Option.Option<Position.Position>): Stream.Stream<CdcEvent.CdcEvent, PostgresError> =>
-      Stream.suspend(() => plan(from)).pipe(
+      Stream.suspend(() => {
+        state.ended = false
+        return plan(from)
+      }).pipe(
         Stream.retry(retryPolicy),
+        Stream.ensuring(
+          Effect.sync(() => {
+            state.ended = true
+          })
+        ),
         Stream.withSpan("PostgresSource.stream", { attributes: { slot: config.slot, publication: config.publication } })
       )
 

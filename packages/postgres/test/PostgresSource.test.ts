@@ -259,4 +259,43 @@ layer(PostgresTestServer.layer(), { excludeTestServices: true })("PostgresSource
       }),
     { timeout: 180_000 }
   )
+
+  it.effect(
+    "an acknowledgement after the stream ended (a drain) still moves the slot, and only to the end of that transaction",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* PostgresTestServer.PostgresTestServer
+        const admin = yield* session(server.url)
+        yield* sql(admin, "CREATE TABLE t6 (id int PRIMARY KEY)")
+        const source = yield* PostgresSource.make({
+          url: server.url,
+          tables: ["t6"],
+          slot: "s6",
+          publication: "p6",
+          snapshot: "never"
+        })
+        const run = yield* running(source, Option.none())
+        yield* streaming(admin, "s6")
+        yield* sql(admin, "INSERT INTO t6 VALUES (1), (2)")
+        yield* sql(admin, "INSERT INTO t6 VALUES (3)")
+        const events = yield* run.take(3)
+        yield* Fiber.interrupt(run.fiber)
+        const before = yield* confirmed(admin, "s6")
+        const lsnOf = (text: string) => {
+          const [hi, lo] = text.split("/")
+          return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`)
+        }
+        // Durable through the first transaction only: the slot moves past its commit, not to the second's.
+        yield* source.acknowledge(events[1]!.position)
+        const middle = yield* confirmed(admin, "s6")
+        const firstCommit = BigInt(`0x${events[1]!.position.slice(0, 16)}`)
+        const secondCommit = BigInt(`0x${events[2]!.position.slice(0, 16)}`)
+        assert.isTrue(lsnOf(middle) > lsnOf(before), `${middle} > ${before}`)
+        assert.isTrue(lsnOf(middle) > firstCommit && lsnOf(middle) <= secondCommit, middle)
+        yield* source.acknowledge(events[2]!.position)
+        const after = yield* confirmed(admin, "s6")
+        assert.isTrue(lsnOf(after) > secondCommit, after)
+      }),
+    { timeout: 120_000 }
+  )
 })
