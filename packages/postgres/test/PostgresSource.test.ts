@@ -1,8 +1,9 @@
 import { assert, layer } from "@effect/vitest"
 import type * as CdcEvent from "@redflow/core/CdcEvent"
 import { PostgresTestServer } from "@redflow/testing"
-import { Cause, Effect, Fiber, Option, Queue, Schedule, Scope, Stream } from "effect"
+import { Cause, Effect, Fiber, Metric, Option, Queue, Schedule, Scope, Stream } from "effect"
 import pg from "pg"
+import * as PostgresMetrics from "../src/PostgresMetrics.ts"
 import * as PostgresSource from "../src/PostgresSource.ts"
 
 const session = (url: string): Effect.Effect<pg.Client, never, Scope.Scope> =>
@@ -295,6 +296,63 @@ layer(PostgresTestServer.layer(), { excludeTestServices: true })("PostgresSource
         yield* source.acknowledge(events[2]!.position)
         const after = yield* confirmed(admin, "s6")
         assert.isTrue(lsnOf(after) > secondCommit, after)
+      }),
+    { timeout: 120_000 }
+  )
+
+  it.effect(
+    "a slot holding more WAL than maxRetainedWalBytes sets the over-bound gauge; within the bound it stays 0",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* PostgresTestServer.PostgresTestServer
+        const admin = yield* session(server.url)
+        yield* sql(admin, "CREATE TABLE t7 (id int PRIMARY KEY, pad text)")
+        const over = yield* PostgresSource.make({
+          url: server.url,
+          tables: ["t7"],
+          slot: "s7",
+          publication: "p7",
+          snapshot: "never",
+          name: "bounded",
+          maxRetainedWalBytes: 1
+        })
+        const within = yield* PostgresSource.make({
+          url: server.url,
+          tables: ["t7"],
+          slot: "s7b",
+          publication: "p7",
+          snapshot: "never",
+          name: "roomy"
+        })
+        const a = yield* running(over, Option.none())
+        const b = yield* running(within, Option.none())
+        yield* streaming(admin, "s7")
+        yield* streaming(admin, "s7b")
+        // Nothing is acknowledged, so the slots keep the WAL of these rows.
+        yield* sql(admin, "INSERT INTO t7 SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g")
+        yield* a.take(2000)
+        yield* b.take(2000)
+        const gauge = (name: string) =>
+          Effect.map(
+            Metric.value(Metric.withAttributes(PostgresMetrics.retainedWalOverBound, { source: name })),
+            (state) => state.value
+          )
+        const retained = (name: string) =>
+          Effect.map(
+            Metric.value(Metric.withAttributes(PostgresMetrics.retainedWalBytes, { source: name })),
+            (state) => state.value
+          )
+        // The status check runs every 5 s: wait for one that has seen the rows.
+        yield* Effect.gen(function* () {
+          if ((yield* retained("bounded")) < 2_000_000) return yield* Effect.fail("not yet")
+        }).pipe(Effect.retry({ schedule: Schedule.spaced("500 millis") }))
+        assert.strictEqual(yield* gauge("bounded"), 1)
+        yield* Effect.gen(function* () {
+          if ((yield* retained("roomy")) < 2_000_000) return yield* Effect.fail("not yet")
+        }).pipe(Effect.retry({ schedule: Schedule.spaced("500 millis") }))
+        assert.strictEqual(yield* gauge("roomy"), 0)
+        yield* Fiber.interrupt(a.fiber)
+        yield* Fiber.interrupt(b.fiber)
       }),
     { timeout: 120_000 }
   )
