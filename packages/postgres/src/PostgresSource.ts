@@ -647,10 +647,11 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
             const index = t.index++
             if (r.decoders === undefined) return
             const position = Positions.change(t.commitLsn, index)
-            if (skip(position)) return
+            // Counted before the skip, so a replayed event keeps its order within the table.
             const table = `${r.schema}.${r.table}`
             const inTable = (t.perTable.get(table) ?? 0) + 1
             t.perTable.set(table, inTable)
+            if (skip(position)) return
             t.emitted++
             t.last = position
             state.lastEmitted = position

@@ -147,6 +147,11 @@ layer(PostgresTestServer.layer(), { excludeTestServices: true })("PostgresSource
           got2.slice(0, 2).map((e) => e.id),
           got1.slice(4).map((e) => e.id)
         )
+        // The replayed events keep their transaction metadata, order within the table included.
+        assert.deepStrictEqual(
+          got2.slice(0, 2).map((e) => e.transaction),
+          got1.slice(4).map((e) => e.transaction)
+        )
         yield* Fiber.interrupt(run2.fiber)
       }),
     { timeout: 120_000 }
