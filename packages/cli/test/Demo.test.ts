@@ -1,9 +1,14 @@
 /**
- * `redflow consume` and `redflow demo` as child processes against a real Redis: what they report must be what is in
- * the streams and the group.
+ * `redflow consume` and `redflow demo` as child processes against a real Redis (and, for the demo, a real
+ * PostgreSQL: its own, or one given by DATABASE_URL): what they report must be what is in the streams, the group and
+ * the database.
  */
+import { execFile } from "node:child_process"
 import * as Net from "node:net"
+import * as Path from "node:path"
+import { promisify } from "node:util"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as PostgresTestServer from "@redflow/testing/PostgresTestServer"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import { inTerminal, run, start, unique, waitFor, withClient } from "./support.ts"
 
@@ -125,13 +130,55 @@ describe("redflow consume", () => {
   })
 })
 
+/** A directory without PostgreSQL binaries, for PG_BIN_DIR: the demo's PostgreSQL then cannot start. */
+const NO_BINARIES = "/nonexistent/redflow-demo-test/bin"
+
+/** The fields of a stream's group in XINFO GROUPS. */
+const groupOf = async (stream: string) => {
+  const groups = (await withClient(server.url, (c) => c.xinfo("GROUPS", stream))) as Array<Array<unknown>>
+  return Object.fromEntries(
+    Array.from({ length: groups[0]!.length / 2 }, (_, i) => [groups[0]![2 * i], groups[0]![2 * i + 1]])
+  )
+}
+
+/** How many entries of each op a stream holds, read back from Redis. */
+const opsInStream = (stream: string) =>
+  withClient(server.url, async (c) => {
+    const ops: Record<string, number> = {}
+    const connectors = new Set<string>()
+    const entries = (await c.xrange(stream, "-", "+")) as Array<[string, Array<string>]>
+    for (const [, flat] of entries) {
+      const event = JSON.parse(flat[flat.indexOf("event") + 1]!)
+      ops[event.op] = (ops[event.op] ?? 0) + 1
+      connectors.add(event.source.connector)
+    }
+    return { ops, connectors: [...connectors] }
+  })
+
+const countOf = (text: string) => Number(text.replaceAll(",", ""))
+
 describe("redflow demo", () => {
-  it("runs the source, the sink and a consumer group end to end; the --json summary matches the streams", async () => {
-    const r = await run(["demo", "--events", "6000", "--redis", server.url, "--metrics-port", "0", "--json"])
+  it("--source synthetic runs the source, the sink and a consumer group end to end; the --json summary matches the streams", async () => {
+    const r = await run([
+      "demo",
+      "--source",
+      "synthetic",
+      "--events",
+      "6000",
+      "--redis",
+      server.url,
+      "--metrics-port",
+      "0",
+      "--json"
+    ])
     expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr.split("\n")[0]).toBe(
+      "Source: the synthetic source (--source synthetic): generated events, no database."
+    )
     const summary = JSON.parse(r.stdout)
     expect(summary).toMatchObject({
       command: "demo",
+      source: { type: "synthetic" },
       events: 6000,
       produced: 6000,
       written: 6000,
@@ -145,15 +192,10 @@ describe("redflow demo", () => {
     expect(summary.streams).toHaveLength(3)
     let total = 0
     for (const s of summary.streams) {
-      const [length, groups] = await withClient(server.url, (c) =>
-        Promise.all([c.xlen(s.stream), c.xinfo("GROUPS", s.stream) as Promise<Array<Array<unknown>>>])
-      )
+      const length = await withClient(server.url, (c) => c.xlen(s.stream))
       expect(s.length).toBe(length)
       expect(s.written).toBe(length)
-      const group = Object.fromEntries(
-        Array.from({ length: groups[0]!.length / 2 }, (_, i) => [groups[0]![2 * i], groups[0]![2 * i + 1]])
-      )
-      expect(group).toMatchObject({ name: "demo", pending: 0, lag: 0, "entries-read": length })
+      expect(await groupOf(s.stream)).toMatchObject({ name: "demo", pending: 0, lag: 0, "entries-read": length })
       total += length
     }
     expect(total).toBe(6000)
@@ -162,31 +204,159 @@ describe("redflow demo", () => {
     expect(r.stderr).toContain("Metrics: http://localhost:")
   })
 
-  it("without --redis and REDIS_URL it starts its own redis-server and says so; a taken default metrics port falls back", async () => {
+  it("without PostgreSQL binaries (PG_BIN_DIR pointing at none) it says so first and runs the synthetic source", async () => {
+    const r = await run(["demo", "--events", "2000", "--redis", server.url, "--metrics-port", "0", "--json"], {
+      env: { PG_BIN_DIR: NO_BINARIES, DATABASE_URL: "" }
+    })
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr.split("\n")[0]).toBe(
+      `No PostgreSQL binaries found (${NO_BINARIES} lacks initdb, postgres, pg_ctl, pg_isready): running the ` +
+        "synthetic source instead; apt-get install postgresql (or set DATABASE_URL) to see real changes."
+    )
+    const summary = JSON.parse(r.stdout)
+    expect(summary).toMatchObject({
+      source: { type: "synthetic", reason: "no PostgreSQL binaries" },
+      produced: 2000,
+      written: 2000,
+      consumed: 2000,
+      pending: 0
+    })
+    let total = 0
+    for (const s of summary.streams) total += await withClient(server.url, (c) => c.xlen(s.stream))
+    expect(total).toBe(2000)
+  })
+
+  it("--source postgres without binaries and without DATABASE_URL exits 2 naming the flag and the fixes", async () => {
+    const r = await run(["demo", "--source", "postgres", "--redis", server.url, "--metrics-port", "0"], {
+      env: { PG_BIN_DIR: NO_BINARIES, DATABASE_URL: "" }
+    })
+    expect(r.code, r.stderr).toBe(2)
+    expect(r.stderr).toContain(`redflow: error: --source: postgres: no PostgreSQL server binaries (${NO_BINARIES}`)
+    expect(r.stderr).toContain("apt-get install postgresql")
+    expect(r.stderr).toContain("DATABASE_URL")
+    expect(r.stderr).toContain("--source synthetic")
+  })
+
+  it("pnpm demo as it comes: its own PostgreSQL and redis-server, live changes committed = events in Redis = consumed; a taken default metrics port falls back", async () => {
     // The default port, 9000, held here (or already by someone else: the fallback is what is tested either way).
     const port = 9000
     const blocker = Net.createServer()
     await new Promise<void>((resolve) => blocker.once("error", () => resolve()).listen(port, () => resolve()))
     try {
-      const r = await run(["demo", "--events", "2000"])
+      const r = await run(["demo", "--events", "1500"], { env: { DATABASE_URL: "" } })
       expect(r.code, r.stderr).toBe(0)
-      expect(r.stdout).toMatch(
-        /No --redis and no REDIS_URL: started redis-server at redis:\/\/127\.0\.0\.1:\d+ \(pid \d+\)/
+      const lines = r.stdout.split("\n")
+      const started = /^PostgreSQL 15\.\d+ started on port (\d+) \(pid (\d+), wal_level=logical\)/.exec(lines[0]!)
+      expect(started, r.stdout).not.toBeNull()
+      expect(lines[1]).toMatch(
+        /^No --redis and no REDIS_URL: started redis-server at redis:\/\/127\.0\.0\.1:\d+ \(pid \d+\)/
       )
       expect(r.stdout).toContain(`port ${port} is already in use: serving metrics on a free port instead`)
-      expect(r.stdout).toMatch(/Produced 2,000 events/)
-      expect(r.stdout).toMatch(/Consumed\s+2,000 events/)
-      const pid = Number(/\(pid (\d+)\)/.exec(r.stdout)![1])
-      // The demo's server is stopped when the demo ends.
-      expect(() => process.kill(pid, 0)).toThrow()
+
+      expect(r.stdout).toMatch(/^Snapshot {2}300 rows of redflow_demo_\w+\.customers, redflow_demo_\w+\.orders/m)
+      const committed =
+        /^Committed ([\d,]+) changes in [\d,]+ transactions .*: ([\d,]+) inserts, ([\d,]+) updates, ([\d,]+) deletes$/m.exec(
+          r.stdout
+        )
+      expect(committed, r.stdout).not.toBeNull()
+      expect(countOf(committed![1]!)).toBe(1500)
+      const [inserts, updates, deletes] = committed!.slice(2).map(countOf)
+      expect(inserts! + updates! + deletes!).toBe(1500)
+      expect(r.stdout).toMatch(/^In Redis {2}1,800 events in /m)
+      // The consumer saw exactly what PostgreSQL counted, op by op, plus the snapshot's rows.
+      expect(r.stdout).toContain(
+        `: 300 snapshot reads, ${committed![2]} inserts, ${committed![3]} updates, ${committed![4]} deletes`
+      )
+      expect(r.stdout).toMatch(/^Consumed {2}1,800 events \(group "demo"\)/m)
+      expect(r.stdout).toMatch(/^Pending 0, lag 0$/m)
+      const xlens = [...r.stdout.matchAll(/^ {2}demo\.\w+\.(customers|orders): XLEN ([\d,]+)/gm)]
+      expect(xlens.map((m) => m[1])).toEqual(["customers", "orders"])
+      expect(xlens.reduce((n, m) => n + countOf(m[2]!), 0)).toBe(1800)
+      // Both servers the demo started are gone when it ends.
+      const redisPid = Number(/redis-server at \S+ \(pid (\d+)\)/.exec(r.stdout)![1])
+      expect(PostgresTestServer.isAlive(Number(started![2]))).toBe(false)
+      expect(() => process.kill(redisPid, 0)).toThrow()
     } finally {
       blocker.close()
     }
   })
 
-  it("Ctrl-C drains: the source stops, what was produced is consumed, exit 0", async () => {
+  describe("with DATABASE_URL", () => {
+    let pg: PostgresTestServer.SpawnedServer
+    beforeAll(async () => {
+      pg = await PostgresTestServer.spawnPostgresServer()
+    })
+    afterAll(async () => {
+      await pg?.stop()
+    })
+    const sql = async (text: string): Promise<string> =>
+      (
+        await promisify(execFile)(Path.join(pg.binDir, "psql"), [pg.url, "-v", "ON_ERROR_STOP=1", "-Atqc", text])
+      ).stdout.trim()
+
+    it("captures that server: the streams hold what PostgreSQL committed, op by op; its slot, publication and schema are dropped at the end", async () => {
+      // A password in the URL (the test server trusts loopback, so any works): it must never be printed.
+      const url = pg.url.replace("postgres@", "postgres:s3cret-demo@")
+      const r = await run(["demo", "--events", "800", "--redis", server.url, "--metrics-port", "0", "--json"], {
+        env: { DATABASE_URL: url }
+      })
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stderr.split("\n")[0]).toMatch(
+        new RegExp(
+          `^PostgreSQL 15\\.\\d+ at 127\\.0\\.0\\.1:${pg.port}/postgres \\(DATABASE_URL\\) as the demo's source`
+        )
+      )
+      expect(r.stdout + r.stderr).not.toContain("s3cret-demo")
+      const summary = JSON.parse(r.stdout)
+      expect(summary).toMatchObject({
+        command: "demo",
+        source: {
+          type: "postgres",
+          origin: "DATABASE_URL",
+          url: `postgres://postgres:***@127.0.0.1:${pg.port}/postgres`
+        },
+        events: 800,
+        snapshot: { rows: 300 },
+        committed: { changes: 800 },
+        inRedis: 1100,
+        written: 1100,
+        consumed: 1100,
+        pending: 0,
+        lag: 0,
+        stopped: false
+      })
+      const { c, u, d } = summary.committed.ops
+      expect(c + u + d).toBe(800)
+      expect(summary.ops).toEqual({ r: 300, c, u, d })
+
+      // Read back from Redis: every entry a PostgreSQL change, as many of each op as the database committed.
+      const inRedis: Record<string, number> = {}
+      let total = 0
+      for (const s of summary.streams) {
+        const length = await withClient(server.url, (client) => client.xlen(s.stream))
+        expect(s.length).toBe(length)
+        expect(await groupOf(s.stream)).toMatchObject({ name: "demo", pending: 0, lag: 0, "entries-read": length })
+        const { ops, connectors } = await opsInStream(s.stream)
+        expect(connectors).toEqual(["postgresql"])
+        for (const [op, n] of Object.entries(ops)) inRedis[op] = (inRedis[op] ?? 0) + n
+        total += length
+      }
+      expect(total).toBe(1100)
+      expect(inRedis).toEqual({ r: 300, c, u, d })
+
+      // Nothing of the demo's is left on that server: a slot left behind would hold its WAL for good.
+      const { schema, slot, publication } = summary.source
+      expect(await sql(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = '${slot}'`)).toBe("0")
+      expect(await sql(`SELECT count(*) FROM pg_publication WHERE pubname = '${publication}'`)).toBe("0")
+      expect(await sql(`SELECT count(*) FROM pg_namespace WHERE nspname = '${schema}'`)).toBe("0")
+    })
+  })
+
+  it("--source synthetic: Ctrl-C drains: the source stops, what was produced is consumed, exit 0", async () => {
     const demo = start([
       "demo",
+      "--source",
+      "synthetic",
       "--events",
       "1000000",
       "--rate",
@@ -212,32 +382,45 @@ describe("redflow demo", () => {
     expect(summary.checkpoint.sequence).toBe(summary.produced)
   })
 
-  it("Ctrl-C at a terminal drains through the demo's own redis-server, prints the summary, exits 0 and stops the server", async () => {
-    // The terminal's Ctrl-C reaches the whole foreground process group: the server the demo started must not be in it.
+  it("Ctrl-C at a terminal stops the writer, drains what it committed through Redis and the group, exits 0 and stops both servers", async () => {
+    // The terminal's Ctrl-C reaches the whole foreground process group: the servers the demo started must not be in it.
     // Through ./node_modules/.bin/redflow, the command the README gives for the documented exit codes.
-    const terminal = await inTerminal(["demo", "--events", "10000000", "--rate", "5000", "--metrics-port", "0"], {
-      installed: true
+    const terminal = await inTerminal(["demo", "--events", "10000000", "--rate", "500", "--metrics-port", "0"], {
+      installed: true,
+      env: { DATABASE_URL: "" }
     })
     try {
       const started = await waitFor(async () => {
         const out = await terminal.stdout()
         return out.includes("Ctrl-C drains") ? out : undefined
-      }, 60_000)
-      const pid = Number(/started redis-server at \S+ \(pid (\d+)\)/.exec(started)![1])
-      // Producing and consuming: the live progress line on the terminal counts consumed events.
-      await waitFor(async () => (/consumed [1-9]/.test(await terminal.screen()) ? true : undefined), 60_000)
+      }, 120_000)
+      const pgPid = Number(/^PostgreSQL \S+ started on port \d+ \(pid (\d+)/.exec(started)![1])
+      const redisPid = Number(/started redis-server at \S+ \(pid (\d+)\)/.exec(started)![1])
+      // Live changes flowing: the progress line on the terminal counts committed changes past the snapshot.
+      await waitFor(
+        async () => (/committed [1-9][\d,]*\/[\d,]+ changes/.test(await terminal.screen()) ? true : undefined),
+        120_000
+      )
       await terminal.ctrlC()
       const code = await terminal.exitCode(120_000)
       const out = await terminal.stdout()
       expect(code, `${await terminal.screen()}\n${out}`).toBe(0)
       expect(await terminal.screen()).toContain("redflow: draining")
-      const produced = /Stopped by Ctrl-C after draining: produced ([\d,]+) events/.exec(out)
-      const consumed = /Consumed\s+([\d,]+) events/.exec(out)
-      expect(produced, out).not.toBeNull()
-      expect(consumed![1]).toBe(produced![1])
-      expect(out).toMatch(/Pending 0, lag 0/)
-      // The demo stopped its server at the end, by pid.
-      expect(() => process.kill(pid, 0)).toThrow()
+      expect(out).toContain("Stopped by Ctrl-C after draining")
+      const committed = /^Committed ([\d,]+) changes/m.exec(out)
+      const inRedis = /^In Redis {2}([\d,]+) events/m.exec(out)
+      const consumed = /^Consumed {2}([\d,]+) events/m.exec(out)
+      expect(committed, out).not.toBeNull()
+      const changes = countOf(committed![1]!)
+      expect(changes).toBeGreaterThan(0)
+      expect(changes).toBeLessThan(10_000_000)
+      // Everything committed before the Ctrl-C came through: the 300 seeded rows and each change.
+      expect(countOf(inRedis![1]!)).toBe(changes + 300)
+      expect(countOf(consumed![1]!)).toBe(changes + 300)
+      expect(out).toMatch(/^Pending 0, lag 0$/m)
+      // The demo stopped its servers at the end, by pid.
+      expect(PostgresTestServer.isAlive(pgPid)).toBe(false)
+      expect(() => process.kill(redisPid, 0)).toThrow()
     } finally {
       await terminal.close()
     }
