@@ -11,6 +11,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
@@ -463,7 +464,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
      * last row is held back until the next row is known to exist.
      */
     const snapshotStream = (
-      session: Session.Session,
+      { release, session }: SnapshotReader,
       consistentPoint: Pgoutput.Lsn
     ): Stream.Stream<CdcEvent.CdcEvent, PostgresError> =>
       Stream.unwrap(
@@ -506,6 +507,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                   const out = at.held === undefined ? [] : [event(at.held.table, at.held.after, true)]
                   if (out.length > 0) state.lastEmitted = out[0]!.position
                   state.snapshotFinished = true
+                  yield* release
                   yield* settle(state.lastEmitted, consistentPoint)
                   yield* Effect.logInfo(`snapshot: ${index} rows of ${tables.length} tables read`)
                   return [out, Option.none()] as const
@@ -892,15 +894,22 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
     // The plan: what to read, from where, given the checkpoint and the slot
     // ---------------------------------------------------------------------------------------------------------
 
-    /** A session whose transaction reads exactly as of an exported snapshot. */
-    const snapshotSession = (snapshotName: string) =>
+    /**
+     * A session whose transaction reads exactly as of an exported snapshot, in a scope of its own under `outer`:
+     * `release` ends the transaction and closes the session as soon as the snapshot is read. Left open, it would
+     * hold a lock on every table (an `ALTER TABLE` or `TRUNCATE` would wait behind it, and every query behind that)
+     * and hold back vacuum for as long as the stream runs.
+     */
+    const snapshotSession = (snapshotName: string, outer: Scope.Scope) =>
       Effect.gen(function* () {
-        const reader = yield* openSession
-        yield* reader.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").pipe(Effect.mapError(classify))
-        yield* reader
+        const scope = yield* Scope.fork(outer)
+        const session = yield* openSession.pipe(Scope.provide(scope))
+        yield* session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").pipe(Effect.mapError(classify))
+        yield* session
           .query(`SET TRANSACTION SNAPSHOT '${snapshotName.replaceAll("'", "''")}'`)
           .pipe(Effect.mapError(classify))
-        return reader
+        const release = Effect.ignore(session.query("COMMIT")).pipe(Effect.andThen(Scope.close(scope, Exit.void)))
+        return { session, release } satisfies SnapshotReader
       })
 
     const plan = (from: Option.Option<Position.Position>): Stream.Stream<CdcEvent.CdcEvent, PostgresError> =>
@@ -957,7 +966,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                   .pipe(Effect.mapError(classify))
                 const reader =
                   wantSnapshot && slotCreated.snapshotName !== undefined
-                    ? yield* snapshotSession(slotCreated.snapshotName).pipe(Scope.provide(outer))
+                    ? yield* snapshotSession(slotCreated.snapshotName, outer)
                     : undefined
                 return { consistentPoint: slotCreated.consistentPoint, reader }
               })
@@ -997,7 +1006,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                   snapshot: "export"
                 })
                 .pipe(Effect.mapError(classify))
-              const reader = yield* snapshotSession(temporary.snapshotName ?? "").pipe(Scope.provide(outer))
+              const reader = yield* snapshotSession(temporary.snapshotName ?? "", outer)
               return { consistentPoint: temporary.consistentPoint, reader }
             })
           )
@@ -1084,6 +1093,12 @@ class ShapeError extends Error {}
 
 /** How long a slot still held by a stream is waited for at start (see `inspectSlot`). */
 const SLOT_RELEASE_WAIT = "10 seconds"
+
+interface SnapshotReader {
+  readonly session: Session.Session
+  /** Ends the snapshot's transaction and closes its session. */
+  readonly release: Effect.Effect<void>
+}
 
 /** The snapshot's own column for the row id of a table read in physical order. */
 const CTID = "redflow ctid"
