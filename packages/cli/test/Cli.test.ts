@@ -369,7 +369,20 @@ describe("redflow: one meaning per flag across commands", () => {
     const stream = unique("rate0")
     const [produce, demo] = await Promise.all([
       run(["produce", "--redis", server.url, "--stream", stream, "--events", "2000", "--rate", "0", "--json"]),
-      run(["demo", "--redis", server.url, "--events", "1000", "--rate", "0", "--metrics-port", "0", "--json"])
+      run([
+        "demo",
+        "--source",
+        "synthetic",
+        "--redis",
+        server.url,
+        "--events",
+        "1000",
+        "--rate",
+        "0",
+        "--metrics-port",
+        "0",
+        "--json"
+      ])
     ])
     expect(produce.code, produce.stderr).toBe(0)
     expect(JSON.parse(produce.stdout)).toMatchObject({ events: 2000, complete: true })
@@ -391,7 +404,7 @@ describe("redflow: one meaning per flag across commands", () => {
             port
           ])
         ),
-        run(["demo", "--redis", server.url, "--events", "10", "--metrics-port", port])
+        run(["demo", "--source", "synthetic", "--redis", server.url, "--events", "10", "--metrics-port", port])
       ])
       for (const r of results) {
         expect(r.code, r.stderr).toBe(2)
@@ -453,6 +466,8 @@ describe("redflow: one meaning per flag across commands", () => {
 
     const demo = await run([
       "demo",
+      "--source",
+      "synthetic",
       "--redis",
       server.url,
       "--events",
@@ -539,19 +554,33 @@ describe("redflow: what the commands say", () => {
 
   it("the demo without any Redis says what to do, not what the tests need", async () => {
     // No redis-server on PATH, no REDIS_URL, no Docker engine (DOCKER_HOST points nowhere).
-    const r = await run(["demo", "--events", "10"], {
+    const r = await run(["demo", "--source", "synthetic", "--events", "10"], {
       env: { PATH: dirname(process.execPath), DOCKER_HOST: "unix:///nonexistent/docker.sock" }
     })
     expect(r.code, r.stderr).toBe(1)
     expect(r.stderr).toMatch(/^redflow: error: no Redis to run the demo on: pass --redis URL or set REDIS_URL/)
     expect(r.stderr).not.toMatch(/\btests?\b/i)
     expect(r.stderr.trim().split("\n")).toHaveLength(1)
+    // The default source (auto): as root, PostgreSQL cannot be started here either (no runuser on PATH), so it says
+    // so and falls back to the synthetic source; either way the error is the missing Redis, not PostgreSQL's.
+    const auto = await run(["demo", "--events", "10"], {
+      env: { PATH: dirname(process.execPath), DOCKER_HOST: "unix:///nonexistent/docker.sock" }
+    })
+    expect(auto.code, auto.stderr).toBe(1)
+    expect(auto.stdout).toMatch(
+      process.getuid?.() === 0
+        ? /^PostgreSQL could not be started \(.+\): running the synthetic source instead/
+        : /^(PostgreSQL could not be started|PostgreSQL \S+ started|No PostgreSQL binaries found)/
+    )
+    expect(auto.stderr).toMatch(/^redflow: error: no Redis to run the demo on/)
   })
 
   it("the demo's closing hint is a command that can be pasted: no redacted password in it", async () => {
     const { host, port } = secured
     const r = await run([
       "demo",
+      "--source",
+      "synthetic",
       "--redis",
       `redis://:s3cret@${host}:${port}`,
       "--events",
@@ -570,7 +599,17 @@ describe("redflow: what the commands say", () => {
     expect(pasted.code, pasted.stderr).toBe(0)
     expect(pasted.stdout).toMatch(/length\s+\d+/)
     // Without a password, the hint carries --redis as is.
-    const plain = await run(["demo", "--redis", server.url, "--events", "100", "--metrics-port", "0"])
+    const plain = await run([
+      "demo",
+      "--source",
+      "synthetic",
+      "--redis",
+      server.url,
+      "--events",
+      "100",
+      "--metrics-port",
+      "0"
+    ])
     expect(plain.stdout).toMatch(
       new RegExp(`Inspect them with: pnpm redflow stream info \\S+ --redis redis://${server.host}:${server.port}\\n`)
     )
@@ -690,6 +729,8 @@ describe("redflow: what the commands say", () => {
   it("demo: the live line never shows more consumed than produced (unthrottled, where the consumer is right behind)", async () => {
     const terminal = await inTerminal([
       "demo",
+      "--source",
+      "synthetic",
       "--redis",
       server.url,
       "--events",

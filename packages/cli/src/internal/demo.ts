@@ -300,7 +300,12 @@ const synthetic = (
       command: "demo",
       source: {
         type: "synthetic",
-        reason: choice._tag === "synthetic" && choice.reason === "no-binaries" ? "no PostgreSQL binaries" : "--source"
+        reason:
+          choice._tag !== "synthetic" || choice.reason === "flag"
+            ? "--source"
+            : choice.reason === "no-binaries"
+              ? "no PostgreSQL binaries"
+              : "PostgreSQL could not be started"
       },
       redis: { url: setting.where, source: setting.redis.source },
       guarantee: input.guarantee,

@@ -46,7 +46,7 @@ export type Choice =
   | {
       readonly _tag: "synthetic"
       /** `flag`: `--source synthetic`; `no-binaries`: `auto` found no PostgreSQL server binaries. */
-      readonly reason: "flag" | "no-binaries"
+      readonly reason: "flag" | "no-binaries" | "start-failed"
       /** Where the binaries were looked for, and what each place lacks. */
       readonly missing: ReadonlyArray<string>
     }
@@ -139,6 +139,11 @@ export const choose = (mode: Mode) =>
     }
     const started = yield* PostgresTestServer.make().pipe(
       Effect.map((server) => ({ _tag: "started" as const, server })),
+      // In auto mode a server that will not start (no runuser, no postgres user, a full disk) is no reason to show
+      // nothing: the synthetic source runs, and the first line says why.
+      Effect.catchTag("PostgresStartFailed", (e) =>
+        mode === "auto" ? Effect.succeed({ _tag: "failed" as const, reason: e.message }) : Effect.fail(e)
+      ),
       Effect.catchTag("PostgresNotInstalled", (e) =>
         mode === "auto"
           ? Effect.succeed({ _tag: "missing" as const, missing: e.missing })
@@ -155,6 +160,9 @@ export const choose = (mode: Mode) =>
     )
     if (started._tag === "missing") {
       return { _tag: "synthetic", reason: "no-binaries", missing: started.missing } satisfies Choice as Choice
+    }
+    if (started._tag === "failed") {
+      return { _tag: "synthetic", reason: "start-failed", missing: [started.reason] } satisfies Choice as Choice
     }
     const server = started.server
     const version = yield* Effect.scoped(
@@ -175,6 +183,12 @@ export const choose = (mode: Mode) =>
 /** The first line of the demo: which source it runs, and why. */
 export const sourceLine = (choice: Choice): string => {
   if (choice._tag === "synthetic") {
+    if (choice.reason === "start-failed") {
+      return (
+        `PostgreSQL could not be started (${choice.missing.join("; ")}): running the synthetic source instead; ` +
+        "set DATABASE_URL to a server with wal_level=logical to see real changes."
+      )
+    }
     return choice.reason === "flag"
       ? "Source: the synthetic source (--source synthetic): generated events, no database."
       : `No PostgreSQL binaries found (${choice.missing.join("; ")}): running the synthetic source instead; ` +
