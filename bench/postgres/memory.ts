@@ -140,7 +140,7 @@ ${viaLabel(pipelineVia)}${nodeFlags.length === 0 ? "" : ` with ${nodeFlags.join(
 \`INSERT … SELECT … FROM generate_series\` of ${rows.toLocaleString("en-US")} rows, sent by PostgreSQL as one transaction at its commit;
 load average ${loadBefore} → ${loadAfter}.
 
-**Peak RSS (VmHWM) of the pipeline process: ${end.peakMB.toFixed(0)} MB (target < ${TARGET_MB} MB: ${met ? "met" : "**missed**"}).**
+**Peak RSS (VmHWM) of the pipeline process: ${end.peakMB.toFixed(0)} MB (target < ${TARGET_MB} MB: ${met ? "met" : "missed"}).**
 
 | figure | value |
 | --- | ---: |

@@ -86,18 +86,22 @@ export const startServers = async (settings: Record<string, string | number> = {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "redflow-bench-pg-"))
   const r = redis
   const c = client
-  return {
-    pg,
-    redis: r,
-    client: c,
-    dir,
-    stop: async () => {
+  let stopped: Promise<void> | undefined
+  const stop = () =>
+    (stopped ??= (async () => {
       c.disconnect()
       await r.stop()
       await pg.stop()
       Fs.rmSync(dir, { recursive: true, force: true })
-    }
+    })())
+  // Ctrl-C or SIGTERM: the servers run in process groups of their own and would outlive this process.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`${signal}: stopping the servers\n`)
+      void stop().finally(() => process.exit(130))
+    })
   }
+  return { pg, redis: r, client: c, dir, stop }
 }
 
 /** Runs a server binary (psql, pgbench, pg_recvlogical) and resolves to its output; a non-zero exit rejects. */
@@ -283,6 +287,8 @@ export const untilDelivered = async (
     readonly timeoutMs: number
     readonly abort?: Promise<string>
     readonly detail?: () => string
+    /** Called once, when the first entries are seen. */
+    readonly onFirst?: () => void
   }
 ): Promise<{ readonly firstAt: number; readonly firstCount: number; readonly doneAt: number }> => {
   let firstAt: number | undefined
@@ -294,6 +300,7 @@ export const untilDelivered = async (
       if (n > 0 && firstAt === undefined) {
         firstAt = now
         firstCount = n
+        options.onFirst?.()
       }
       if (n > count) throw new Error(`${options.what}: ${n} entries, more than the ${count} expected`)
       return n === count ? now : undefined
