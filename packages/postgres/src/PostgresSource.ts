@@ -560,6 +560,8 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
       readonly commitLsn: Pgoutput.Lsn
       readonly commitMillis: number
       readonly id: string
+      /** The transaction's position prefix (its commit LSN and kind), formatted once. */
+      readonly prefix: string
       index: number
       emitted: number
       last: Position.Position | undefined
@@ -648,7 +650,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
             const t = tx!
             const index = t.index++
             if (r.decoders === undefined) return
-            const position = Positions.change(t.commitLsn, index)
+            const position = Positions.inTransaction(t.prefix, index)
             // Counted before the skip, so a replayed event keeps its order within the table.
             const table = `${r.schema}.${r.table}`
             const inTable = (t.perTable.get(table) ?? 0) + 1
@@ -714,6 +716,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                       commitLsn: m.finalLsn,
                       commitMillis: Pgoutput.toEpochMillis(m.commitTime),
                       id: `${m.xid}:${Pgoutput.formatLsn(m.finalLsn)}`,
+                      prefix: Positions.changePrefix(m.finalLsn),
                       index: 0,
                       emitted: 0,
                       last: undefined,
@@ -747,7 +750,14 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                   case "Truncate": {
                     if (tx === undefined) return yield* protocolError(`a ${m._tag} outside a transaction`)
                     const before = out.length
-                    yield* decoding(`${m._tag} in transaction ${tx.xid}`, () => change(out, now, event.walStart, m))
+                    // Plain try/catch on the hot path (one change per message): no Effect per message.
+                    try {
+                      change(out, now, event.walStart, m)
+                    } catch (cause) {
+                      return yield* decoding(`${m._tag} in transaction ${tx.xid}`, () => {
+                        throw cause
+                      })
+                    }
                     for (let i = before; i < out.length; i++) {
                       const e = out[i] as CdcEvent.CdcEvent
                       counts.set(e.op, (counts.get(e.op) ?? 0) + 1)

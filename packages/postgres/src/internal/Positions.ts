@@ -24,7 +24,14 @@ const FINAL = 1n << 59n
 const hex = (n: bigint, width: number): string => n.toString(16).padStart(width, "0")
 
 export const change = (commitLsn: Lsn, index: number): Position.Position =>
-  `${hex(commitLsn, 16)}1${hex(BigInt(index), 15)}` as Position.Position
+  inTransaction(changePrefix(commitLsn), index)
+
+/** The part of a change's position its whole transaction shares: formatted once per transaction. */
+export const changePrefix = (commitLsn: Lsn): string => `${hex(commitLsn, 16)}1`
+
+/** A change's position from its transaction's prefix ({@link changePrefix}) and its index (a safe integer). */
+export const inTransaction = (prefix: string, index: number): Position.Position =>
+  `${prefix}${index.toString(16).padStart(15, "0")}` as Position.Position
 
 export const snapshotRow = (consistentPoint: Lsn, index: number, final = false): Position.Position =>
   `${hex(consistentPoint - 1n, 16)}0${hex(final ? BigInt(index) | FINAL : BigInt(index), 15)}` as Position.Position

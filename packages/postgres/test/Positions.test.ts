@@ -1,0 +1,42 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as Positions from "../src/internal/Positions.ts"
+
+describe("PostgreSQL positions", () => {
+  it("order as strings the way the events are emitted: snapshot rows, then transactions by commit LSN, then index", () => {
+    const cp = 0x1_5442a8n
+    const emitted = [
+      Positions.snapshotRow(cp, 0),
+      Positions.snapshotRow(cp, 1),
+      Positions.snapshotRow(cp, 2, true),
+      Positions.change(cp, 0),
+      Positions.change(cp, 15),
+      Positions.change(cp, 16),
+      Positions.change(cp + 8n, 0),
+      Positions.change(0xffff_ffffn + 1n, 0)
+    ]
+    expect([...emitted].sort()).toEqual(emitted)
+    for (const p of emitted) expect(p).toMatch(/^[0-9a-f]{32}$/)
+  })
+
+  it("read back what they were made of, the snapshot's final mark included", () => {
+    expect(Positions.parse(Positions.change(0x16b3748n, 41))).toEqual({
+      kind: "change",
+      commitLsn: 0x16b3748n,
+      index: 41n
+    })
+    expect(Positions.parse(Positions.snapshotRow(0x16b3748n, 7))).toEqual({
+      kind: "snapshot",
+      consistentPoint: 0x16b3748n,
+      index: 7n,
+      final: false
+    })
+    expect(Positions.parse(Positions.snapshotRow(0x16b3748n, 7, true))).toMatchObject({ index: 7n, final: true })
+    expect(Positions.change(0x10n, 300)).toBe(Positions.inTransaction(Positions.changePrefix(0x10n), 300))
+  })
+
+  it("refuse what is not one of theirs", () => {
+    expect(Positions.parse("000000000000002a")).toBeUndefined()
+    expect(Positions.parse("0".repeat(16) + "2" + "0".repeat(15))).toBeUndefined()
+    expect(Positions.parse("g".repeat(32))).toBeUndefined()
+  })
+})
