@@ -226,12 +226,26 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
         })
       )
 
+    /** The column types read so far: the tables' at start, more when a RELATION message brings a new one. */
+    let catalog = Values.emptyCatalog
+    const loadTypes = (session: Session.Session, oids: ReadonlyArray<number>) =>
+      Values.loadTypes(session, oids, catalog).pipe(
+        Effect.map((loaded) => {
+          catalog = loaded
+        }),
+        Effect.mapError((e) => (e._tag === "PostgresReplicationError" ? classify(e) : e))
+      )
+
     const start = yield* Effect.scoped(
       Effect.gen(function* () {
         const session = yield* openSession
         yield* Setup.checkServer(session)
         yield* Setup.checkRole(session)
         const tables = yield* Setup.resolveTables(session, config.tables)
+        yield* loadTypes(
+          session,
+          tables.flatMap((t) => t.columns.map((c) => c.typeOid))
+        )
         const publication = yield* Setup.ensurePublication(session, config.publication, tables)
         const slot = yield* inspectSlot(session)
         return { tables, publication, slot }
@@ -340,23 +354,13 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
         ...(cause === undefined ? {} : { cause })
       })
 
-    let catalog = yield* Effect.scoped(
-      Effect.flatMap(openSession, (session) =>
-        Values.loadTypes(
-          session,
-          tables.flatMap((t) => t.columns.map((c) => c.typeOid))
-        ).pipe(Effect.mapError((e) => (e._tag === "PostgresReplicationError" ? classify(e) : e)))
-      )
-    )
-
     /** One decoder per column, built once per table description; types not seen yet are read from the catalog. */
     const decodersOf = (session: Session.Session, table: string, columns: ReadonlyArray<ColumnRef>) =>
       Effect.gen(function* () {
-        catalog = yield* Values.loadTypes(
+        yield* loadTypes(
           session,
-          columns.map((c) => c.typeOid),
-          catalog
-        ).pipe(Effect.mapError((e) => (e._tag === "PostgresReplicationError" ? classify(e) : e)))
+          columns.map((c) => c.typeOid)
+        )
         return columns.map((c) => Values.columnDecoder(catalog, c, { table, server: config.server }))
       })
 
@@ -386,17 +390,18 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
       return row
     }
 
-    /** Runs decoding: a bad value is its typed error, a malformed message a protocol error; never skipped. */
+    /** A failure while decoding: a bad value is its typed error, anything else a protocol error; never skipped. */
+    const decodingError = (what: string, cause: unknown): PostgresError =>
+      cause instanceof Values.PostgresValueError
+        ? cause
+        : protocolError(`${what}: ${cause instanceof Error ? cause.message : String(cause)}`, cause)
+
     const decoding = <A>(what: string, evaluate: () => A): Effect.Effect<A, PostgresError> =>
       Effect.suspend(() => {
         try {
           return Effect.succeed(evaluate())
         } catch (cause) {
-          return Effect.fail(
-            cause instanceof Values.PostgresValueError
-              ? cause
-              : protocolError(`${what}: ${cause instanceof Error ? cause.message : String(cause)}`, cause)
-          )
+          return Effect.fail(decodingError(what, cause))
         }
       })
 
@@ -754,9 +759,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                     try {
                       change(out, now, event.walStart, m)
                     } catch (cause) {
-                      return yield* decoding(`${m._tag} in transaction ${tx.xid}`, () => {
-                        throw cause
-                      })
+                      return yield* Effect.fail(decodingError(`${m._tag} in transaction ${tx.xid}`, cause))
                     }
                     for (let i = before; i < out.length; i++) {
                       const e = out[i] as CdcEvent.CdcEvent
