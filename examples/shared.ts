@@ -43,7 +43,7 @@ export const publishSynthetic = (
  * `RedisConfigError` naming the variable; any URL form works, Sentinel and Cluster included), else a `redis-server`
  * spawned for the run (stopped at the end), else a container.
  */
-const server = Effect.gen(function* () {
+export const redisServer = Effect.gen(function* () {
   const env = yield* Config.option(Config.Redacted("REDIS_URL"))
   if (Option.isSome(env) && Redacted.value(env.value).trim() !== "") {
     const parsed = RedisUrl.parse(env.value)
@@ -68,7 +68,7 @@ const oneLine = (error: unknown): string => {
 }
 
 /** What a failed example prints on stderr: one line for a typed error, the whole cause for a defect (a bug). */
-const report = (cause: Cause.Cause<unknown>) => {
+export const report = (cause: Cause.Cause<unknown>) => {
   if (Cause.hasInterruptsOnly(cause)) return Effect.void
   const error = Cause.findError(cause)
   return Console.error(Result.isSuccess(error) ? oneLine(error.success) : Cause.pretty(cause))
@@ -82,7 +82,7 @@ export const runExample = <A, E>(main: (url: string) => Effect.Effect<A, E, Redi
   NodeRuntime.runMain(
     Effect.scoped(
       Effect.gen(function* () {
-        const { url, label } = yield* server
+        const { url, label } = yield* redisServer
         yield* Console.log(`Redis: ${label}`)
         return yield* main(url).pipe(Effect.provide(RedisConnection.layer({ url })))
       })
