@@ -178,6 +178,8 @@ export interface Setup {
   readonly prepare?: (names: { readonly tables: Readonly<Record<string, string>>; readonly schema: string }) => string
   /** The entry key template. Default `${key.id}`. */
   readonly key?: string
+  /** The lowest level of the library's logs `main` prints. Default `Warn`. */
+  readonly logLevel?: "Warn" | "Error"
 }
 
 export interface Servers {
@@ -209,8 +211,8 @@ export interface Example {
   readonly sql: Sql
   readonly databaseUrl: string
   readonly redisUrl: string
-  /** Changes the pipeline has written to Redis so far. */
-  readonly written: () => number
+  /** Changes the pipeline has written to Redis so far (`written.atLeast(n)` waits for them). */
+  readonly written: Progress
   /** Runs `effect`, failing with the pipeline's error if the pipeline fails first. */
   readonly supervise: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | PipelineError, R>
 }
@@ -263,7 +265,7 @@ export const make = (
     )
     yield* print(`Tables: ${Object.keys(tables).join(", ")} in schema ${schema}, created for this run on ${server}.`)
 
-    let written = 0
+    const written = makeCounter()
     let deadLettered = 0
     const pipeline = Effect.gen(function* () {
       const redis = yield* RedisConnection.make({
@@ -288,7 +290,7 @@ export const make = (
         }),
         Stream.runForEach((batch) =>
           Effect.gen(function* () {
-            written += batch.events - batch.deadLettered
+            written.add(batch.events - batch.deadLettered)
             if (batch.deadLettered > 0) {
               deadLettered += batch.deadLettered
               yield* Effect.logWarning(`${batch.deadLettered} events went to ${deadLetterStream}`)
@@ -327,7 +329,7 @@ export const make = (
     }
     yield* Effect.addFinalizer(() =>
       print(
-        `Stopping: the pipeline wrote ${written} changes to Redis` +
+        `Stopping: the pipeline wrote ${written.get()} changes to Redis` +
           (deadLettered > 0 ? ` (${deadLettered} to ${deadLetterStream})` : "") +
           "."
       )
@@ -342,7 +344,7 @@ export const make = (
       sql,
       databaseUrl: servers.databaseUrl,
       redisUrl: servers.redisUrl,
-      written: () => written,
+      written: { get: written.get, atLeast: written.atLeast },
       supervise
     } satisfies Example
   })
@@ -490,7 +492,7 @@ export const main = <A, E>(
       })
     ).pipe(
       // The library's own info logs (slot created, snapshot read) would drown the example's story; warnings stay.
-      Effect.provideService(References.MinimumLogLevel, "Warn"),
+      Effect.provideService(References.MinimumLogLevel, setup.logLevel ?? "Warn"),
       Effect.tapCause(report)
     ),
     { disableErrorReporting: true }
@@ -526,6 +528,9 @@ export interface Counter {
   /** Waits until the count reaches `target`. */
   readonly atLeast: (target: number) => Effect.Effect<void>
 }
+
+/** A count to read and wait on. */
+export type Progress = Pick<Counter, "get" | "atLeast">
 
 export const makeCounter = (): Counter => {
   let count = 0
