@@ -270,7 +270,7 @@ export const make = (
     const pipeline = Effect.gen(function* () {
       const redis = yield* RedisConnection.make({
         url: servers.redisUrl,
-        clientName: `redflow example ${setup.name} pipeline`
+        clientName: `redflow-example-${setup.name}-pipeline`
       })
       const source = yield* PostgresSource.make({
         url: servers.databaseUrl,
@@ -394,7 +394,7 @@ const dropDatabaseObjects = (sql: Sql, schema: string, server: string, print: (l
 /** Deletes the run's streams, their high-water marks and the application's keys (SCAN, not KEYS: a shared server). */
 const dropRedisKeys = (url: string, schema: string, keyPrefix: string) =>
   Effect.gen(function* () {
-    const redis = yield* RedisConnection.make({ url, clientName: "redflow example clean-up" })
+    const redis = yield* RedisConnection.make({ url, clientName: "redflow-example-clean-up" })
     for (const pattern of [`cdc.${schema}.*`, `{cdc.${schema}.*`, `${keyPrefix}*`]) {
       let cursor = "0"
       do {
@@ -488,7 +488,7 @@ export const main = <A, E>(
         })
         return yield* example
           .supervise(app(example))
-          .pipe(Effect.provide(RedisConnection.layer({ url: redis.url, clientName: `redflow example ${setup.name}` })))
+          .pipe(Effect.provide(RedisConnection.layer({ url: redis.url, clientName: `redflow-example-${setup.name}` })))
       })
     ).pipe(
       // The library's own info logs (slot created, snapshot read) would drown the example's story; warnings stay.

@@ -86,6 +86,7 @@ const examples = [
   "consumer-python.ts",
   "cache-invalidation.ts",
   "job-queue.ts",
+  "session-sync.ts",
   "live-notifications.ts",
   "demo.ts"
 ]
