@@ -87,6 +87,7 @@ const examples = [
   "cache-invalidation.ts",
   "job-queue.ts",
   "session-sync.ts",
+  "feature-flags.ts",
   "live-notifications.ts",
   "demo.ts"
 ]

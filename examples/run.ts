@@ -11,8 +11,8 @@ import * as Path from "node:path"
 
 const here = import.meta.dirname
 
-/** Modules that are not examples: the harness, helpers, this runner. */
-const NOT_EXAMPLES = new Set(["harness", "shared", "run"])
+/** Modules that are not examples: the harness, helpers, parts of an example, this runner. */
+const NOT_EXAMPLES = new Set(["harness", "shared", "run", "feature-flags-instance"])
 
 /** What each example shows, in a line; an example missing here is listed with the start of its doc comment. */
 const ABOUT: Readonly<Record<string, string>> = {
