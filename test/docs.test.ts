@@ -22,7 +22,7 @@ const sources = (): Array<string> => {
     for (const entry of Fs.readdirSync(Path.join(root, dir), { withFileTypes: true })) {
       const rel = `${dir}/${entry.name}`
       if (entry.isDirectory()) {
-        if (entry.name !== "node_modules" && entry.name !== "results") walk(rel)
+        if (entry.name !== "node_modules" && entry.name !== "results" && entry.name !== "dist") walk(rel)
       } else if (entry.name.endsWith(".ts")) out.push(rel)
     }
   }
