@@ -21,7 +21,10 @@ const ABOUT: Readonly<Record<string, string>> = {
   "session-sync":
     "PostgreSQL: session rows changed on one app instance, in the memory of three others; convergence p99",
   "feature-flags": "PostgreSQL: flag changes reaching five running application processes; commit-to-all p99",
-  "live-notifications": "changes pushed to browsers over Server-Sent Events, resumed after a reconnect",
+  "live-notifications":
+    "PostgreSQL: a table's changes pushed to browsers over WebSocket and SSE, resumed after a reconnect; commit → page p99",
+  "rate-limiting": "PostgreSQL: per-key counters in three API instances' memory; how far and how long they disagree",
+  dashboard: "PostgreSQL: a live KPI page with a Chart.js chart, equal to the database's own aggregates",
   "postgres-to-redis": "the PostgreSQL source into Redis Streams, the program of packages/postgres/README.md",
   "consumer-go": "the contract's Go consumer loop, written with Redflow",
   "consumer-python": "the contract's Python consumer loop and its duplicate handling, written with Redflow",
