@@ -100,6 +100,57 @@ layer(Layer.mergeAll(PostgresTestServer.layer(), RedisTestServer.layer({ useEnv:
     { timeout: 120_000 }
   )
 
+  it.effect(
+    "SIGTERM to pnpm example session-sync mid-run: the example stops in order and drops its slot, exit 130",
+    () =>
+      Effect.gen(function* () {
+        const postgres = yield* PostgresTestServer.PostgresTestServer
+        const redis = yield* RedisTestServer.RedisTestServer
+        const child = spawn(process.execPath, [Path.join(here, "run.ts"), "session-sync"], {
+          env: { ...process.env, DATABASE_URL: postgres.url, REDIS_URL: redis.url }
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => child.exitCode === null && child.kill("SIGKILL")))
+        let stdout = ""
+        let stderr = ""
+        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+        const exited = new Promise<number | null>((resolve) => child.on("close", resolve))
+        // Stopped while the application runs: its instances started, the workload not yet done.
+        yield* Effect.callback<void>((resume) => {
+          child.stdout.on("data", (chunk: Buffer) => {
+            stdout += chunk.toString()
+            if (stdout.includes("Four application instances")) resume(Effect.void)
+          })
+          child.on("close", () => resume(Effect.void))
+        })
+        child.kill("SIGTERM")
+        const code = yield* Effect.promise(() => exited)
+        expect(stderr).toBe("")
+        expect(code).toBe(130)
+        expect(stdout).not.toContain("Convergence")
+        const schema = /in schema (redflow_session_sync_[a-z0-9]+)/.exec(stdout)?.[1]
+        expect(stdout).toContain(
+          `Dropped slot, publication and schema ${schema} from 127.0.0.1:${postgres.port}/postgres.`
+        )
+        const db = new pg.Client({ connectionString: postgres.url })
+        yield* Effect.acquireRelease(
+          Effect.promise(() => db.connect()),
+          () => Effect.promise(() => db.end())
+        )
+        const left = yield* Effect.promise(() =>
+          db.query(
+            `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1)::int AS slots,
+                    (SELECT count(*) FROM pg_namespace WHERE nspname = $1)::int AS schemas`,
+            [schema]
+          )
+        )
+        expect(left.rows[0]).toEqual({ slots: 0, schemas: 0 })
+        const client = new Redis(redis.url)
+        yield* Effect.addFinalizer(() => Effect.promise(() => client.quit()))
+        expect(yield* Effect.promise(() => client.keys(`*${schema}*`))).toEqual([])
+      }),
+    { timeout: 120_000 }
+  )
+
   it.effect("a DATABASE_URL that is not a postgres:// URL: one line naming it and the fix, exit code 1", () =>
     Effect.gen(function* () {
       const redis = yield* RedisTestServer.RedisTestServer
