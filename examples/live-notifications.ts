@@ -19,8 +19,8 @@
  *
  * `pnpm example live-notifications` (DATABASE_URL and REDIS_URL, or servers started for the run) serves the page on
  * PORT (default 8080), opens it in a headless Chromium (Debian's chromium package) over each transport, commits orders,
- * restarts the server in the middle (rows committed while it is down reach the pages after they reconnect) and prints
- * the commit-to-page latency p50/p99 per transport; then it keeps serving, with an order every second, until Ctrl-C
+ * restarts the server in the middle (rows committed while it is down reach the pages after they reconnect), prints
+ * the commit-to-page latency p50/p99 per transport and takes a screenshot (examples/web/chromium.ts says where); then it keeps serving, with an order every second, until Ctrl-C
  * (RUN_SECONDS to stop after a while).
  *
  * Library or `redflow run`: the notification server only reads Redis; in production the pipeline would be
@@ -392,6 +392,9 @@ const app = (example: Harness.Example) =>
             `${duplicates(received)} twice; commit → page ${Harness.latencyText(latencies(live), "live changes")}.`
         )
       }
+      const path = Chromium.screenshotPath("notifications")
+      yield* Chromium.attempt("to take a screenshot", () => pages[0]!.page.screenshot({ path }))
+      yield* Console.log(`Screenshot of the WebSocket page: ${path}`)
     }
     const seconds = process.env.RUN_SECONDS === undefined ? undefined : Number(process.env.RUN_SECONDS)
     yield* Console.log(
