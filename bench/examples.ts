@@ -45,6 +45,8 @@ const latencyRow = (example: string, figure: string, samples: ReadonlyArray<numb
   note
 })
 
+const perSecond = (count: number, startedAt: number) => Math.round((count * 1000) / Math.max(1, Date.now() - startedAt))
+
 const progress = (line: string) => Effect.sync(() => process.stderr.write(`${line}\n`))
 
 /** One example on the servers, with the application's Redis connection. */
@@ -77,12 +79,14 @@ const program = Effect.gen(function* () {
     yield* within(Cache.setup, urls, (example) =>
       Effect.gen(function* () {
         const cache = yield* Cache.makeCache(example)
+        const started = Date.now()
         const r = yield* Cache.workload(example, cache, { rows: 20, updates, writers: 4, readers: 4 })
         return latencyRow(
           "cache-invalidation",
           "stale window, commit → eviction",
           r.staleWindows,
-          `${r.reads} reads, ${Math.round((100 * r.hits) / r.reads)}% hits, ${r.stale.length} stale`
+          `${perSecond(updates, started)} updates/s; ${r.reads} reads, ${Math.round((100 * r.hits) / r.reads)}% ` +
+            `hits, ${r.stale.length} stale`
         )
       })
     )
@@ -96,13 +100,15 @@ const program = Effect.gen(function* () {
         const writers: Sessions.Writers = new Map()
         const instances: Array<Sessions.Instance> = []
         for (const name of ["a", "b", "c", "d"]) instances.push(yield* Sessions.instance(example, name, writers))
+        const started = Date.now()
         const committed = yield* Sessions.workload(instances, { users, updatesPerUser: 3, logouts: users / 2 })
+        const rate = perSecond(committed, started)
         yield* Effect.forEach(instances, (i) => i.applied.atLeast(committed), { discard: true })
         return latencyRow(
           "session-sync",
           "convergence, commit → 3 other instances",
           Sessions.convergence(instances, writers),
-          `4 instances, ${committed} changes by 8 concurrent users`
+          `4 instances; ${committed} changes by 8 users at once, ${rate} changes/s`
         )
       })
     )
