@@ -37,6 +37,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
+import * as Script from "./internal/script.ts"
 import { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 import * as StreamAdmin from "./StreamAdmin.ts"
@@ -116,10 +117,22 @@ const positiveMillis = (field: string, value: Duration.Input | undefined, fallba
 }
 
 /** Deletes a reservation only if it is still ours (it may have expired and been taken by another consumer). */
-const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`
+const release = Script.make({
+  name: "idempotency-release",
+  source: `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`,
+  keys: (key: string, _token: string) => [key],
+  args: (_key, token) => [token],
+  parse: () => undefined
+})
 
-/** Extends a reservation (ARGV[2] ms) only if it is still ours. */
-const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`
+/** Extends a reservation by `leaseMs` only if it is still ours; whether it was. */
+const renew = Script.make({
+  name: "idempotency-renew",
+  source: `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`,
+  keys: (key: string, _token: string, _leaseMs: number) => [key],
+  args: (_key, token, leaseMs) => [token, leaseMs],
+  parse: (reply) => reply === 1
+})
 
 /** The Redis store: `SET key <token> NX PX lease` to reserve, `SET key 1 PX ttl` once processed. */
 export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore, never, RedisConnection> =>
@@ -143,11 +156,9 @@ export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore
         }),
       complete: (eventId) =>
         run(StreamAdmin.command("SET", prefix + eventId, [prefix + eventId, "1", "PX", ttl], () => undefined)),
-      release: (eventId, token) =>
-        run(StreamAdmin.command("EVAL", prefix + eventId, [RELEASE, 1, prefix + eventId, token], () => undefined)),
+      release: (eventId, token) => run(Script.run(release, prefix + eventId, token)),
       isProcessed: (eventId) => Effect.map(get(prefix + eventId), (value) => value === "1"),
-      renew: (eventId, token) =>
-        run(StreamAdmin.command("EVAL", prefix + eventId, [RENEW, 1, prefix + eventId, token, lease], (r) => r === 1)),
+      renew: (eventId, token) => run(Script.run(renew, prefix + eventId, token, lease)),
       leaseMillis: lease
     }
   })
