@@ -7,4 +7,5 @@
  */
 export * as PostgresSource from "./PostgresSource.ts"
 export * as PostgresMetrics from "./PostgresMetrics.ts"
+export * as PostgresSession from "./PostgresSession.ts"
 export * from "./PostgresError.ts"
