@@ -16,24 +16,30 @@
  *
  * @since 0.1.0
  */
-import { NodeServices } from "@effect/platform-node"
+import * as Fs from "node:fs"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { CliError, CliOutput, Command } from "effect/cli"
-import * as Consume from "./internal/consume.ts"
-import * as Demo from "./internal/demo.ts"
+import * as Consume from "./internal/commands/consume.ts"
+import * as Demo from "./internal/commands/demo.ts"
+import * as Produce from "./internal/commands/produce.ts"
+import * as Run from "./internal/commands/run.ts"
 import * as Errors from "./internal/errors.ts"
 import { Json, Verbose } from "./internal/flags.ts"
 import { Reported } from "./internal/output.ts"
-import * as Produce from "./internal/produce.ts"
-import * as Run from "./internal/run.ts"
 import * as Shutdown from "./internal/shutdown.ts"
 import * as Stream from "./internal/stream.ts"
 
-export const VERSION = "0.1.0"
+/**
+ * The version of this package, read from its package.json when asked (`redflow --version`): the file one level
+ * above this module, in the sources as in the published `dist/`.
+ */
+export const version = (): string =>
+  (JSON.parse(Fs.readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version
 
 /** The root command. */
 export const command = Command.make("redflow").pipe(
@@ -73,7 +79,7 @@ export const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
 
 /** Runs the command line with these arguments and exits the process with the exit code. */
 export const main = (args: ReadonlyArray<string>): void => {
-  const program = Command.runWith(command, { version: VERSION })(args).pipe(
+  const program = Command.runWith(command, { version: version() })(args).pipe(
     Effect.provide(CliOutput.layerPresenter(presenter)),
     Effect.provide(NodeServices.layer)
   )

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `redflow` executable: `pnpm redflow …` from the repository root. */
+/** The `redflow` executable: the package's bin (`dist/bin.js` once published), `pnpm redflow …` in the workspace. */
 import { main } from "./Cli.ts"
 
 main(process.argv.slice(2))

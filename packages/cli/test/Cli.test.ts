@@ -594,7 +594,7 @@ describe("redflow: what the commands say", () => {
     expect(hint).not.toContain("***")
     expect(hint).not.toContain("s3cret")
     // Pasted as it says (with REDIS_URL set to the URL), it works.
-    const command = /^Inspect them with: pnpm redflow (stream info \S+)/.exec(hint)![1]!.split(" ")
+    const command = /^Inspect them with: redflow (stream info \S+)/.exec(hint)![1]!.split(" ")
     const pasted = await run(command, { env: { REDIS_URL: `redis://:s3cret@${host}:${port}` } })
     expect(pasted.code, pasted.stderr).toBe(0)
     expect(pasted.stdout).toMatch(/length\s+\d+/)
@@ -611,7 +611,7 @@ describe("redflow: what the commands say", () => {
       "0"
     ])
     expect(plain.stdout).toMatch(
-      new RegExp(`Inspect them with: pnpm redflow stream info \\S+ --redis redis://${server.host}:${server.port}\\n`)
+      new RegExp(`Inspect them with: redflow stream info \\S+ --redis redis://${server.host}:${server.port}\\n`)
     )
   })
 

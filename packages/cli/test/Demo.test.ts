@@ -210,7 +210,7 @@ describe("redflow demo", () => {
     })
     expect(r.code, r.stderr).toBe(0)
     expect(r.stderr.split("\n")[0]).toBe(
-      `No PostgreSQL binaries found (${NO_BINARIES} lacks initdb, postgres, pg_ctl, pg_isready): running the ` +
+      `No PostgreSQL binaries found (${NO_BINARIES} lacks initdb, postgres, pg_isready): running the ` +
         "synthetic source instead; apt-get install postgresql (or set DATABASE_URL) to see real changes."
     )
     const summary = JSON.parse(r.stdout)

@@ -9,7 +9,6 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
-import { Command, Flag } from "effect/cli"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import type * as Envelope from "@redflow/core/Envelope"
 import * as Metrics from "@redflow/core/Metrics"
@@ -19,8 +18,8 @@ import * as StreamAdmin from "@redflow/redis/StreamAdmin"
 import { UsageError } from "./errors.ts"
 import * as Flags from "./flags.ts"
 import * as MetricValues from "./metricValues.ts"
+import * as Monitoring from "./monitoring.ts"
 import * as Output from "./output.ts"
-import { announceMetrics, metricsLayer } from "./produce.ts"
 import * as Redis from "./redis.ts"
 import * as Shutdown from "./shutdown.ts"
 
@@ -84,7 +83,8 @@ export const namingFlags = <A, E, R>(self: Effect.Effect<A, E, R>) =>
       Effect.fail(new UsageError({ flag: FLAG_OF_FIELD[e.field] ?? e.field, message: e.message.replace(/^\S+ /, "") }))
   )
 
-const run = (input: ConsumeInput) =>
+/** The command's work, once its flags are parsed. */
+export const run = (input: ConsumeInput) =>
   Effect.gen(function* () {
     const json = yield* Flags.Json
     const url = yield* Flags.resolveRedisUrl(input.redis)
@@ -92,7 +92,7 @@ const run = (input: ConsumeInput) =>
     // Options that cannot work (a --dead-letter equal to --stream, a bad --start-id) exit 2 before connecting.
     yield* namingFlags(RedisStreamConsumer.validateOptions(consumerOptions(input)))
     return yield* Effect.gen(function* () {
-      yield* announceMetrics(true)
+      yield* Monitoring.announce(true)
       const stop = yield* Shutdown.drainOnSignal
       const processed = yield* Ref.make(0)
       const startedAt = yield* Clock.currentTimeMillis
@@ -158,76 +158,8 @@ const run = (input: ConsumeInput) =>
             `${Output.count(summary.pending)} pending in ${input.group}\n`
         )
       )
-    }).pipe(Effect.scoped, Effect.provide(metricsLayer(input.metricsPort).pipe(Layer.provideMerge(Redis.layer(url)))))
-  })
-
-export const command = Command.make(
-  "consume",
-  {
-    redis: Flags.redis,
-    stream: Flag.String("stream").pipe(Flag.withDescription("Stream to read, e.g. orders.events")),
-    group: Flag.String("group").pipe(
-      Flag.withDescription("Consumer group (created at the start of the stream when missing)")
-    ),
-    consumer: Flag.String("consumer").pipe(
-      Flag.withDescription("This consumer's name in the group; keep it across restarts to recover its pending entries")
-    ),
-    count: Flags.intAtLeast("count", 1, "a number of messages").pipe(
-      Flag.withMetavar("N"),
-      Flag.withDescription("Exit after N messages were processed and acknowledged (default: run until Ctrl-C)"),
-      Flag.optional
-    ),
-    claimIdle: Flags.intAtLeast("claim-idle", 1, "milliseconds").pipe(
-      Flag.withMetavar("MS"),
-      Flag.withDescription("Take over entries other consumers left pending this long (XAUTOCLAIM; default 30000)"),
-      Flag.optional
-    ),
-    deadLetter: Flag.String("dead-letter").pipe(
-      Flag.withMetavar("STREAM"),
-      Flag.withDescription("Where undecodable or too-often-delivered entries go (default <stream>.dead-letter)"),
-      Flag.optional
-    ),
-    maxDeliveries: Flags.intAtLeast("max-deliveries", 1, "a number of deliveries").pipe(
-      Flag.withMetavar("N"),
-      Flag.withDescription("Deliveries before an entry goes to the dead-letter stream (default 5)"),
-      Flag.optional
-    ),
-    concurrency: Flags.intAtLeast("concurrency", 1, "a number of handlers").pipe(
-      Flag.withMetavar("N"),
-      Flag.withDescription("Messages processed at once"),
-      Flag.withDefault(1)
-    ),
-    startId: Flag.String("start-id").pipe(
-      Flag.withMetavar("ID"),
-      Flag.withDescription("Where a new group starts: 0 (the whole stream), $ (only new entries) or an id"),
-      Flag.withDefault("0")
-    ),
-    envelope: Flags.envelope,
-    print: Flag.Boolean("print").pipe(
-      Flag.withDescription("Print each event as one JSON line on stdout"),
-      Flag.withDefault(false)
-    ),
-    metricsPort: Flags.metricsPort.pipe(
-      Flag.withDescription(
-        "Serve /metrics, /health and /ready on this port while consuming (0 = a free port; a taken port is an error)"
-      ),
-      Flag.optional
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Monitoring.layer(input.metricsPort).pipe(Layer.provideMerge(Redis.layer(url))))
     )
-  },
-  (input) => Output.handler(run(input))
-).pipe(
-  Command.withDescription(
-    "A consumer-group worker: reads a stream with XREADGROUP, acknowledges each event after processing it, takes over entries idle past --claim-idle and dead-letters poison entries. With --count N it exits after N messages are processed and acknowledged."
-  ),
-  Command.withExamples([
-    {
-      command:
-        "redflow consume --redis redis://localhost:6379 --stream orders.events --group mygroup --consumer worker1",
-      description: "Work until Ctrl-C (which finishes and acknowledges what is in flight)"
-    },
-    {
-      command: "redflow consume --stream orders.events --group mygroup --consumer worker2 --count 100 --print",
-      description: "Process 100 events, printing each as JSON, then exit"
-    }
-  ])
-)
+  })

@@ -13,7 +13,6 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
-import { Command, Flag } from "effect/cli"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import type * as Envelope from "@redflow/core/Envelope"
@@ -27,9 +26,10 @@ import * as RedisStreamConsumer from "@redflow/redis/RedisStreamConsumer"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
-import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import { DEFAULTS } from "./commands/demo.ts"
 import { namingFlags } from "./consume.ts"
 import * as DemoPostgres from "./demoPostgres.ts"
+import * as DemoServers from "./demoServers.ts"
 import { NoRedis } from "./errors.ts"
 import * as Flags from "./flags.ts"
 import * as Output from "./output.ts"
@@ -51,35 +51,31 @@ export interface DemoInput {
   readonly metricsPort: Option.Option<number>
 }
 
-/** `--events` and `--rate` when not given: the synthetic source is fast; a live writer keeps a pace one can follow. */
-const DEFAULTS = {
-  synthetic: { events: 50_000, rate: 20_000 },
-  postgres: { events: 10_000, rate: 1_000 }
-} as const
-
 const PIPELINE = "demo"
 const GROUP = "demo"
 const CONSUMER = "demo-1"
 
 /** Where the demo's Redis came from. */
-type RedisSource = "option" | "env" | "process" | "container"
+type RedisSource = "option" | "env" | "process"
 
 const describeUrl = (url: string) => {
   const parsed = RedisUrl.parse(url)
   return parsed instanceof RedisConfigError ? url : RedisUrl.describe(parsed)
 }
 
-/** `--redis`, else `REDIS_URL`, else a `redis-server` (or container) started for the demo and stopped after it. */
+/** `--redis`, else `REDIS_URL`, else a `redis-server` started for the demo and stopped after it. */
 const redisServer = (flag: Option.Option<string>) =>
   Effect.gen(function* () {
     const url = yield* Flags.redisUrlOption(flag)
     if (Option.isSome(url)) {
       return { url: url.value, source: (Option.isSome(flag) ? "option" : "env") as RedisSource, pid: undefined }
     }
-    const server = yield* RedisTestServer.make({ useEnv: false }).pipe(
-      Effect.catchTag("NoRedisAvailable", (e) => Effect.fail(new NoRedis({ attempts: e.attempts })))
+    const server = yield* DemoServers.redis.pipe(
+      Effect.catchTag("RedisNotInstalled", (e) =>
+        Effect.fail(new NoRedis({ attempts: ["--redis is not given", "REDIS_URL is not set", e.message] }))
+      )
     )
-    return { url: server.url, source: server.source as RedisSource, pid: server.pid }
+    return { url: server.url, source: "process" as RedisSource, pid: server.pid }
   })
 
 /**
@@ -107,7 +103,7 @@ const monitoring = (asked: Option.Option<number>, info: (line: string) => Effect
  * left to `REDIS_URL` rather than shown redacted in a `--redis` that could not work.
  */
 const inspectLine = (stream: string, url: string, source: RedisSource) => {
-  const command = `pnpm redflow stream info ${stream}`
+  const command = `redflow stream info ${stream}`
   if (source === "env") return `Inspect them with: ${command}`
   const parsed = RedisUrl.parse(url)
   if (!(parsed instanceof RedisConfigError) && parsed.password === undefined) {
@@ -194,7 +190,7 @@ const streamLines = (streams: ReadonlyArray<{ stream: string; length: number; wr
 ]
 
 const redisClosing = (setting: Setting, stream: string) =>
-  setting.redis.source === "process" || setting.redis.source === "container"
+  setting.redis.source === "process"
     ? "The demo's redis-server stops now; pass --redis or set REDIS_URL to keep the streams."
     : inspectLine(stream, setting.redis.url, setting.redis.source)
 
@@ -545,7 +541,8 @@ const postgres = (input: DemoInput, database: DemoPostgres.Database, setting: Se
     )
   })
 
-const run = (input: DemoInput) =>
+/** The command's work, once its flags are parsed. */
+export const run = (input: DemoInput) =>
   Effect.gen(function* () {
     const json = yield* Flags.Json
     // With --json, stdout carries only the final object: the running commentary goes to stderr.
@@ -569,9 +566,7 @@ const run = (input: DemoInput) =>
     yield* info(
       redis.source === "process"
         ? `No --redis and no REDIS_URL: started redis-server at ${where} (pid ${redis.pid}); it stops when the demo ends.`
-        : redis.source === "container"
-          ? `No --redis and no REDIS_URL, and no redis-server binary: started a redis:7 container at ${where}; it stops when the demo ends.`
-          : `Redis: ${where} (${redis.source === "option" ? "--redis" : "REDIS_URL"})`
+        : `Redis: ${where} (${redis.source === "option" ? "--redis" : "REDIS_URL"})`
     )
 
     return yield* Effect.gen(function* () {
@@ -584,72 +579,3 @@ const run = (input: DemoInput) =>
         : synthetic(input, syntheticSource, tables, choice, setting)
     }).pipe(Effect.scoped, Effect.provide(CheckpointStore.layerMemory.pipe(Layer.provideMerge(Redis.layer(redis.url)))))
   }).pipe(Effect.scoped)
-
-export const command = Command.make(
-  "demo",
-  {
-    source: Flag.Literals("source", DemoPostgres.modes).pipe(
-      Flag.withMetavar("SOURCE"),
-      Flag.withDescription(
-        "auto (default): PostgreSQL (DATABASE_URL, else a server the demo starts from the binaries in PG_BIN_DIR or /usr/lib/postgresql/<version>/bin), else the synthetic source; postgres: PostgreSQL or an error; synthetic: generated events, no database"
-      ),
-      Flag.withDefault("auto")
-    ),
-    redis: Flags.redis,
-    events: Flags.intAtLeast("events", 1, "a number of events").pipe(
-      Flag.withMetavar("N"),
-      Flag.withDescription(
-        `Live changes committed in PostgreSQL (default ${Output.count(DEFAULTS.postgres.events)}; the seeded rows of the snapshot come on top), or events of the synthetic source (default ${Output.count(DEFAULTS.synthetic.events)})`
-      ),
-      Flag.optional
-    ),
-    rate: Flags.rate.pipe(
-      Flag.withDescription(
-        `Changes (PostgreSQL, default ${Output.count(DEFAULTS.postgres.rate)}) or events (synthetic, default ${Output.count(DEFAULTS.synthetic.rate)}) per second; 0 = as fast as they go`
-      ),
-      Flag.optional
-    ),
-    tables: Flags.list("tables").pipe(
-      Flag.withMetavar("a,b"),
-      Flag.withDescription("Tables of the synthetic source (default customers,orders,payments)"),
-      Flag.optional
-    ),
-    payloadBytes: Flags.intAtLeast("payload-bytes", 0, "a size in bytes").pipe(
-      Flag.withMetavar("B"),
-      Flag.withDescription("Approximate JSON size of each row image of the synthetic source"),
-      Flag.withDefault(256)
-    ),
-    guarantee: Flag.Literals("guarantee", ["at-least-once", "exactly-once"]).pipe(
-      Flag.withMetavar("MODE"),
-      Flag.withDescription("Write mode of the sink"),
-      Flag.withDefault("exactly-once")
-    ),
-    envelope: Flags.envelope,
-    metricsPort: Flags.metricsPort.pipe(
-      Flag.withDescription(
-        "Port of /metrics, /health and /ready (0 = a free port; a taken port is an error). Default 9000, or a free port when 9000 is taken"
-      ),
-      Flag.optional
-    )
-  },
-  (input) => Output.handler(run(input))
-).pipe(
-  Command.withDescription(
-    "PostgreSQL changes flowing into Redis Streams and out through a consumer group: the demo starts its own PostgreSQL (or uses DATABASE_URL), seeds a schema of its own, and commits live inserts, updates and deletes that logical replication brings through the sink; a live progress line (changes committed, events in Redis, consumed, lag), metrics on :9000, and a summary. Without PostgreSQL binaries it runs the synthetic source and says so. Ctrl-C drains gracefully. Without --redis and REDIS_URL it starts its own redis-server."
-  ),
-  Command.withExamples([
-    {
-      command: "redflow demo",
-      description: "10,000 live changes from a PostgreSQL and through a redis-server, both started for the demo"
-    },
-    {
-      command: "DATABASE_URL=postgres://me@localhost:5432/shop redflow demo --rate 200",
-      description:
-        "Your PostgreSQL (wal_level=logical): a schema, slot and publication of the demo's, dropped at the end"
-    },
-    {
-      command: "redflow demo --source synthetic --events 1000000 --rate 0 --redis redis://localhost:6379",
-      description: "A million synthetic events as fast as your Redis takes them"
-    }
-  ])
-)

@@ -13,17 +13,15 @@ import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { PostgresConfigError, PostgresPermissionError, PostgresUnavailable } from "@redflow/postgres/PostgresError"
-import type { ReplicationError } from "@redflow/postgres/internal/ReplicationClient"
-import * as Session from "@redflow/postgres/internal/Session"
-import * as Setup from "@redflow/postgres/internal/Setup"
-import * as PostgresTestServer from "@redflow/testing/PostgresTestServer"
+import * as PostgresSession from "@redflow/postgres/PostgresSession"
+import type { Mode as CommandMode } from "./commands/demo.ts"
+import * as DemoServers from "./demoServers.ts"
 import { UsageError } from "./errors.ts"
 import * as Output from "./output.ts"
 import { redactUrl } from "./pipelineConfig.ts"
 
 /** `--source`: `auto` runs PostgreSQL when it can and says why when it cannot. */
-export type Mode = "auto" | "postgres" | "synthetic"
-export const modes = ["auto", "postgres", "synthetic"] as const
+export type Mode = CommandMode
 
 /** The PostgreSQL the demo captures. */
 export interface Database {
@@ -67,25 +65,16 @@ const envDatabaseUrl = Config.option(Config.String("DATABASE_URL")).pipe(
   Effect.orElseSucceed(() => Option.none<string>())
 )
 
-const userOf = (url: string) => {
-  try {
-    return decodeURIComponent(new URL(url).username) || process.env.PGUSER || "postgres"
-  } catch {
-    return "postgres"
-  }
-}
+const userOf = PostgresSession.userOf
 
 /** A session on the demo's database; a connection that fails says why as the source would (exit 1 or 3). */
-const connect = (url: string) =>
-  Session.make({ url, applicationName: "redflow demo writer" }).pipe(
-    Effect.mapError((e) => Setup.classifyConnectError(e, Session.serverOf(url), userOf(url)))
-  )
+const connect = (url: string) => PostgresSession.make({ url, applicationName: "redflow demo writer" })
 
 /** A failed statement of the demo's own: a permission names the grant (exit 3), anything else the step. */
 const sqlFailure =
   (url: string, step: string, fix: string) =>
-  (error: ReplicationError): PostgresPermissionError | PostgresUnavailable | DemoSqlError => {
-    const server = Session.serverOf(url)
+  (error: PostgresSession.ReplicationError): PostgresPermissionError | PostgresUnavailable | DemoSqlError => {
+    const server = PostgresSession.serverOf(url)
     if (error.code === "42501") {
       return new PostgresPermissionError({ server, user: userOf(url), reason: error.message, fix, cause: error })
     }
@@ -96,7 +85,7 @@ const sqlFailure =
     return new DemoSqlError({ step, server, reason: error.message })
   }
 
-const versionOf = (session: Session.Session, url: string) =>
+const versionOf = (session: PostgresSession.PostgresSession, url: string) =>
   session.query("SHOW server_version").pipe(
     Effect.map((rows) => (rows[0]?.server_version ?? "?").split(" ")[0]!),
     Effect.mapError(sqlFailure(url, "version check", "connect as a role that can log in"))
@@ -130,19 +119,21 @@ export const choose = (mode: Mode) =>
         url,
         printable: redactUrl(url),
         origin: "env",
-        server: Session.serverOf(url),
+        server: PostgresSession.serverOf(url),
         version,
         port: Number(parsed.port || 5432),
         pid: undefined
       }
       return { _tag: "postgres", database } satisfies Choice as Choice
     }
-    const started = yield* PostgresTestServer.make().pipe(
+    const started = yield* DemoServers.postgres.pipe(
       Effect.map((server) => ({ _tag: "started" as const, server })),
       // In auto mode a server that will not start (no runuser, no postgres user, a full disk) is no reason to show
       // nothing: the synthetic source runs, and the first line says why.
-      Effect.catchTag("PostgresStartFailed", (e) =>
-        mode === "auto" ? Effect.succeed({ _tag: "failed" as const, reason: e.message }) : Effect.fail(e)
+      Effect.catchTag("ServerStartFailed", (e) =>
+        mode === "auto"
+          ? Effect.succeed({ _tag: "failed" as const, reason: e.message.split("\n")[0]! })
+          : Effect.fail(e)
       ),
       Effect.catchTag("PostgresNotInstalled", (e) =>
         mode === "auto"
@@ -172,10 +163,10 @@ export const choose = (mode: Mode) =>
       url: server.url,
       printable: server.url,
       origin: "started",
-      server: Session.serverOf(server.url),
+      server: PostgresSession.serverOf(server.url),
       version,
       port: server.port,
-      pid: server.pid()
+      pid: server.pid
     }
     return { _tag: "postgres", database } satisfies Choice as Choice
   })
@@ -247,7 +238,7 @@ export type WriteError = PostgresPermissionError | PostgresUnavailable | DemoSql
 const STATUSES = ["paid", "packed", "shipped", "delivered", "returned"] as const
 const TIERS = ["bronze", "silver", "gold", "platinum"] as const
 
-const ident = Setup.quoteIdent
+const ident = PostgresSession.quoteIdent
 
 /** The whole transaction as one statement of data-modifying CTEs: one round trip, and the database counts each part. */
 const transactionSql = (schema: string) => {

@@ -48,15 +48,16 @@ export class GroupNotFound extends Schema.TaggedError<GroupNotFound>()("GroupNot
   }
 }
 
-/** The demo found no Redis to run on: no `--redis`, no `REDIS_URL`, no `redis-server`, no Docker engine. */
+/** The demo found no Redis to run on: no `--redis`, no `REDIS_URL`, no `redis-server` on `PATH`. */
 export class NoRedis extends Schema.TaggedError<NoRedis>()("NoRedis", {
   /** What was tried, and why each failed. */
   attempts: Schema.Array(Schema.String)
 }) {
   override get message(): string {
     return (
-      "no Redis to run the demo on: pass --redis URL or set REDIS_URL, or install redis-server " +
-      "(e.g. `apt-get install redis-server`) or run a Docker engine, and the demo starts its own. " +
+      "no Redis to run the demo on: pass --redis URL or set REDIS_URL (a container works: `docker run -d -p " +
+      "6379:6379 redis:7`, then --redis redis://localhost:6379), or install redis-server (e.g. `apt-get install " +
+      "redis-server`) and the demo starts its own. " +
       `Tried: ${this.attempts.join("; ")}`
     )
   }
@@ -129,6 +130,8 @@ export const describe = (cause: Cause.Cause<unknown>): string => {
       return message
     case "RedisUnavailable":
       return `Redis is not reachable: ${message}`
+    case "ServerStartFailed":
+      return `could not start the demo's ${(error as { server?: unknown }).server}: ${message}`
     case "MetricsServerError":
       return (error as { reason?: unknown }).reason === "address-in-use"
         ? `--metrics-port: ${message} (pick another port, or 0 for a free one)`

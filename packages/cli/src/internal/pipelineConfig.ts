@@ -26,6 +26,7 @@ import type * as PostgresSource from "@redflow/postgres/PostgresSource"
 import type * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { RedisConfigError } from "@redflow/redis/RedisError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
+import { DEFAULT_CHECKPOINT_HASH } from "./commands/run.ts"
 import { UsageError } from "./errors.ts"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -402,7 +403,7 @@ export type Checkpoint =
   | { readonly _tag: "memory" }
 
 /** The hash `--checkpoint redis` keeps checkpoints in (the library's default). */
-export const DEFAULT_CHECKPOINT_HASH = "redflow:checkpoints"
+export { DEFAULT_CHECKPOINT_HASH }
 export const DEFAULT_PIPELINE = "redflow"
 
 /** Everything `redflow run` needs, flags and file merged, defaults applied and checked. */

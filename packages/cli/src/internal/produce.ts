@@ -8,10 +8,8 @@ import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { Command, Flag } from "effect/cli"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import type * as Envelope from "@redflow/core/Envelope"
-import * as MetricsServer from "@redflow/core/MetricsServer"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Position from "@redflow/core/Position"
 import * as Routing from "@redflow/core/Routing"
@@ -20,6 +18,7 @@ import { RedisConnection } from "@redflow/redis/RedisConnection"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { UsageError } from "./errors.ts"
 import * as Flags from "./flags.ts"
+import * as Monitoring from "./monitoring.ts"
 import * as Output from "./output.ts"
 import * as Redis from "./redis.ts"
 import * as Shutdown from "./shutdown.ts"
@@ -161,29 +160,6 @@ export const streamLengths = (streams: Iterable<string>) =>
   )
 
 /**
- * The metrics server when a port was given. A taken port is an error (exit 2, naming --metrics-port) in every
- * command: the user asked for that port, and a scraper looks there; only the demo's default port falls back.
- */
-export const metricsLayer = (port: Option.Option<number>) =>
-  Option.match(port, {
-    onNone: () => PipelineHealth.layer({ checks: [Redis.check] }),
-    onSome: (p) =>
-      MetricsServer.layer({ port: p }).pipe(Layer.provideMerge(PipelineHealth.layer({ checks: [Redis.check] })))
-  })
-
-/** Says where the metrics are served, when they are (on stderr with --json: stdout is the summary's). */
-export const announceMetrics = (json: boolean) =>
-  Effect.flatMap(Effect.serviceOption(MetricsServer.MetricsServer), (server) =>
-    Option.match(server, {
-      onNone: () => Effect.void,
-      onSome: ({ url }) =>
-        Effect.sync(() =>
-          (json ? process.stderr : process.stdout).write(`Metrics: ${url}/metrics (also /health, /ready)\n`)
-        )
-    })
-  )
-
-/**
  * The summary's checkpoint line. Without --checkpoint the checkpoint lived in memory and is gone with the process:
  * it is not reported as a checkpoint a re-run could resume from.
  */
@@ -195,7 +171,8 @@ export const checkpointLine = (file: Option.Option<string>, at: string | undefin
     onSome: (path) => `checkpoint: ${at ?? "none"} (${path})`
   })
 
-const run = (input: ProduceInput) =>
+/** The command's work, once its flags are parsed. */
+export const run = (input: ProduceInput) =>
   Effect.gen(function* () {
     const json = yield* Flags.Json
     const url = yield* Flags.resolveRedisUrl(input.redis)
@@ -216,7 +193,7 @@ const run = (input: ProduceInput) =>
     })
 
     return yield* Effect.gen(function* () {
-      yield* announceMetrics(json)
+      yield* Monitoring.announce(json)
       const store = yield* CheckpointStore.CheckpointStore
       const from = yield* store.load(input.pipeline)
       const stop = yield* Shutdown.drainOnSignal
@@ -296,96 +273,7 @@ const run = (input: ProduceInput) =>
     }).pipe(
       Effect.scoped,
       Effect.provide(
-        Layer.mergeAll(metricsLayer(input.metricsPort), checkpoints).pipe(Layer.provideMerge(Redis.layer(url)))
+        Layer.mergeAll(Monitoring.layer(input.metricsPort), checkpoints).pipe(Layer.provideMerge(Redis.layer(url)))
       )
     )
   })
-
-export const command = Command.make(
-  "produce",
-  {
-    redis: Flags.redis,
-    stream: Flag.String("stream").pipe(
-      Flag.withMetavar("TEMPLATE"),
-      Flag.withDescription("Target stream name or template, e.g. orders.events or cdc.${source.db}.${source.table}")
-    ),
-    events: Flags.intAtLeast("events", 0, "a number of events").pipe(
-      Flag.withMetavar("N"),
-      Flag.withDescription("Events of the whole run (a resumed run produces what is left of them)")
-    ),
-    rate: Flags.rate.pipe(
-      Flag.withDescription("Pace the source to R events per second (0, the default: as fast as Redis takes them)"),
-      Flag.optional
-    ),
-    tables: Flags.list("tables").pipe(
-      Flag.withMetavar("a,b"),
-      Flag.withDescription("Source tables (default customers,orders,payments)"),
-      Flag.optional
-    ),
-    payloadBytes: Flags.intAtLeast("payload-bytes", 0, "a size in bytes").pipe(
-      Flag.withMetavar("B"),
-      Flag.withDescription("Approximate JSON size of each row image"),
-      Flag.optional
-    ),
-    guarantee: Flag.Literals("guarantee", ["at-least-once", "exactly-once"]).pipe(
-      Flag.withMetavar("MODE"),
-      Flag.withDescription("exactly-once skips entries already written (no duplicates after a crash or a retry)"),
-      Flag.withDefault("at-least-once")
-    ),
-    envelope: Flags.envelope,
-    checkpoint: Flag.String("checkpoint").pipe(
-      Flag.withMetavar("FILE"),
-      Flag.withDescription("Checkpoint file: a re-run resumes after the last checkpointed event"),
-      Flag.optional
-    ),
-    batchSize: Flags.intAtLeast("batch-size", 1, "events per batch").pipe(
-      Flag.withMetavar("N"),
-      Flag.withDescription(
-        "Window of events written but not yet checkpointed; each write carries up to a quarter (default 4000)"
-      ),
-      Flag.optional
-    ),
-    maxlen: Flags.intAtLeast("maxlen", 1, "a stream length").pipe(
-      Flag.withMetavar("N"),
-      Flag.withDescription("Trim each stream to about N entries (MAXLEN ~)"),
-      Flag.optional
-    ),
-    key: Flag.String("key").pipe(
-      Flag.withMetavar("TEMPLATE"),
-      Flag.withDescription("Entry key template, e.g. ${key.id}"),
-      Flag.optional
-    ),
-    pipeline: Flag.String("pipeline").pipe(
-      Flag.withMetavar("NAME"),
-      Flag.withDescription("Pipeline name: the checkpoint key and the pipeline metric label"),
-      Flag.withDefault("redflow")
-    ),
-    seed: Flag.Int("seed").pipe(
-      Flag.withMetavar("N"),
-      Flag.withDescription("Seed of the synthetic data (keep it when resuming)"),
-      Flag.withDefault(1)
-    ),
-    metricsPort: Flags.metricsPort.pipe(
-      Flag.withDescription(
-        "Serve /metrics, /health and /ready on this port while producing (0 = a free port; a taken port is an error)"
-      ),
-      Flag.optional
-    )
-  },
-  (input) => Output.handler(run(input))
-).pipe(
-  Command.withDescription(
-    "Write N synthetic change events to Redis Streams through the sink. With --checkpoint, running the same command again after a crash resumes where the checkpoint stands and finishes the N events."
-  ),
-  Command.withExamples([
-    {
-      command: "redflow produce --redis redis://localhost:6379 --stream 'cdc.${source.table}' --events 100000",
-      description: "100,000 events into cdc.customers, cdc.orders and cdc.payments"
-    },
-    {
-      command:
-        "redflow produce --stream orders.events --events 1000000 --rate 5000 --guarantee exactly-once --checkpoint ./orders.ckpt",
-      description: "A paced, resumable run without duplicates"
-    }
-  ])
-)
