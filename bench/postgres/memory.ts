@@ -68,7 +68,7 @@ const main = async () => {
         guarantee: "exactly-once",
         snapshot: "never"
       },
-      { nodeFlags, logFile }
+      { nodeFlags, logFile, extraArgs: (value("--pipeline-args") ?? "").split(" ").filter((a) => a !== "") }
     )
     try {
       // Ready once a row written now arrives; the warm-up rows have negative ids.

@@ -36,7 +36,9 @@ const { values } = parseArgs({
     pipeline: { type: "string", default: "redflow" },
     slot: { type: "string" },
     publication: { type: "string" },
-    snapshot: { type: "string", default: "initial" }
+    snapshot: { type: "string", default: "initial" },
+    "batch-size": { type: "string" },
+    "high-water": { type: "string" }
   }
 })
 
@@ -61,7 +63,8 @@ const pipeline = values.pipeline
 const sinkOptions: RedisStreamSink.Options = {
   stream: required("stream"),
   pipeline,
-  guarantee: oneOf("guarantee", ["at-least-once", "exactly-once"] as const)
+  guarantee: oneOf("guarantee", ["at-least-once", "exactly-once"] as const),
+  ...(values["batch-size"] === undefined ? {} : { batch: { maxEvents: Number(values["batch-size"]) } })
 }
 
 const program = Effect.gen(function* () {
@@ -70,7 +73,8 @@ const program = Effect.gen(function* () {
     tables: required("tables").split(","),
     slot: values.slot,
     publication: values.publication,
-    snapshot: oneOf("snapshot", ["initial", "never"] as const)
+    snapshot: oneOf("snapshot", ["initial", "never"] as const),
+    ...(values["high-water"] === undefined ? {} : { highWater: Number(values["high-water"]) })
   })
   const store = yield* CheckpointStore.CheckpointStore
   const from = yield* store.load(pipeline)

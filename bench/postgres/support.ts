@@ -186,6 +186,8 @@ export const spawnPipeline = (
     readonly nodeFlags?: ReadonlyArray<string> | undefined
     /** Also write its whole stdout and stderr to this file. */
     readonly logFile?: string | undefined
+    /** More flags for the pipeline process, e.g. `--batch-size 1000` (a diagnostic). */
+    readonly extraArgs?: ReadonlyArray<string> | undefined
   } = {}
 ): PipelineProcess => {
   const checkpoint = Path.join(servers.dir, `${flags.pipeline}.checkpoint.json`)
@@ -208,7 +210,8 @@ export const spawnPipeline = (
     "--publication",
     flags.publication,
     "--snapshot",
-    flags.snapshot ?? "never"
+    flags.snapshot ?? "never",
+    ...(options.extraArgs ?? [])
   ]
   const prof = options.cpuProfDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options.cpuProfDir]
   const script = v === "run" ? [cliBin, "run"] : [pipelineScript]

@@ -7,6 +7,7 @@
 import * as CdcEvent from "@redflow/core/CdcEvent"
 import type * as Position from "@redflow/core/Position"
 import type * as Source from "@redflow/core/Source"
+import * as Arr from "effect/Array"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -14,6 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import type * as Pull from "effect/Pull"
 import type * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
@@ -328,19 +330,24 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
         return sendDurable(durable)
       })
 
-    /** A transaction (or the snapshot) passed downstream whole: durable once `last` is. */
+    /**
+     * A transaction (or the snapshot) passed downstream whole: durable once `last` is. Returns the LSN the slot may
+     * move to now (nothing of it, or before it, is waiting downstream), for the caller to send.
+     */
+    const settleNow = (last: Position.Position | undefined, end: Pgoutput.Lsn): Pgoutput.Lsn | undefined => {
+      if (state.pending.length === 0 && (last === undefined || isAtOrBefore(last, state.acknowledgedUpTo))) {
+        if (end <= state.durable) return undefined
+        state.durable = end
+        return end
+      }
+      state.pending.push({ last, end })
+      return undefined
+    }
+
     const settle = (last: Position.Position | undefined, end: Pgoutput.Lsn): Effect.Effect<void> =>
       Effect.suspend(() => {
-        if (state.pending.length === 0 && (last === undefined || isAtOrBefore(last, state.acknowledgedUpTo))) {
-          // Nothing of it, or before it, is waiting downstream.
-          if (end > state.durable) {
-            state.durable = end
-            return sendDurable(end)
-          }
-          return Effect.void
-        }
-        state.pending.push({ last, end })
-        return Effect.void
+        const durable = settleNow(last, end)
+        return durable === undefined ? Effect.void : sendDurable(durable)
       })
 
     // ---------------------------------------------------------------------------------------------------------
@@ -567,16 +574,26 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
       readonly id: string
       /** The transaction's position prefix (its commit LSN and kind), formatted once. */
       readonly prefix: string
+      /** Its commit LSN as PostgreSQL prints it, formatted once: `source.lsn` of changes that carry no LSN. */
+      readonly lsn: string
       index: number
       emitted: number
       last: Position.Position | undefined
       readonly perTable: Map<string, number>
     }
 
-    const STOP: unique symbol = Symbol("stop")
-    type Out = CdcEvent.CdcEvent | typeof STOP
+    type Out = CdcEvent.CdcEvent
 
-    const eventsCounter = (op: string) => Metric.withAttributes(PostgresMetrics.events, { ...attributes, op })
+    // One counter per op, made once: a metric made per update recomputes its key (a JSON of its attributes).
+    const eventsCounters = new Map<string, Metric.Metric<number, unknown>>()
+    const eventsCounter = (op: string) => {
+      let counter = eventsCounters.get(op)
+      if (counter === undefined) {
+        counter = Metric.withAttributes(PostgresMetrics.events, { ...attributes, op })
+        eventsCounters.set(op, counter)
+      }
+      return counter
+    }
     const transactionsCounter = Metric.withAttributes(PostgresMetrics.transactions, attributes)
 
     /**
@@ -593,15 +610,6 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
         Effect.gen(function* () {
           const client = yield* ReplicationClient.make(connect).pipe(Effect.mapError(classify))
           yield* Effect.ignore(client.acknowledge(state.durable))
-          const events = client
-            .stream({
-              slot: config.slot,
-              startLsn: 0n,
-              publications: [config.publication],
-              messages: stopAt !== undefined,
-              highWater: config.highWater
-            })
-            .pipe(Stream.mapError(streamError))
           state.client = client
           state.streamed = true
           yield* report((h) => h.set(component, "running"))
@@ -674,7 +682,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                   schema: r.schema,
                   table: r.table,
                   ts_ms: t.commitMillis,
-                  lsn: Pgoutput.formatLsn(walStart === 0n ? t.commitLsn : walStart),
+                  lsn: walStart === 0n ? t.lsn : Pgoutput.formatLsn(walStart),
                   txId: t.xid
                 },
                 ts_ms: now,
@@ -685,23 +693,43 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
             )
           }
 
-          const onBatch = (batch: ReadonlyArray<ReplicationClient.Event>) =>
-            Effect.gen(function* () {
-              const out: Array<Out> = []
-              if (stopped) return out
-              const now = yield* Clock.currentTimeMillis
-              const counts = new Map<string, number>()
-              for (const event of batch) {
+          /**
+           * The events of one socket read. A plain loop, not an `Effect.gen`: it holds a read's every message, and a
+           * generator over them made V8 pretenure what it touched, so each read's messages outlived the young
+           * generation and filled the old one (bench/RESULTS.md, PostgreSQL memory). It leaves the loop only for what
+           * is asynchronous (a RELATION whose column types must be read) or fails; the metrics and the slot's
+           * acknowledgement go once per read.
+           */
+          const onBatch = (
+            batch: ReadonlyArray<ReplicationClient.Event>
+          ): Effect.Effect<Array<CdcEvent.CdcEvent>, PostgresError> => {
+            const out: Array<Out> = []
+            if (stopped) return Effect.succeed(out)
+            const counted = { transactions: 0, durable: undefined as Pgoutput.Lsn | undefined }
+            const finish = (): Effect.Effect<Array<CdcEvent.CdcEvent>> => {
+              const effects: Array<Effect.Effect<void>> = []
+              if (out.length > 0) {
+                const byOp = new Map<CdcEvent.Op, number>()
+                for (const e of out) byOp.set(e.op, (byOp.get(e.op) ?? 0) + 1)
+                for (const [op, n] of byOp) effects.push(Metric.update(eventsCounter(op), n))
+              }
+              if (counted.transactions > 0) effects.push(Metric.update(transactionsCounter, counted.transactions))
+              if (counted.durable !== undefined) effects.push(sendDurable(counted.durable))
+              return effects.length === 0 ? Effect.succeed(out) : Effect.as(Effect.all(effects, { discard: true }), out)
+            }
+            let now = 0
+            const step = (from: number): Effect.Effect<Array<CdcEvent.CdcEvent>, PostgresError> => {
+              for (let i = from; i < batch.length; i++) {
+                const event = batch[i]!
                 if (event._tag === "Keepalive") {
                   if (stopAt !== undefined && event.walEnd >= stopAt.marker) {
                     stopped = true
-                    out.push(STOP)
                     break
                   }
                   // Caught up and everything durable: the slot may move to where the server is.
                   if (tx === undefined && state.pending.length === 0 && event.walEnd > state.durable) {
                     state.durable = event.walEnd
-                    yield* Effect.ignore(client.acknowledge(event.walEnd))
+                    counted.durable = event.walEnd
                   }
                   continue
                 }
@@ -709,12 +737,11 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                 switch (m._tag) {
                   case "Begin": {
                     if (tx !== undefined) {
-                      return yield* protocolError(`BEGIN of transaction ${m.xid} inside transaction ${tx.xid}`)
+                      return Effect.fail(protocolError(`BEGIN of transaction ${m.xid} inside transaction ${tx.xid}`))
                     }
                     if (stopAt !== undefined && m.finalLsn >= stopAt.lsn) {
                       stopped = true
-                      out.push(STOP)
-                      return out
+                      return finish()
                     }
                     tx = {
                       xid: m.xid,
@@ -722,6 +749,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                       commitMillis: Pgoutput.toEpochMillis(m.commitTime),
                       id: `${m.xid}:${Pgoutput.formatLsn(m.finalLsn)}`,
                       prefix: Positions.changePrefix(m.finalLsn),
+                      lsn: Pgoutput.formatLsn(m.finalLsn),
                       index: 0,
                       emitted: 0,
                       last: undefined,
@@ -732,38 +760,40 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                   }
                   case "Commit": {
                     const t = tx
-                    if (t === undefined)
-                      return yield* protocolError(`COMMIT at ${Pgoutput.formatLsn(m.commitLsn)} outside a transaction`)
+                    if (t === undefined) {
+                      return Effect.fail(
+                        protocolError(`COMMIT at ${Pgoutput.formatLsn(m.commitLsn)} outside a transaction`)
+                      )
+                    }
                     if (m.commitLsn !== t.commitLsn) {
-                      return yield* protocolError(
-                        `COMMIT at ${Pgoutput.formatLsn(m.commitLsn)} for a transaction that began with commit LSN ${Pgoutput.formatLsn(t.commitLsn)}`
+                      return Effect.fail(
+                        protocolError(
+                          `COMMIT at ${Pgoutput.formatLsn(m.commitLsn)} for a transaction that began with commit LSN ${Pgoutput.formatLsn(t.commitLsn)}`
+                        )
                       )
                     }
                     tx = undefined
                     state.inTransaction = false
                     state.lastCommitMillis = t.commitMillis
-                    yield* Metric.update(transactionsCounter, 1)
-                    yield* settle(t.last ?? state.lastEmitted, m.endLsn)
+                    counted.transactions++
+                    const durable = settleNow(t.last ?? state.lastEmitted, m.endLsn)
+                    if (durable !== undefined) counted.durable = durable
                     break
                   }
-                  case "Relation":
-                    yield* describeRelation(m)
-                    break
+                  case "Relation": {
+                    const next = i + 1
+                    return Effect.flatMap(describeRelation(m), () => step(next))
+                  }
                   case "Insert":
                   case "Update":
                   case "Delete":
                   case "Truncate": {
-                    if (tx === undefined) return yield* protocolError(`a ${m._tag} outside a transaction`)
-                    const before = out.length
+                    if (tx === undefined) return Effect.fail(protocolError(`a ${m._tag} outside a transaction`))
                     // Plain try/catch on the hot path (one change per message): no Effect per message.
                     try {
                       change(out, now, event.walStart, m)
                     } catch (cause) {
-                      return yield* Effect.fail(decodingError(`${m._tag} in transaction ${tx.xid}`, cause))
-                    }
-                    for (let i = before; i < out.length; i++) {
-                      const e = out[i] as CdcEvent.CdcEvent
-                      counts.set(e.op, (counts.get(e.op) ?? 0) + 1)
+                      return Effect.fail(decodingError(`${m._tag} in transaction ${tx.xid}`, cause))
                     }
                     break
                   }
@@ -775,8 +805,7 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                       new TextDecoder().decode(m.content) === stopAt.token
                     ) {
                       stopped = true
-                      out.push(STOP)
-                      return out
+                      return finish()
                     }
                     break
                   case "Origin":
@@ -784,9 +813,13 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
                     break
                 }
               }
-              for (const [op, n] of counts) yield* Metric.update(eventsCounter(op), n)
-              return out
+              return finish()
+            }
+            return Effect.flatMap(Clock.currentTimeMillis, (millis) => {
+              now = millis
+              return step(0)
             })
+          }
 
           const change = (
             out: Array<Out>,
@@ -857,11 +890,27 @@ export const make = (options: Options): Effect.Effect<PostgresSource, PostgresEr
             }
           }
 
-          return events.pipe(
-            Stream.mapArrayEffect((batch) => Effect.map(onBatch(batch), (out) => [out] as const)),
-            Stream.flattenIterable,
-            Stream.takeWhile((o): o is CdcEvent.CdcEvent => o !== STOP)
+          const take = yield* client
+            .open({
+              slot: config.slot,
+              startLsn: 0n,
+              publications: [config.publication],
+              messages: stopAt !== undefined,
+              highWater: config.highWater
+            })
+            .pipe(Effect.mapError(streamError))
+          // One pull per socket read, looping past reads that carry no event (a BEGIN, a keepalive): no stream
+          // stage per protocol message, and no empty chunk handed downstream.
+          const pull: Pull.Pull<Arr.NonEmptyReadonlyArray<CdcEvent.CdcEvent>, PostgresError> = Effect.suspend(() =>
+            stopped
+              ? Cause.done()
+              : take.pipe(
+                  Effect.mapError((e) => (Cause.isDone(e) ? e : streamError(e))),
+                  Effect.flatMap((batch) => onBatch(batch)),
+                  Effect.flatMap((out) => (Arr.isArrayNonEmpty(out) ? Effect.succeed(out) : pull))
+                )
           )
+          return Stream.fromPull(Effect.succeed(pull))
         })
       )
 

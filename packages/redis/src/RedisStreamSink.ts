@@ -422,6 +422,40 @@ interface Entry {
   readonly arrivedAt: number
 }
 
+/**
+ * An entry made by a constructor, with its arguments in an array filled by index, rather than from object and array
+ * literals: V8 tracks a literal's allocation site, and entries wait in the queue long enough that it decided to
+ * allocate them straight in the old generation. Their encoded events, referenced from there, then all outlived the
+ * young generation: about 800 bytes per event promoted, most of the promoted garbage in the PostgreSQL memory bench
+ * (bench/RESULTS.md). Entries made this way die young.
+ */
+class EntryImpl implements Entry {
+  readonly stream: string
+  readonly markKey: string
+  readonly position: Position.Position
+  readonly args: Array<string>
+  readonly bytes: number
+  readonly deadLetter: boolean
+  readonly arrivedAt: number
+  constructor(
+    stream: string,
+    markKey: string,
+    position: Position.Position,
+    args: Array<string>,
+    bytes: number,
+    deadLetter: boolean,
+    arrivedAt: number
+  ) {
+    this.stream = stream
+    this.markKey = markKey
+    this.position = position
+    this.args = args
+    this.bytes = bytes
+    this.deadLetter = deadLetter
+    this.arrivedAt = arrivedAt
+  }
+}
+
 /** What an entry costs besides its event and key: its other fields (position, id, op, table) and their framing. */
 const ENTRY_OVERHEAD = 64
 
@@ -508,16 +542,15 @@ const makePrepare = (config: Config) => {
         now
       )
     }
-    const args = [event.position, event.id, event.op, event.source.table, key, encoded, ""]
-    return {
-      stream,
-      markKey,
-      position: event.position,
-      args,
-      bytes,
-      deadLetter: false,
-      arrivedAt: now
-    }
+    const args = new Array<string>(7)
+    args[0] = event.position
+    args[1] = event.id
+    args[2] = event.op
+    args[3] = event.source.table
+    args[4] = key
+    args[5] = encoded
+    args[6] = ""
+    return new EntryImpl(stream, markKey, event.position, args, bytes, false, now)
   }
 }
 
@@ -1210,7 +1243,12 @@ const start = <E, R>(
       const commands = buildCommands(config, batch, yield* Clock.currentTimeMillis, marks, unsettled, self)
       inFlight++
       yield* Metric.update(metric.inFlight, inFlight)
-      const fiber = yield* Effect.forkIn(writeBatch(commands, self), scope)
+      // The write's slot is free again once Redis has answered: the checkpoint that follows is not a write, and
+      // the next batch must not wait for its I/O (a file store's fsync would then add to every event's latency).
+      const fiber = yield* Effect.forkIn(
+        writeBatch(commands, self).pipe(Effect.ensuring(Semaphore.release(writes, 1))),
+        scope
+      )
       yield* Queue.offer(handles, { batch, self, fiber })
     }).pipe(
       Effect.forever,
@@ -1230,7 +1268,7 @@ const start = <E, R>(
       const group: Array<{ readonly handle: Handle; readonly written: Written }> = [
         { handle: head, written: yield* Fiber.join(head.fiber) }
       ]
-      for (const h of yield* takeAvailable(handles, WRITES_PER_WINDOW)) {
+      for (const h of yield* takeAvailable(handles, config.maxEvents)) {
         lookahead.push(h)
       }
       while (lookahead.length > 0) {
@@ -1266,7 +1304,6 @@ const start = <E, R>(
       }
       yield* Semaphore.release(window, events)
       yield* Semaphore.release(buffered, heldBytes)
-      yield* Semaphore.release(writes, group.length)
       const committedAt = yield* Clock.currentTimeMillis
       const committed = group.map(({ handle: { batch }, written }, i): CommittedBatch => {
         let bytes = 0

@@ -11,10 +11,12 @@
  *
  * @internal
  */
+import type * as Arr from "effect/Array"
 import * as Cause from "effect/Cause"
 import * as Channel from "effect/Channel"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import type * as Pull from "effect/Pull"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
@@ -83,6 +85,14 @@ export interface ReplicationClient {
    * then on: one stream per client. Keepalives that ask for a reply are answered with the acknowledged LSN.
    */
   readonly stream: (options: StartOptions) => Stream.Stream<Event, ReplicationError>
+  /**
+   * The same as {@link stream}, as a pull in the scope: each pull waits for what has arrived and returns all of it
+   * (everything the socket delivered in one read comes in one array), `Cause.Done` once the server ended the stream.
+   * For a caller that consumes the messages in its own loop without a stream stage per message.
+   */
+  readonly open: (
+    options: StartOptions
+  ) => Effect.Effect<Pull.Pull<Arr.NonEmptyReadonlyArray<Event>, ReplicationError>, ReplicationError, Scope.Scope>
   /**
    * Tells the server that everything up to `flushed` is durable downstream: the slot's `confirmed_flush_lsn` moves
    * there (never backwards). This is the only way the flushed LSN sent to the server moves.
@@ -200,116 +210,132 @@ export const make = (options: ConnectOptions): Effect.Effect<ReplicationClient, 
         })
       )
 
-    const stream = (start: StartOptions): Stream.Stream<Event, ReplicationError> =>
-      Stream.fromChannel(
-        Channel.fromTransform((_, scope) =>
-          Effect.gen(function* () {
-            if (streaming) {
-              return yield* new ReplicationError({
-                operation: "startReplication",
-                message: "this replication connection is already streaming: open another client"
-              })
-            }
-            streaming = true
-            yield* Scope.addFinalizer(
-              scope,
-              Effect.sync(() => {
-                connection.removeListener("copyData", onCopyData)
-                streaming = false
-              })
-            )
-            const highWater = start.highWater ?? 1024
-            let inbox: Array<Event> = []
-            let paused = false
-            let ended = false
-            let error: ReplicationError | undefined
-            let wake: (() => void) | undefined
-            const notify = () => {
-              const resume = wake
-              wake = undefined
-              resume?.()
-            }
-            if (start.startLsn > acknowledged) acknowledged = start.startLsn
-
-            const onCopyData = ({ chunk }: { readonly chunk: Buffer }) => {
-              if (error !== undefined) return
-              // Decoded here, inside the event: the chunk is a view into the parser's buffer, reused after it.
-              try {
-                const frame = Protocol.parseServerMessage(chunk)
-                if (frame.walEnd > received) received = frame.walEnd
-                if (frame._tag === "Keepalive") {
-                  // The answer carries the acknowledged LSN, never the received one.
-                  if (frame.replyRequested) Effect.runSync(Effect.ignore(sendStatus(false)))
-                  inbox.push(frame)
-                } else {
-                  inbox.push({
-                    _tag: "Data",
-                    walStart: frame.walStart,
-                    walEnd: frame.walEnd,
-                    message: Pgoutput.decode(frame.data)
-                  })
-                }
-              } catch (cause) {
-                error = failure("stream", "could not decode the replication stream")(cause)
-              }
-              if (!paused && inbox.length >= highWater) {
-                paused = true
-                connection.stream.pause()
-              }
-              notify()
-            }
-            connection.on("copyData", onCopyData)
-
-            const sql =
-              `START_REPLICATION SLOT ${quoteIdent(start.slot)} LOGICAL ${Pgoutput.formatLsn(start.startLsn)} (` +
-              `proto_version '1', publication_names ${quoteLiteral(start.publications.map(quoteIdent).join(","))}` +
-              `${start.messages ? ", messages 'true'" : ""})`
-            const started = new Promise<void>((resolve) => connection.once("replicationStart", resolve))
-            const done = client.query(sql).then(
-              () => {
-                ended = true
-                notify()
-              },
-              (cause: unknown) => {
-                error ??= failure(
-                  "startReplication",
-                  `replication from slot ${start.slot} ended`
-                )(lastError instanceof Error && /terminated/i.test(describe(cause)) ? lastError : cause)
-                notify()
-              }
-            )
-            // Wait for CopyBothResponse, or the refusal (slot missing, in use, no such publication).
-            yield* Effect.promise(() => Promise.race([started, done]))
-            if (error !== undefined) return yield* error
-
-            const take = Effect.callback<ReadonlyArray<Event>>((resume) => {
-              const deliver = () => {
-                const batch = inbox
-                inbox = []
-                if (paused) {
-                  paused = false
-                  connection.stream.resume()
-                }
-                resume(Effect.succeed(batch))
-              }
-              if (inbox.length > 0 || error !== undefined || ended) deliver()
-              else wake = deliver
-              return Effect.sync(() => {
-                if (wake === deliver) wake = undefined
-              })
-            })
-            return Effect.flatMap(
-              take,
-              (batch): Effect.Effect<readonly [Event, ...Array<Event>], ReplicationError | Cause.Done> =>
-                batch.length > 0
-                  ? Effect.succeed(batch as readonly [Event, ...Array<Event>])
-                  : error !== undefined
-                    ? Effect.fail(error)
-                    : Cause.done()
-            )
+    const open = (
+      start: StartOptions
+    ): Effect.Effect<Pull.Pull<Arr.NonEmptyReadonlyArray<Event>, ReplicationError>, ReplicationError, Scope.Scope> =>
+      Effect.gen(function* () {
+        if (streaming) {
+          return yield* new ReplicationError({
+            operation: "startReplication",
+            message: "this replication connection is already streaming: open another client"
+          })
+        }
+        streaming = true
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            connection.removeListener("copyData", onCopyData)
+            streaming = false
           })
         )
-      )
+        const highWater = start.highWater ?? 1024
+        let inbox: Array<Event> = []
+        let paused = false
+        let ended = false
+        let error: ReplicationError | undefined
+        let wake: (() => void) | undefined
+        let waking = false
+        // The waiting reader is woken once the parser has emitted every message of the socket read in hand (a
+        // microtask runs after it), not once per message: one pull then carries a whole read, and what follows (the
+        // source's decoding, the sink's encoding) runs once for it instead of once per protocol message.
+        const wakeUp = () => {
+          waking = false
+          const resume = wake
+          wake = undefined
+          resume?.()
+        }
+        const notify = () => {
+          if (wake === undefined || waking) return
+          waking = true
+          queueMicrotask(wakeUp)
+        }
+        if (start.startLsn > acknowledged) acknowledged = start.startLsn
+
+        const onCopyData = ({ chunk }: { readonly chunk: Buffer }) => {
+          if (error !== undefined) return
+          // Decoded here, inside the event: the chunk is a view into the parser's buffer, reused after it.
+          try {
+            const frame = Protocol.parseServerMessage(chunk)
+            if (frame.walEnd > received) received = frame.walEnd
+            if (frame._tag === "Keepalive") {
+              // The answer carries the acknowledged LSN, never the received one.
+              if (frame.replyRequested) Effect.runSync(Effect.ignore(sendStatus(false)))
+              inbox.push(frame)
+            } else {
+              inbox.push({
+                _tag: "Data",
+                walStart: frame.walStart,
+                walEnd: frame.walEnd,
+                message: Pgoutput.decode(frame.data)
+              })
+            }
+          } catch (cause) {
+            error = failure("stream", "could not decode the replication stream")(cause)
+          }
+          if (!paused && inbox.length >= highWater) {
+            paused = true
+            connection.stream.pause()
+          }
+          notify()
+        }
+        connection.on("copyData", onCopyData)
+
+        const sql =
+          `START_REPLICATION SLOT ${quoteIdent(start.slot)} LOGICAL ${Pgoutput.formatLsn(start.startLsn)} (` +
+          `proto_version '1', publication_names ${quoteLiteral(start.publications.map(quoteIdent).join(","))}` +
+          `${start.messages ? ", messages 'true'" : ""})`
+        const started = new Promise<void>((resolve) => connection.once("replicationStart", resolve))
+        const done = client.query(sql).then(
+          () => {
+            ended = true
+            notify()
+          },
+          (cause: unknown) => {
+            error ??= failure(
+              "startReplication",
+              `replication from slot ${start.slot} ended`
+            )(lastError instanceof Error && /terminated/i.test(describe(cause)) ? lastError : cause)
+            notify()
+          }
+        )
+        // Wait for CopyBothResponse, or the refusal (slot missing, in use, no such publication).
+        yield* Effect.promise(() => Promise.race([started, done]))
+        if (error !== undefined) return yield* error
+
+        const take = Effect.callback<ReadonlyArray<Event>>((resume) => {
+          const deliver = () => {
+            // At most `highWater` messages per pull, however many one socket read brought: what is handed on is
+            // then processed (and let go) before the next part, instead of waiting as a whole read's worth of
+            // events while the sink works through it.
+            let batch = inbox
+            if (inbox.length > highWater) {
+              batch = inbox.slice(0, highWater)
+              inbox = inbox.slice(highWater)
+            } else inbox = []
+            if (paused && inbox.length < highWater) {
+              paused = false
+              connection.stream.resume()
+            }
+            resume(Effect.succeed(batch))
+          }
+          if (inbox.length > 0 || error !== undefined || ended) deliver()
+          else wake = deliver
+          return Effect.sync(() => {
+            if (wake === deliver) wake = undefined
+          })
+        })
+        return Effect.flatMap(
+          take,
+          (batch): Effect.Effect<Arr.NonEmptyReadonlyArray<Event>, ReplicationError | Cause.Done> =>
+            batch.length > 0
+              ? Effect.succeed(batch as Arr.NonEmptyReadonlyArray<Event>)
+              : error !== undefined
+                ? Effect.fail(error)
+                : Cause.done()
+        )
+      })
+
+    const stream = (start: StartOptions): Stream.Stream<Event, ReplicationError> =>
+      Stream.fromChannel(Channel.fromTransform((_, scope) => open(start).pipe(Scope.provide(scope))))
 
     const acknowledge = (flushed: Pgoutput.Lsn) =>
       Effect.suspend(() => {
@@ -321,6 +347,7 @@ export const make = (options: ConnectOptions): Effect.Effect<ReplicationClient, 
       query,
       createSlot,
       stream,
+      open,
       acknowledge,
       acknowledged: () => acknowledged,
       received: () => received
