@@ -4,13 +4,14 @@
  * against a real Redis is tested in ../RedisStreamConsumer*.test.ts.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Effect, Fiber } from "effect"
+import { Clock, Deferred, Duration, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { CdcEvent, Position } from "@redflow/core"
 import * as Envelope from "@redflow/core/Envelope"
 import * as Idempotency from "../../src/Idempotency.ts"
 import * as MemoryStore from "../../src/internal/consumer/memoryStore.ts"
 import * as Settings from "../../src/internal/consumer/settings.ts"
+import type { ConsumerStore } from "../../src/internal/consumer/store.ts"
 import * as Workers from "../../src/internal/consumer/workers.ts"
 import type * as RedisStreamConsumer from "../../src/RedisStreamConsumer.ts"
 
@@ -47,11 +48,11 @@ const start = (stream: MemoryStore.MemoryStream, consumer: string, options: Run)
   })
 
 /** Advances the clock 1 ms at a time until `check` holds (at most `limitMs`), so background fibers run in between. */
-const until = (label: string, check: () => boolean, limitMs = 10_000) =>
+const until = (label: string, check: () => boolean, limitMs = 10_000, stepMs = 1) =>
   Effect.gen(function* () {
-    for (let t = 0; t < limitMs; t++) {
+    for (let t = 0; t < limitMs; t += stepMs) {
       if (check()) return
-      yield* TestClock.adjust("1 millis")
+      yield* TestClock.adjust(Duration.millis(stepMs))
     }
     return yield* Effect.die(new Error(`${label}: not true after ${limitMs} ms of test time`))
   })
@@ -221,5 +222,57 @@ describe("RedisStreamConsumer on the memory store (TestClock)", () => {
       expect(handled).toBe(1)
       yield* Fiber.interrupt(fiber)
     })
+  )
+
+  it.effect(
+    "Redis slower than minIdle allows: no entry reaches a handler more than maxDeliveries times, each is parked once",
+    () =>
+      Effect.gen(function* () {
+        // Every call but the reads takes 60 ms and a handler 150 ms, against a minIdle of 200 ms: consumers claim
+        // entries from each other while these are admitted or parked. Before the fix, an entry acknowledged (parked)
+        // by one consumer between another's claim and its delivery count check was handed out as a first delivery:
+        // a 4th attempt with maxDeliveries 3.
+        const slowed = (store: ConsumerStore): ConsumerStore => {
+          const late = <A, E>(effect: Effect.Effect<A, E>) => Effect.andThen(Effect.sleep("60 millis"), effect)
+          return {
+            ...store,
+            touch: (ids) => late(store.touch(ids)),
+            deliveries: (ids) => late(store.deliveries(ids)),
+            lastError: (id) => late(store.lastError(id)),
+            fence: (id, n) => late(store.fence(id, n)),
+            addDeadLetter: (fields) => late(store.addDeadLetter(fields)),
+            ack: (ids, forget) => late(store.ack(ids, forget)),
+            recordError: (id, reason) => late(store.recordError(id, reason))
+          }
+        }
+        const stream = MemoryStore.makeStream("s")
+        const ids = yield* fill(stream, 10)
+        const attempts = new Map<string, number>()
+        const fibers: Array<Fiber.Fiber<void, unknown>> = []
+        for (const consumer of ["c1", "c2", "c3"]) {
+          const options = {
+            stream: "s",
+            group: "g",
+            consumer,
+            minIdle: Duration.millis(200),
+            maxDeliveries: 3,
+            concurrency: 2,
+            handler: (e: CdcEvent.CdcEvent) =>
+              Effect.sync(() => attempts.set(e.id, (attempts.get(e.id) ?? 0) + 1)).pipe(
+                Effect.andThen(Effect.sleep("150 millis")),
+                Effect.andThen(Effect.fail(new Error("550 mailbox unavailable")))
+              )
+          }
+          const settings = yield* Settings.decode(options)
+          const store = slowed(MemoryStore.make(stream, settings))
+          fibers.push(yield* Effect.forkChild(Effect.scoped(Workers.run(settings, store, options))))
+        }
+        yield* until("all parked", () => new Set(stream.deadLetters.map((d) => d.source_id)).size === 10, 30_000, 10)
+        yield* TestClock.adjust("10 seconds")
+        for (const n of attempts.values()) expect(n).toBeLessThanOrEqual(3)
+        expect(stream.deadLetters.map((d) => d.source_id).sort()).toEqual([...ids].sort())
+        expect(pendingOf(stream).size).toBe(0)
+        for (const fiber of fibers) yield* Fiber.interrupt(fiber)
+      })
   )
 })

@@ -91,12 +91,19 @@ const admitChecked = (ledger: Ledger.Ledger, entries: ReadonlyArray<ReadEntry>, 
     const now = yield* Clock.currentTimeMillis
     const out: Array<Message> = []
     for (const entry of live) {
-      const deliveries = counts?.get(entry.id) ?? 1
+      const deliveries = counts === undefined ? 1 : counts.get(entry.id)
+      if (deliveries === undefined) {
+        // No longer pending to this consumer: another one acknowledged it (parked it, say) or took it over between
+        // the read and now (this consumer was slower than `minIdle`). Handing it out would be one delivery too many.
+        ledger.held.delete(entry.id)
+        yield* Effect.logDebug(`entry ${entry.id} is no longer pending to this consumer: skipped`)
+        continue
+      }
       if (deliveries > settings.maxDeliveries) {
         const error =
           (yield* Ledger.retrying(ledger, store.lastError(entry.id))) ??
           "not acknowledged (handler failed, timed out or crashed)"
-        yield* Ledger.deadLetter(ledger, entry, deliveries - 1, error)
+        yield* Ledger.deadLetter(ledger, entry, deliveries - 1, error, deliveries)
         continue
       }
       const event = eventOf(ledger, entry.fields)

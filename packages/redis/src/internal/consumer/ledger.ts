@@ -159,10 +159,27 @@ const DEAD_LETTER_FIELDS: ReadonlyArray<string> = [
   "deliveries"
 ]
 
-/** Copies an entry to the dead-letter stream with its metadata, then acknowledges it in the source. */
-export const deadLetter = (ledger: Ledger, entry: LiveEntry, deliveries: number, error: string) =>
+/**
+ * Copies an entry to the dead-letter stream with its metadata, then acknowledges it in the source. `pendingCount` is
+ * the entry's delivery count as this consumer saw it pending (`deliveries`, the count reported, may be one less):
+ * the copy is made only if the entry is still this consumer's with that count (`ConsumerStore.fence`), so that an
+ * entry two consumers claimed in turn, the first slower than `minIdle`, is parked by one of them.
+ */
+export const deadLetter = (
+  ledger: Ledger,
+  entry: LiveEntry,
+  deliveries: number,
+  error: string,
+  pendingCount: number = deliveries
+) =>
   Effect.gen(function* () {
     const { settings } = ledger
+    if (!(yield* retrying(ledger, ledger.store.fence(entry.id, pendingCount)))) {
+      ledger.held.delete(entry.id)
+      return yield* Effect.logDebug(
+        `entry ${entry.id} was taken over or acknowledged by another consumer before it was parked: left to it`
+      )
+    }
     const flat: Array<string> = []
     for (const [name, value] of Object.entries(entry.fields)) {
       flat.push(DEAD_LETTER_FIELDS.includes(name) ? `original.${name}` : name, value)

@@ -207,7 +207,7 @@ export const make = (stream: MemoryStream, settings: ConsumerSettings): Consumer
         const group = stream.groups.get(groupName)
         for (const id of ids) {
           const p = group?.pending.get(id)
-          if (p !== undefined) out.set(id, p.deliveries)
+          if (p !== undefined && p.consumer === consumer) out.set(id, p.deliveries)
         }
         return out
       }),
@@ -220,6 +220,13 @@ export const make = (stream: MemoryStream, settings: ConsumerSettings): Consumer
       }),
     recordError: (id, reason) => Effect.sync(() => void stream.errors.set(id, reason)),
     lastError: (id) => Effect.sync(() => stream.errors.get(id)),
+    fence: (id, deliveries) =>
+      Effect.gen(function* () {
+        const p = (yield* groupOrFail).pending.get(id)
+        if (p === undefined || p.consumer !== consumer || p.deliveries !== deliveries) return false
+        p.deliveredAt = yield* now
+        return true
+      }),
     addDeadLetter: (fields) =>
       Effect.sync(() => {
         const record: Record<string, string> = {}

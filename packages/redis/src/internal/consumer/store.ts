@@ -50,13 +50,23 @@ export interface ConsumerStore {
     start: string,
     count: number
   ) => Effect.Effect<{ readonly next: string; readonly entries: ReadonlyArray<LiveEntry> }, RedisError>
-  /** Delivery counts of pending entries (`XPENDING id id 1`); an id not pending (or the group gone) is absent. */
+  /**
+   * Delivery counts of entries pending to this consumer (`XPENDING … id id 1 consumer`); an id acknowledged or taken
+   * over by another consumer since (or the group gone) is absent.
+   */
   readonly deliveries: (ids: ReadonlyArray<string>) => Effect.Effect<Map<string, number>, RedisError>
   /** `XACK` of `ids` (how many were pending), and the last errors of `forget` dropped. */
   readonly ack: (ids: ReadonlyArray<string>, forget: ReadonlyArray<string>) => Effect.Effect<number, RedisError>
   /** Keeps `reason` as the entry's last error (for its dead-letter entry). */
   readonly recordError: (id: string, reason: string) => Effect.Effect<void, RedisError>
   readonly lastError: (id: string) => Effect.Effect<string | undefined, RedisError>
+  /**
+   * Makes sure the entry is still this consumer's, with `deliveries` as its count, and resets its idle time (so no
+   * other consumer takes it over for `minIdle`): in one step, a script on the stream. `false` when another consumer
+   * took it over or it was acknowledged since. Taken before an entry is copied to the dead-letter stream, so two
+   * consumers that both claimed it (the first was slower than `minIdle`) do not both copy it.
+   */
+  readonly fence: (id: string, deliveries: number) => Effect.Effect<boolean, RedisError>
   /** `XADD` of a dead-letter entry (flat field/value pairs) to the dead-letter stream. */
   readonly addDeadLetter: (fields: ReadonlyArray<string>) => Effect.Effect<void, RedisError>
   /** `XCLAIM … 0 JUSTID` to this consumer: resets the idle time of entries it works on, without counting. */
@@ -105,6 +115,19 @@ return released`,
   ) => [stream],
   args: (_stream, group, consumer, idleMs, pairs) => [group, consumer, idleMs, ...pairs],
   parse: (reply) => (typeof reply === "number" ? reply : 0)
+})
+
+const fenceScript = Script.make({
+  name: "consumer-fence",
+  source: `local p = redis.call("XPENDING", KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])[1]
+if p and p[4] == tonumber(ARGV[4]) then
+  redis.call("XCLAIM", KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], "JUSTID")
+  return 1
+end
+return 0`,
+  keys: (stream: string, _group: string, _consumer: string, _id: string, _deliveries: number) => [stream],
+  args: (_stream, group, consumer, id, deliveries) => [group, consumer, id, deliveries],
+  parse: (reply) => reply === 1
 })
 
 const isNoGroup = (error: RedisError) => error._tag === "RedisCommandError" && error.code === "NOGROUP"
@@ -174,7 +197,7 @@ export const makeRedis = Effect.fnUntraced(function* (settings: ConsumerSettings
       Effect.forEach(
         ids,
         (id) =>
-          StreamAdmin.pendingEntries(stream, group, { start: id, end: id, count: 1 }).pipe(
+          StreamAdmin.pendingEntries(stream, group, { start: id, end: id, count: 1, consumer }).pipe(
             // The group is gone (the reader creates it again): the entry's delivery count went with it.
             Effect.catchIf(isNoGroup, () => Effect.succeed([]))
           ),
@@ -214,6 +237,7 @@ export const makeRedis = Effect.fnUntraced(function* (settings: ConsumerSettings
           Predicate.isString(reply) ? reply : undefined
         )
       ),
+    fence: (id, deliveries) => onRedis(Script.run(fenceScript, stream, group, consumer, id, deliveries)),
     addDeadLetter: (fields) =>
       onRedis(
         StreamAdmin.command(
