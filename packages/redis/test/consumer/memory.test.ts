@@ -275,4 +275,32 @@ describe("RedisStreamConsumer on the memory store (TestClock)", () => {
         for (const fiber of fibers) yield* Fiber.interrupt(fiber)
       })
   )
+
+  it.effect(
+    "a copy read with its twin while the twin runs is not charged a delivery: both parked with the handler's error",
+    () =>
+      Effect.gen(function* () {
+        const stream = MemoryStore.makeStream("s")
+        // Two entries carrying the same event (a replayed duplicate), read in the same round by two workers.
+        const twins = [yield* MemoryStore.append(stream, fieldsOf(1)), yield* MemoryStore.append(stream, fieldsOf(1))]
+        const idempotency = yield* Idempotency.makeMemory({ lease: "10 seconds" })
+        let attempts = 0
+        const fiber = yield* start(stream, "c1", {
+          concurrency: 2,
+          minIdle: "1 second",
+          maxDeliveries: 3,
+          idempotency,
+          handler: () =>
+            Effect.sync(() => attempts++).pipe(
+              Effect.andThen(Effect.sleep("100 millis")),
+              Effect.andThen(Effect.fail(new Error("550 mailbox unavailable")))
+            )
+        })
+        yield* until("both parked", () => stream.deadLetters.length === 2, 60_000, 10)
+        expect(stream.deadLetters.map((d) => d.source_id).sort()).toEqual([...twins].sort())
+        for (const parked of stream.deadLetters) expect(parked.error).toMatch(/550 mailbox unavailable/)
+        expect(attempts).toBe(6)
+        yield* Fiber.interrupt(fiber)
+      })
+  )
 })

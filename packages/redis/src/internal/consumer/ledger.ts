@@ -149,6 +149,19 @@ export const giveUp = (ledger: Ledger, id: string, reason: string): Effect.Effec
     Effect.ensuring(Effect.sync(() => ledger.inFlight.delete(id)))
   )
 
+/**
+ * The message's event is being processed by another copy right now (the idempotency store answered `Busy`): no
+ * handler ran, so this delivery is given back (its count restored, its idle time reset) and the entry comes back
+ * after `minIdle`, a duplicate by then, or processed if the other copy failed. It does not count towards
+ * `maxDeliveries`: a copy read in the same round as its twin is not parked for being a copy (see docs/DESIGN.md,
+ * "Copies of an event").
+ */
+export const deferBusy = (ledger: Ledger, message: Message): Effect.Effect<void, RedisError> =>
+  retrying(ledger, ledger.store.giveBack([[message.id, message.deliveries]], 0)).pipe(
+    Effect.asVoid,
+    Effect.ensuring(Effect.sync(() => ledger.inFlight.delete(message.id)))
+  )
+
 /** Metadata fields of a dead-letter entry; an original field of the same name is kept as `original.<name>`. */
 const DEAD_LETTER_FIELDS: ReadonlyArray<string> = [
   "error",

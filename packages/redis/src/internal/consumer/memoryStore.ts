@@ -248,7 +248,7 @@ export const make = (stream: MemoryStream, settings: ConsumerSettings): Consumer
       const group = stream.groups.get(groupName)
       return group === undefined ? undefined : { pending: group.pending.size, lastDeliveredId: group.lastDeliveredId }
     }),
-    giveBack: (entries) =>
+    giveBack: (entries, idleMs) =>
       Effect.gen(function* () {
         const group = yield* groupOrFail
         const at = yield* now
@@ -257,7 +257,7 @@ export const make = (stream: MemoryStream, settings: ConsumerSettings): Consumer
           const p = group.pending.get(id)
           if (p === undefined || p.consumer !== consumer || p.deliveries !== deliveries) continue
           p.deliveries = deliveries - 1
-          p.deliveredAt = at - settings.minIdleMs
+          p.deliveredAt = at - idleMs
           released++
         }
         return released

@@ -49,7 +49,10 @@ export const giveBack = (ledger: Ledger.Ledger) =>
     }
     let released = 0
     for (let i = 0; i < known.length; i += GIVE_BACK_BATCH) {
-      released += yield* Ledger.retrying(ledger, ledger.store.giveBack(known.slice(i, i + GIVE_BACK_BATCH)))
+      released += yield* Ledger.retrying(
+        ledger,
+        ledger.store.giveBack(known.slice(i, i + GIVE_BACK_BATCH), ledger.settings.minIdleMs)
+      )
     }
     yield* Effect.logDebug(`gave back ${released} entries read ahead and never handed out`)
   }).pipe(

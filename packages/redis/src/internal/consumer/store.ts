@@ -77,11 +77,13 @@ export interface ConsumerStore {
     RedisError
   >
   /**
-   * Gives back entries read and never handed out (see `shutdown.ts`): each one still pending to this consumer with
-   * the given delivery count gets that count minus one and an idle time of `minIdle`. How many were given back.
+   * Gives back deliveries that reached no handler (entries read ahead when the consumer stops, see `shutdown.ts`; a
+   * copy whose event another copy is processing, see `workers.ts`): each entry still pending to this consumer with the
+   * given delivery count gets that count minus one and an idle time of `idleMs`. How many were given back.
    */
   readonly giveBack: (
-    entries: ReadonlyArray<readonly [id: string, deliveries: number]>
+    entries: ReadonlyArray<readonly [id: string, deliveries: number]>,
+    idleMs: number
   ) => Effect.Effect<number, RedisError>
 }
 
@@ -252,14 +254,14 @@ export const makeRedis = Effect.fnUntraced(function* (settings: ConsumerSettings
       const found = groups.find((g) => g.name === group)
       return found === undefined ? undefined : { pending: found.pending, lastDeliveredId: found.lastDeliveredId }
     }),
-    giveBack: (entries) =>
+    giveBack: (entries, idleMs) =>
       onRedis(
         Script.run(
           giveBackScript,
           stream,
           group,
           consumer,
-          settings.minIdleMs,
+          idleMs,
           entries.flatMap(([id, n]) => [id, n])
         )
       )

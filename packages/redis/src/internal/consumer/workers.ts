@@ -111,7 +111,8 @@ const handleOnce = <E, R>(
     }
     if (acquired._tag === "Busy") {
       // Another copy is being processed right now: this one comes back later, as a duplicate by then.
-      return yield* message.nack(new Idempotency.EventInProgress({ eventId: message.event.id }).message)
+      yield* Effect.logDebug(new Idempotency.EventInProgress({ eventId: message.event.id }).message)
+      return yield* Ledger.deferBusy(ledger, message)
     }
     const token = acquired.token
     const release = Effect.ignore(store.release(message.event.id, token))
