@@ -281,6 +281,8 @@ export const run = <E, R>(
   Effect.scoped(
     Effect.gen(function* () {
       const settings = yield* Settings.decode(options)
+      // Every option is checked before a connection is opened.
+      yield* Workers.decodeRunSettings(options)
       const store = yield* Store.makeRedis(settings)
       return yield* Workers.run(settings, store, options)
     })

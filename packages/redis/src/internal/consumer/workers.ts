@@ -17,7 +17,14 @@ import type { RedisError } from "../../RedisError.ts"
 import type { Message, RunOptions } from "../../RedisStreamConsumer.ts"
 import * as Ledger from "./ledger.ts"
 import * as Reader from "./reader.ts"
-import { annotations, type ConsumerError, type ConsumerSettings, durationMs, positiveInt } from "./settings.ts"
+import {
+  annotations,
+  type ConsumerConfigError,
+  type ConsumerError,
+  type ConsumerSettings,
+  durationMs,
+  positiveInt
+} from "./settings.ts"
 import * as Shutdown from "./shutdown.ts"
 import type { ConsumerStore } from "./store.ts"
 
@@ -207,6 +214,22 @@ const dispatchLoop = (workers: Workers, keyOf: (message: Message) => string) =>
     }
   }).pipe(Effect.catch(() => Effect.void)) // reading failed: `run` fails with that
 
+/** The options of `run` beyond the consumer's, checked. */
+export interface RunSettings {
+  readonly concurrency: number
+  readonly shutdownMs: number
+  readonly limit: number | undefined
+}
+
+/** Checks the options of `run` beyond the consumer's (before anything is opened). */
+export const decodeRunSettings = <E, R>(options: RunOptions<E, R>): Effect.Effect<RunSettings, ConsumerConfigError> =>
+  Effect.gen(function* () {
+    const concurrency = yield* positiveInt("concurrency", options.concurrency, 1)
+    const shutdownMs = yield* durationMs("shutdownTimeout", options.shutdownTimeout, 10_000)
+    const limit = options.limit === undefined ? undefined : yield* positiveInt("limit", options.limit, 1)
+    return { concurrency, shutdownMs, limit }
+  })
+
 /** `run` over a store: see `RedisStreamConsumer.run`. */
 export const run = <E, R>(
   settings: ConsumerSettings,
@@ -214,9 +237,7 @@ export const run = <E, R>(
   options: RunOptions<E, R>
 ): Effect.Effect<void, ConsumerError, R | Scope.Scope> =>
   Effect.gen(function* () {
-    const concurrency = yield* positiveInt("concurrency", options.concurrency, 1)
-    const shutdownMs = yield* durationMs("shutdownTimeout", options.shutdownTimeout, 10_000)
-    const limit = options.limit === undefined ? undefined : yield* positiveInt("limit", options.limit, 1)
+    const { concurrency, limit, shutdownMs } = yield* decodeRunSettings(options)
     const scope = yield* Scope.Scope
     const reader = yield* Reader.start(Ledger.make(settings, store), limit)
     const keyOf = options.orderedBy === undefined ? undefined : orderKey(options.orderedBy)
