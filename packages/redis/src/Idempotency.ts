@@ -35,11 +35,12 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as Script from "./internal/script.ts"
 import { RedisConnection } from "./RedisConnection.ts"
-import type { RedisError } from "./RedisError.ts"
+import { RedisConfigError, type RedisError } from "./RedisError.ts"
 import * as StreamAdmin from "./StreamAdmin.ts"
 
 /** What `acquire` found. */
@@ -110,10 +111,22 @@ export interface Options {
   readonly lease?: Duration.Input
 }
 
-const positiveMillis = (field: string, value: Duration.Input | undefined, fallback: Duration.Input): number => {
-  const ms = Duration.toMillis(Duration.fromInputUnsafe(value ?? fallback))
-  if (!Number.isFinite(ms) || ms < 1) throw new RangeError(`${field} must be a positive finite duration, got ${value}`)
-  return Math.round(ms)
+/** A positive finite duration option in whole milliseconds, or the configuration error naming it. */
+const positiveMillis = (
+  field: string,
+  value: Duration.Input | undefined,
+  fallback: Duration.Input
+): Effect.Effect<number, RedisConfigError> => {
+  const d = Duration.fromInput(value ?? fallback)
+  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : Number.NaN
+  return Number.isFinite(ms) && ms >= 1
+    ? Effect.succeed(Math.round(ms))
+    : Effect.fail(
+        new RedisConfigError({
+          field,
+          message: `Idempotency ${field} must be a positive finite duration such as "60 seconds", got ${String(value)}`
+        })
+      )
 }
 
 /** Deletes a reservation only if it is still ours (it may have expired and been taken by another consumer). */
@@ -135,12 +148,12 @@ const renew = Script.make({
 })
 
 /** The Redis store: `SET key <token> NX PX lease` to reserve, `SET key 1 PX ttl` once processed. */
-export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore, never, RedisConnection> =>
+export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore, RedisConfigError, RedisConnection> =>
   Effect.gen(function* () {
+    const ttl = yield* positiveMillis("ttl", options.ttl, "24 hours")
+    const lease = yield* positiveMillis("lease", options.lease, "60 seconds")
     const redis = yield* RedisConnection
     const prefix = options.prefix ?? "redflow:processed:"
-    const ttl = positiveMillis("ttl", options.ttl, "24 hours")
-    const lease = positiveMillis("lease", options.lease, "60 seconds")
     const run = <A>(effect: Effect.Effect<A, RedisError, RedisConnection>) =>
       Effect.provideService(effect, RedisConnection, redis)
     const get = (key: string) => run(StreamAdmin.command("GET", key, [key], (reply) => reply))
@@ -164,10 +177,10 @@ export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore
   })
 
 /** An in-process store (expiry by `Clock`, so `TestClock` drives it). For tests and single processes. */
-export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect<IdempotencyStore> =>
-  Effect.sync(() => {
-    const ttl = positiveMillis("ttl", options.ttl, "24 hours")
-    const lease = positiveMillis("lease", options.lease, "60 seconds")
+export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect<IdempotencyStore, RedisConfigError> =>
+  Effect.gen(function* () {
+    const ttl = yield* positiveMillis("ttl", options.ttl, "24 hours")
+    const lease = yield* positiveMillis("lease", options.lease, "60 seconds")
     const entries = new Map<string, { readonly value: string; readonly expiresAt: number }>()
     let tokens = 0
     const live = (eventId: string, now: number) => {
@@ -202,10 +215,10 @@ export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect
     }
   })
 
-export const layerRedis = (options: Options = {}): Layer.Layer<Idempotency, never, RedisConnection> =>
+export const layerRedis = (options: Options = {}): Layer.Layer<Idempotency, RedisConfigError, RedisConnection> =>
   Layer.effect(Idempotency, makeRedis(options))
 
-export const layerMemory = (options: Omit<Options, "prefix"> = {}): Layer.Layer<Idempotency> =>
+export const layerMemory = (options: Omit<Options, "prefix"> = {}): Layer.Layer<Idempotency, RedisConfigError> =>
   Layer.effect(Idempotency, makeMemory(options))
 
 /**
