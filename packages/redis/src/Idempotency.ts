@@ -43,7 +43,12 @@ import { RedisConnection } from "./RedisConnection.ts"
 import { RedisConfigError, type RedisError } from "./RedisError.ts"
 import * as StreamAdmin from "./StreamAdmin.ts"
 
-/** What `acquire` found. */
+/**
+ * What `acquire` found.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Acquired =
   /** Reserved for this processing: go ahead, then `complete` or `release`. */
   | { readonly _tag: "Acquired"; readonly token: string }
@@ -52,7 +57,12 @@ export type Acquired =
   /** Being processed by someone else right now. */
   | { readonly _tag: "Busy" }
 
-/** A record of processed event ids. */
+/**
+ * A record of processed event ids.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface IdempotencyStore {
   /** Reserves `eventId` for processing, unless it was processed or is being processed. */
   readonly acquire: (eventId: string) => Effect.Effect<Acquired, RedisError>
@@ -71,10 +81,20 @@ export interface IdempotencyStore {
   readonly leaseMillis: number
 }
 
-/** The store as a service, for code that takes it from the context. */
+/**
+ * The store as a service, for code that takes it from the context.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class Idempotency extends Context.Service<Idempotency, IdempotencyStore>()("@redflow/redis/Idempotency") {}
 
-/** Another copy of the event is being processed right now: try again later (the consumer redelivers it). */
+/**
+ * Another copy of the event is being processed right now: try again later (the consumer redelivers it).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class EventInProgress extends Schema.TaggedError<EventInProgress>()("EventInProgress", {
   eventId: Schema.String
 }) {
@@ -87,6 +107,9 @@ export class EventInProgress extends Schema.TaggedError<EventInProgress>()("Even
  * A reservation was lost while its event was being processed: it could not be renewed in time (Redis unreachable
  * for most of a lease, or the process stalled), expired, and another consumer reserved the event. This processing
  * was interrupted so that the two do not run at the same time; the other one completes the event.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class ReservationLost extends Schema.TaggedError<ReservationLost>()("ReservationLost", {
   eventId: Schema.String
@@ -96,9 +119,18 @@ export class ReservationLost extends Schema.TaggedError<ReservationLost>()("Rese
   }
 }
 
-/** What {@link once} did. */
+/**
+ * What {@link once} did.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Outcome = "processed" | "duplicate"
 
+/**
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /** Key prefix. Default `redflow:processed:`; give each consumer group its own, e.g. `processed:billing:`. */
   readonly prefix?: string
@@ -147,7 +179,12 @@ const renew = Script.make({
   parse: (reply) => reply === 1
 })
 
-/** The Redis store: `SET key <token> NX PX lease` to reserve, `SET key 1 PX ttl` once processed. */
+/**
+ * The Redis store: `SET key <token> NX PX lease` to reserve, `SET key 1 PX ttl` once processed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore, RedisConfigError, RedisConnection> =>
   Effect.gen(function* () {
     const ttl = yield* positiveMillis("ttl", options.ttl, "24 hours")
@@ -176,7 +213,12 @@ export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore
     }
   })
 
-/** An in-process store (expiry by `Clock`, so `TestClock` drives it). For tests and single processes. */
+/**
+ * An in-process store (expiry by `Clock`, so `TestClock` drives it). For tests and single processes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect<IdempotencyStore, RedisConfigError> =>
   Effect.gen(function* () {
     const ttl = yield* positiveMillis("ttl", options.ttl, "24 hours")
@@ -215,9 +257,17 @@ export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect
     }
   })
 
+/**
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerRedis = (options: Options = {}): Layer.Layer<Idempotency, RedisConfigError, RedisConnection> =>
   Layer.effect(Idempotency, makeRedis(options))
 
+/**
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerMemory = (options: Omit<Options, "prefix"> = {}): Layer.Layer<Idempotency, RedisConfigError> =>
   Layer.effect(Idempotency, makeMemory(options))
 
@@ -225,6 +275,9 @@ export const layerMemory = (options: Omit<Options, "prefix"> = {}): Layer.Layer<
  * Runs `process` while keeping the reservation `token` of `eventId`: renewed every third of the lease, so a process
  * slower than the lease keeps its event. A renewal that fails (Redis unreachable) is tried again at the next; one
  * that finds the reservation gone interrupts `process` and fails with {@link ReservationLost}.
+ *
+ * @since 0.1.0
+ * @category combinators
  */
 export const hold = <A, E, R>(
   store: IdempotencyStore,
@@ -248,6 +301,9 @@ export const hold = <A, E, R>(
  * (and the id is marked). A failed or interrupted `process` releases the id, so a redelivery runs it again. Fails
  * with {@link EventInProgress} when another copy is being processed at this moment, and with {@link ReservationLost}
  * when the reservation was lost while `process` ran (see {@link hold}).
+ *
+ * @since 0.1.0
+ * @category combinators
  */
 export const once = <A, E, R>(
   store: IdempotencyStore,
@@ -279,6 +335,9 @@ export const once = <A, E, R>(
  * ```ts
  * const handler = Idempotency.skipDuplicates(store)((event: CdcEvent) => applyToReadModel(event))
  * ```
+ *
+ * @since 0.1.0
+ * @category combinators
  */
 export const skipDuplicates =
   (store: IdempotencyStore) =>
