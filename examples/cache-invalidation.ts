@@ -23,7 +23,7 @@
  * invalidator a consumer group inside the application, as here; the example runs the pipeline in its own process
  * (examples/harness.ts) so one command shows the whole path.
  */
-import { Console, Effect, Fiber, Option } from "effect"
+import { Console, Effect, Fiber, Option, Schedule } from "effect"
 import * as CdcEvent from "@redflow/core/CdcEvent"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
 import type { RedisError } from "@redflow/redis/RedisError"
@@ -104,6 +104,9 @@ const scanKeys = (redis: RedisConnection.RedisConnectionService, pattern: string
     return found
   })
 
+/** Whether a row read from the database is older than the version whose eviction the cache recorded. */
+const older = (row: Option.Option<Product>, floor: number): boolean => Option.isSome(row) && row.value.version < floor
+
 /** The read-through cache of `products`. */
 export const makeCache = (example: Harness.Example, prefix = `${example.keyPrefix}cache:`) =>
   Effect.gen(function* () {
@@ -124,11 +127,25 @@ export const makeCache = (example: Harness.Example, prefix = `${example.keyPrefi
           RedisError | Harness.SqlError
         > {
           const [value, epoch] = yield* redis.run((c) => c.mget(keys.row(id), keys.epoch))
+          let floor = 0
           if (value != null) {
             const cached = JSON.parse(value) as Cached
             if ("row" in cached) return Option.some({ ...cached.row, from: "cache" })
+            floor = cached.evicted
           }
-          const row = yield* load(id)
+          // PostgreSQL writes a commit to the WAL (where the slot decodes it) a moment before other sessions can see
+          // it: a read just after an eviction can still get the row the change replaced. The marker says which
+          // version was evicted, so a row older than it is read again until the commit shows (a few ms at most).
+          const row = yield* load(id).pipe(
+            Effect.repeat({ until: (r) => !older(r, floor), schedule: Schedule.spaced("2 millis"), times: 500 })
+          )
+          if (older(row, floor)) {
+            return yield* new Harness.SqlError({
+              server: Harness.serverOf(example.databaseUrl),
+              statement: `SELECT … FROM ${example.tables.products} WHERE id = ${id}`,
+              reason: `the row is still older than version ${floor}, evicted after its commit, after 500 reads in 1 s`
+            })
+          }
           if (Option.isSome(row)) {
             const stored: Cached = { version: row.value.version, row: row.value }
             yield* redis.run((c) =>
