@@ -1037,7 +1037,7 @@ const start = <E, R>(
       })
 
     /** First contact with the streams of a batch not seen yet: their marks, checked, before their first write. */
-    const learnMarks = (entries: ReadonlyArray<Entry>) =>
+    const learnNewMarks = (entries: ReadonlyArray<Entry>) =>
       Effect.gen(function* () {
         const calls: Array<ScriptCall> = []
         for (const e of entries) {
@@ -1061,6 +1061,12 @@ const start = <E, R>(
           marks.set(calls[i]!.stream, { mark: mark as Position.Position | "", by: undefined })
         }
       })
+
+    const learnMarks = (entries: ReadonlyArray<Entry>): ReturnType<typeof learnNewMarks> => {
+      // Every batch but a stream's first: no generator holding the batch (see EntryImpl on what V8 does with those).
+      for (const e of entries) if (!marks.has(e.stream)) return learnNewMarks(entries)
+      return Effect.succeed(undefined)
+    }
 
     // At most maxEvents encoded events wait for a write. This bound, with the window of events written but not yet
     // checkpointed, is what turns a Redis outage into backpressure on the source instead of memory growth.
