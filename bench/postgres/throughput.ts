@@ -364,7 +364,7 @@ ${cpuTable}
 
 The hand-written loop writes ${eventBytes.loop ?? "?"} bytes of JSON per row (the pg-logical-replication row, op and table) and
 acknowledges the slot after each pipeline; Redflow writes its native envelope (${eventBytes.redflow ?? "?"} bytes: before/after,
-source with LSN and commit time, transaction order, position) with exactly-once marks and a checkpoint per batch.
+source with LSN and commit time, transaction order, position) with exactly-once marks and a file checkpoint (at most every 50 ms, \`batch.checkpointInterval\`).
 ${profileDir === undefined ? "" : `\nCPU profiles of the Redflow process: \`${Path.relative(process.cwd(), profileDir)}\` (\`node bench/profile-summary.ts FILE\`).\n`}
 Reproduce: \`pnpm exec node bench/postgres/throughput.ts${transactions === 40_000 ? "" : ` --transactions ${transactions}`}\` (about 2 minutes).
 `
