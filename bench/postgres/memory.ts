@@ -10,8 +10,13 @@
  *   pnpm exec node bench/postgres/memory.ts [--rows 1000000] [--via run|script] [--out FILE]
  *     [--max-old-space-size MB: a diagnostic cap on V8's old generation for the pipeline process]
  *     [--node-flags "--trace-gc …": more Node flags for it] [--log FILE: its whole output]
+ *     [--pipeline-args "…": more flags for it, e.g. "--batch-size 1000" with --via script]
+ *     [--promoted FILE: what outlived the young generation during the transaction, by allocation site]
  */
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import {
+  benchDir,
   describeMachine,
   load,
   log,
@@ -43,6 +48,42 @@ const nodeFlags = [
     .filter((f) => f !== "") ?? [])
 ]
 const logFile = value("--log")
+// A diagnostic: which allocation sites produced what outlived the young generation during the transaction (V8's
+// sampling heap profiler through promotedSampler.ts), written to this file and summarized in the section.
+const promoted = value("--promoted")
+if (promoted !== undefined) {
+  nodeFlags.push("--import", Path.join(benchDir, "promotedSampler.ts"))
+  process.env.REDFLOW_PROMOTED_PROFILE = Path.resolve(promoted)
+}
+
+interface SamplingNode {
+  readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number }
+  readonly selfSize: number
+  readonly children?: ReadonlyArray<SamplingNode>
+}
+
+/** The sampled bytes that outlived a young collection, by allocating function and its caller, largest first. */
+const promotedSites = (file: string): Array<readonly [site: string, mb: number, share: number]> => {
+  const profile = JSON.parse(Fs.readFileSync(file, "utf8")) as { readonly head: SamplingNode }
+  const frame = (n: SamplingNode) =>
+    `${n.callFrame.functionName || "(anonymous)"} ${n.callFrame.url.replace(/^.*node_modules\/(\.pnpm\/[^/]+\/node_modules\/)?/, "").replace(/^file:\/\/\/?.*?\/(packages|bench)\//, "$1/")}:${n.callFrame.lineNumber + 1}`
+  const bytes = new Map<string, number>()
+  let total = 0
+  const walk = (n: SamplingNode, caller: string | undefined) => {
+    const here = frame(n)
+    if (n.selfSize > 0) {
+      const site = caller === undefined ? here : `${here} < ${caller}`
+      bytes.set(site, (bytes.get(site) ?? 0) + n.selfSize)
+      total += n.selfSize
+    }
+    for (const c of n.children ?? []) walk(c, here)
+  }
+  walk(profile.head, undefined)
+  return [...bytes]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 8)
+    .map(([site, b]) => [site, b / 1024 / 1024, b / total] as const)
+}
 const STREAM = "bench.memory.big"
 const TARGET_MB = 300
 
@@ -97,6 +138,7 @@ const main = async () => {
         if (m !== undefined) samples.push({ at: (performance.now() - started) / 1000, rssMB: m.rssMB })
       }, 100)
       const loadBefore = load()
+      if (promoted !== undefined) process.kill(child.pid, "SIGUSR2")
       log("memory", `INSERT of ${rows} rows in one transaction`)
       await sql(pg, `INSERT INTO big SELECT g, md5(g::text), g * 0.01, now() FROM generate_series(1, ${rows}) g`)
       const committedAt = performance.now()
@@ -120,6 +162,7 @@ const main = async () => {
       )
       const how = await child.stop()
       if (how !== "exit 0") log("memory", `${viaLabel(pipelineVia)} stopped with ${how}`)
+      const sites = promoted === undefined || !Fs.existsSync(promoted) ? undefined : promotedSites(promoted)
 
       // RSS over the run, at a few points in time.
       const at = (fraction: number) => {
@@ -156,7 +199,19 @@ VmRSS over the run (from the INSERT's start):
 
 ${table(["time", "VmRSS MB"], profile)}
 
-Reproduce: \`pnpm exec node bench/postgres/memory.ts\` (about ${Math.round((passSeconds + 20) / 10) * 10} s).
+${
+  sites === undefined
+    ? ""
+    : `What outlived the young generation during the transaction (V8's sampling heap profiler, \`--promoted ${promoted}\`;
+sampled bytes by allocating function < its caller):
+
+${table(
+  ["site", "MB sampled", "share"],
+  sites.map(([site, mb, share]) => [site, Number(mb.toFixed(1)), `${(share * 100).toFixed(1)} %`])
+)}
+
+`
+}Reproduce: \`pnpm exec node bench/postgres/memory.ts\` (about ${Math.round((passSeconds + 20) / 10) * 10} s).
 `
       const file = writeSection("memory", markdown)
       process.stdout.write(`${markdown}\n`)
