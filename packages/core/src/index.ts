@@ -1,4 +1,5 @@
 export * as CdcEvent from "./CdcEvent.ts"
+export * as ConfigError from "./ConfigError.ts"
 export * as Metrics from "./Metrics.ts"
 export * as CheckpointStore from "./CheckpointStore.ts"
 export * as Envelope from "./Envelope.ts"
