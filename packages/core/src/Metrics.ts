@@ -65,6 +65,60 @@ export const checkpointTimestamp = Metric.gauge("sink_checkpoint_timestamp_secon
   description: "Unix time of the last checkpoint commit; its age is time() minus this"
 })
 
+// Write gates (backpressure: a gate holds the sink's writes while its probe says so), by pipeline and gate
+
+/**
+ * 1 while a write gate holds the sink's writes, 0 once it lets them through again.
+ *
+ * @since 0.1.0
+ * @category sink
+ */
+export const sinkHeld = Metric.gauge("sink_held", {
+  description: "1 while a write gate (memory, consumer lag) holds the sink's writes, by pipeline and gate"
+})
+/**
+ * Times a write gate started holding writes.
+ *
+ * @since 0.1.0
+ * @category sink
+ */
+export const sinkHolds = Metric.counter("sink_holds_total", {
+  description: "Times a write gate started holding the sink's writes, by pipeline and gate",
+  incremental: true
+})
+/**
+ * Seconds writes spent held by a gate.
+ *
+ * @since 0.1.0
+ * @category sink
+ */
+export const sinkHeldSeconds = Metric.counter("sink_held_seconds_total", {
+  description: "Seconds the sink's writes spent held by a write gate, by pipeline and gate",
+  incremental: true
+})
+
+// Pipeline lease (one active writer per pipeline name), by pipeline
+
+/**
+ * 1 while this process holds its pipeline's lease (the active writer), 0 while it waits as a standby.
+ *
+ * @since 0.1.0
+ * @category lease
+ */
+export const leaseHeld = Metric.gauge("pipeline_lease_held", {
+  description: "1 while this process holds the pipeline's lease and writes, 0 while it waits (standby)"
+})
+/**
+ * Times this process lost its lease (a renewal found it gone or taken, or Redis stayed unreachable past the ttl).
+ *
+ * @since 0.1.0
+ * @category lease
+ */
+export const leaseLost = Metric.counter("pipeline_lease_lost_total", {
+  description: "Times this process lost the pipeline's lease, by reason",
+  incremental: true
+})
+
 // Connection
 
 export const reconnects = Metric.counter("redis_reconnects_total", {

@@ -61,11 +61,29 @@ export interface CheckResult {
   readonly error?: string
 }
 
+/**
+ * Something an operator should know that is not a component's state: a write gate holding the sink's writes
+ * (not ready while it lasts), a persistence setting that can lose acknowledged writes (a warning, still ready).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Condition {
+  /** One line, e.g. `memory: holding writes: used 95% of maxmemory`. */
+  readonly message: string
+  /** Whether the condition makes the application not ready. */
+  readonly blocksReadiness: boolean
+  /** When the condition was raised (ISO 8601). */
+  readonly since: string
+}
+
 /** The `/health` body. */
 export interface HealthReport {
   readonly status: "ok" | "failed"
   readonly uptimeSeconds: number
   readonly components: Readonly<Record<string, ComponentStatus>>
+  /** The conditions raised and not cleared, by key; absent when there are none. */
+  readonly conditions?: Readonly<Record<string, Condition>>
 }
 
 /** The `/ready` body. */
@@ -75,6 +93,8 @@ export interface ReadinessReport {
   readonly reasons: ReadonlyArray<string>
   readonly components: Readonly<Record<string, ComponentStatus>>
   readonly checks: Readonly<Record<string, CheckResult>>
+  /** The conditions raised and not cleared, by key; absent when there are none. */
+  readonly conditions?: Readonly<Record<string, Condition>>
 }
 
 export interface PipelineHealthService {
@@ -92,7 +112,20 @@ export interface PipelineHealthService {
   readonly retrying: (component: string, error: string) => Effect.Effect<void>
   /** An attempt succeeded again: a `retrying` component is `running`; any other state is left as it is. */
   readonly recovered: (component: string) => Effect.Effect<void>
+  /**
+   * Raises (or updates) a condition under `key`: shown in `/health` and `/ready`; with `blocksReadiness` (the
+   * default) its message is a reason for not being ready until {@link clear}. Raising it again with the same
+   * message keeps its `since`.
+   */
+  readonly raise: (
+    key: string,
+    message: string,
+    options?: { readonly blocksReadiness?: boolean }
+  ) => Effect.Effect<void>
+  /** Clears the condition under `key`; nothing happens when there is none. */
+  readonly clear: (key: string) => Effect.Effect<void>
   readonly components: Effect.Effect<Readonly<Record<string, ComponentStatus>>>
+  readonly conditions: Effect.Effect<Readonly<Record<string, Condition>>>
   readonly health: Effect.Effect<HealthReport>
   /** Runs the checks (concurrently, each bounded by its timeout). */
   readonly readiness: Effect.Effect<ReadinessReport>
@@ -128,6 +161,7 @@ export const make = <R = never>(
     const startedAt = yield* Clock.currentTimeMillis
     const state = yield* Ref.make<Readonly<Record<string, ComponentStatus>>>({})
     const checks = options.checks ?? []
+    const conditions = yield* Ref.make<Readonly<Record<string, Condition>>>({})
 
     const set = (component: string, next: ComponentState, error?: string) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -181,6 +215,28 @@ export const make = <R = never>(
         })
       )
 
+    const raise = (key: string, message: string, raiseOptions?: { readonly blocksReadiness?: boolean }) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Ref.update(conditions, (all) => {
+          const previous = all[key]
+          const blocksReadiness = raiseOptions?.blocksReadiness ?? true
+          const since = previous?.message === message ? previous.since : iso(now)
+          return { ...all, [key]: { message, blocksReadiness, since } }
+        })
+      )
+
+    const clear = (key: string) =>
+      Ref.update(conditions, (all) => {
+        if (!(key in all)) return all
+        const { [key]: _, ...rest } = all
+        return rest
+      })
+
+    // Only present when something is raised, so the bodies of applications that raise nothing do not change.
+    const conditionsField = Effect.map(Ref.get(conditions), (all) =>
+      Object.keys(all).length === 0 ? {} : { conditions: all }
+    )
+
     const health = Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
       const components = yield* Ref.get(state)
@@ -188,7 +244,8 @@ export const make = <R = never>(
       return {
         status: failed ? "failed" : "ok",
         uptimeSeconds: Math.round((now - startedAt) / 1000),
-        components
+        components,
+        ...(yield* conditionsField)
       } satisfies HealthReport
     })
 
@@ -225,11 +282,16 @@ export const make = <R = never>(
       for (const [name, result] of results) {
         if (!result.ok) reasons.push(`check ${name} failed: ${result.error}`)
       }
+      const extra = yield* conditionsField
+      for (const condition of Object.values(extra.conditions ?? {})) {
+        if (condition.blocksReadiness) reasons.push(condition.message)
+      }
       return {
         status: reasons.length === 0 ? "ready" : "not-ready",
         reasons,
         components,
-        checks: Object.fromEntries(results)
+        checks: Object.fromEntries(results),
+        ...extra
       } satisfies ReadinessReport
     })
 
@@ -238,7 +300,10 @@ export const make = <R = never>(
       recordError,
       retrying,
       recovered,
+      raise,
+      clear,
       components: Ref.get(state),
+      conditions: Ref.get(conditions),
       health,
       readiness
     })
