@@ -35,13 +35,13 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
+import * as ConfigError from "@redflow/core/ConfigError"
+import { PositiveMillis } from "./internal/options.ts"
 import * as Script from "./internal/script.ts"
 import { RedisConnection } from "./RedisConnection.ts"
-import { RedisConfigError, type RedisError } from "./RedisError.ts"
-import * as StreamAdmin from "./StreamAdmin.ts"
+import type { RedisError } from "./RedisError.ts"
 
 /**
  * What `acquire` found.
@@ -143,23 +143,22 @@ export interface Options {
   readonly lease?: Duration.Input
 }
 
-/** A positive finite duration option in whole milliseconds, or the configuration error naming it. */
-const positiveMillis = (
-  field: string,
-  value: Duration.Input | undefined,
-  fallback: Duration.Input
-): Effect.Effect<number, RedisConfigError> => {
-  const d = Duration.fromInput(value ?? fallback)
-  const ms = Option.isSome(d) ? Duration.toMillis(d.value) : Number.NaN
-  return Number.isFinite(ms) && ms >= 1
-    ? Effect.succeed(Math.round(ms))
-    : Effect.fail(
-        new RedisConfigError({
-          field,
-          message: `Idempotency ${field} must be a positive finite duration such as "60 seconds", got ${String(value)}`
-        })
-      )
-}
+/** Idempotency's options as a Schema: `ttl` and `lease` are durations that must elapse. */
+const OptionsSchema = Schema.Struct({
+  prefix: Schema.optionalKey(Schema.String),
+  ttl: Schema.optionalKey(PositiveMillis),
+  lease: Schema.optionalKey(PositiveMillis)
+})
+
+const decodeOptions = ConfigError.decoder("Idempotency", OptionsSchema)
+
+/** The options checked, with their defaults, before any connection is used. */
+const settingsOf = (options: Options) =>
+  Effect.map(decodeOptions(options), (decoded) => ({
+    prefix: decoded.prefix ?? "redflow:processed:",
+    ttl: decoded.ttl ?? 24 * 60 * 60 * 1000,
+    lease: decoded.lease ?? 60_000
+  }))
 
 /** Deletes a reservation only if it is still ours (it may have expired and been taken by another consumer). */
 const release = Script.make({
@@ -185,27 +184,27 @@ const renew = Script.make({
  * @since 0.1.0
  * @category constructors
  */
-export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore, RedisConfigError, RedisConnection> =>
+export const makeRedis = (
+  options: Options = {}
+): Effect.Effect<IdempotencyStore, ConfigError.ConfigError, RedisConnection> =>
   Effect.gen(function* () {
-    const ttl = yield* positiveMillis("ttl", options.ttl, "24 hours")
-    const lease = yield* positiveMillis("lease", options.lease, "60 seconds")
+    const { lease, prefix, ttl } = yield* settingsOf(options)
     const redis = yield* RedisConnection
-    const prefix = options.prefix ?? "redflow:processed:"
     const run = <A>(effect: Effect.Effect<A, RedisError, RedisConnection>) =>
       Effect.provideService(effect, RedisConnection, redis)
-    const get = (key: string) => run(StreamAdmin.command("GET", key, [key], (reply) => reply))
+    const get = (key: string) => redis.send("GET", [key], { key })
     return {
       acquire: (eventId) =>
         Effect.gen(function* () {
           const key = prefix + eventId
           const token = `pending:${randomUUID()}`
-          const set = yield* run(StreamAdmin.command("SET", key, [key, token, "NX", "PX", lease], (r) => r === "OK"))
-          if (set) return { _tag: "Acquired", token } as const
+          const set = yield* redis.send("SET", [key, token, "NX", "PX", lease], { key })
+          if (set === "OK") return { _tag: "Acquired", token } as const
           // Taken: processed ("1"), or reserved by another consumer (or expired in between: try again later).
           return (yield* get(key)) === "1" ? ({ _tag: "Processed" } as const) : ({ _tag: "Busy" } as const)
         }),
       complete: (eventId) =>
-        run(StreamAdmin.command("SET", prefix + eventId, [prefix + eventId, "1", "PX", ttl], () => undefined)),
+        Effect.asVoid(redis.send("SET", [prefix + eventId, "1", "PX", ttl], { key: prefix + eventId })),
       release: (eventId, token) => run(Script.run(release, prefix + eventId, token)),
       isProcessed: (eventId) => Effect.map(get(prefix + eventId), (value) => value === "1"),
       renew: (eventId, token) => run(Script.run(renew, prefix + eventId, token, lease)),
@@ -219,10 +218,11 @@ export const makeRedis = (options: Options = {}): Effect.Effect<IdempotencyStore
  * @since 0.1.0
  * @category constructors
  */
-export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect<IdempotencyStore, RedisConfigError> =>
+export const makeMemory = (
+  options: Omit<Options, "prefix"> = {}
+): Effect.Effect<IdempotencyStore, ConfigError.ConfigError> =>
   Effect.gen(function* () {
-    const ttl = yield* positiveMillis("ttl", options.ttl, "24 hours")
-    const lease = yield* positiveMillis("lease", options.lease, "60 seconds")
+    const { lease, ttl } = yield* settingsOf(options)
     const entries = new Map<string, { readonly value: string; readonly expiresAt: number }>()
     let tokens = 0
     const live = (eventId: string, now: number) => {
@@ -261,14 +261,14 @@ export const makeMemory = (options: Omit<Options, "prefix"> = {}): Effect.Effect
  * @since 0.1.0
  * @category layers
  */
-export const layerRedis = (options: Options = {}): Layer.Layer<Idempotency, RedisConfigError, RedisConnection> =>
+export const layerRedis = (options: Options = {}): Layer.Layer<Idempotency, ConfigError.ConfigError, RedisConnection> =>
   Layer.effect(Idempotency, makeRedis(options))
 
 /**
  * @since 0.1.0
  * @category layers
  */
-export const layerMemory = (options: Omit<Options, "prefix"> = {}): Layer.Layer<Idempotency, RedisConfigError> =>
+export const layerMemory = (options: Omit<Options, "prefix"> = {}): Layer.Layer<Idempotency, ConfigError.ConfigError> =>
   Layer.effect(Idempotency, makeMemory(options))
 
 /**

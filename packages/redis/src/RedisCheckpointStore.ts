@@ -10,12 +10,19 @@
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import { CheckpointError, CheckpointStore } from "@redflow/core/CheckpointStore"
+import * as ConfigError from "@redflow/core/ConfigError"
 import * as Position from "@redflow/core/Position"
 import * as FailurePolicy from "./FailurePolicy.ts"
 import { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
+import { NonEmptyString } from "./internal/options.ts"
 
+/**
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /** The hash holding the checkpoints. Default `redflow:checkpoints`. */
   readonly key?: string
@@ -23,10 +30,20 @@ export interface Options {
   readonly policies?: Partial<FailurePolicy.FailurePolicies>
 }
 
+/** The store's options as a Schema (`policies` is checked by its type). */
+const OptionsSchema = Schema.Struct({ key: Schema.optionalKey(NonEmptyString) })
+
+const decodeOptions = ConfigError.decoder("RedisCheckpointStore", OptionsSchema)
+
 const toCheckpointError = (operation: "load" | "commit", key: string, hash: string) => (error: RedisError) =>
   new CheckpointError({ operation, key, reason: `${error._tag} on hash ${hash}: ${error.message}`, cause: error })
 
-/** The field the store writes (and removes) when it is built, to prove it may write the hash. */
+/**
+ * The field the store writes (and removes) when it is built, to prove it may write the hash.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const PROBE_FIELD = "redflow:write-probe"
 
 /** What to do about an error that keeps the store from writing its hash. */
@@ -47,12 +64,17 @@ const fixFor = (error: RedisError, hash: string): string => {
  * Builds the store over the current {@link RedisConnection}. It first proves it may write its hash: an `HSET` of a
  * probe field (never a checkpoint's), then its `HDEL`, so an ACL that denies the write, a key of another type or a
  * replica fails here (`CheckpointError`, `operation: "open"`) rather than at the first commit, after a pipeline has
- * written events it would then replay. Transient errors are retried like commits.
+ * written events it would then replay. Transient errors are retried like commits. An option that cannot work (an
+ * empty `key`) fails first, with the `ConfigError` (component `RedisCheckpointStore`) naming it.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}) =>
   Effect.gen(function* () {
+    const decoded = yield* decodeOptions(options)
     const redis = yield* RedisConnection
-    const hash = options.key ?? "redflow:checkpoints"
+    const hash = decoded.key ?? "redflow:checkpoints"
     const policies = FailurePolicy.make(options.policies, redis.topology)
     yield* redis
       .run((client) => client.hset(hash, PROBE_FIELD, "1"), { command: "HSET", key: hash })
@@ -103,6 +125,13 @@ export const make = (options: Options = {}) =>
     })
   })
 
-/** The store as a layer; needs a {@link RedisConnection}. */
-export const layer = (options: Options = {}): Layer.Layer<CheckpointStore, CheckpointError, RedisConnection> =>
+/**
+ * The store as a layer; needs a {@link RedisConnection}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<CheckpointStore, CheckpointError | ConfigError.ConfigError, RedisConnection> =>
   Layer.effect(CheckpointStore, make(options))

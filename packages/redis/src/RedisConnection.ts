@@ -36,23 +36,47 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
+import * as SchemaTransformation from "effect/SchemaTransformation"
 import * as Scope from "effect/Scope"
+import * as ConfigError from "@redflow/core/ConfigError"
 import * as Metrics from "@redflow/core/Metrics"
+import * as Commands from "./internal/commands.ts"
+import { PositiveMillis } from "./internal/options.ts"
 import { refusal } from "./internal/refusalProbe.ts"
 import {
   classify,
   connectionFailure,
   RedisAuthFailed,
   RedisCommandError,
-  RedisConfigError,
   type RedisError,
   RedisUnavailable,
   serverRefusal
 } from "./RedisError.ts"
 import * as RedisUrl from "./RedisUrl.ts"
 
+/**
+ * The ioredis client behind a connection.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Client = Redis | Cluster
 
+/**
+ * An argument of a raw command.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Arg = string | number
+
+/**
+ * @since 0.1.0
+ * @category options
+ */
 export interface TlsSettings {
   /** PEM CA bundle (file contents) to trust, for a server certificate not signed by a public CA. */
   readonly ca?: string | Buffer
@@ -64,6 +88,10 @@ export interface TlsSettings {
   readonly rejectUnauthorized?: boolean
 }
 
+/**
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /** `redis://`, `rediss://`, `redis+sentinel://` or `redis+cluster://`; see {@link RedisUrl}. */
   readonly url: string | Redacted.Redacted<string>
@@ -84,6 +112,12 @@ export interface Options {
   readonly clientName?: string
 }
 
+/**
+ * The options once checked, durations in milliseconds.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface ResolvedOptions {
   readonly url: RedisUrl.ParsedUrl
   readonly connectTimeoutMs: number
@@ -92,13 +126,37 @@ export interface ResolvedOptions {
   readonly options: Options
 }
 
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface RedisConnectionService {
   /** The URL without secrets, for logs. */
   readonly description: string
   readonly topology: RedisUrl.ParsedUrl["kind"]
+  /** Time for one command's reply on this connection, in milliseconds (a blocking read adds its `BLOCK` to it). */
+  readonly commandTimeoutMs: number
+  /**
+   * @deprecated the options are this module's: read {@link commandTimeoutMs}, {@link topology} or
+   * {@link description}.
+   */
   readonly resolved: ResolvedOptions
-  /** The ioredis client. Prefer {@link run}, which types failures. */
+  /**
+   * The ioredis client.
+   *
+   * @deprecated send commands with {@link send} (one command) or {@link run} (a pipeline, a script), which type
+   * failures; close a dedicated connection with its scope.
+   */
   readonly client: Client
+  /**
+   * Sends one raw command (`name` and its arguments, `context.key` the key it is about, for messages) and gives its
+   * reply as the server sent it: the one way to send a command this package does not wrap.
+   */
+  readonly send: (
+    name: string,
+    args: ReadonlyArray<Arg>,
+    context?: { readonly key?: string }
+  ) => Effect.Effect<unknown, RedisError>
   /** Runs a driver call, classifying any failure. */
   readonly run: <A>(
     f: (client: Client) => Promise<A>,
@@ -124,46 +182,93 @@ export interface RedisConnectionService {
   }) => Effect.Effect<RedisConnectionService, RedisError, Scope.Scope>
 }
 
+/**
+ * The connection service.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class RedisConnection extends Context.Service<RedisConnection, RedisConnectionService>()(
   "@redflow/redis/RedisConnection"
 ) {}
 
-const durationField = (field: string, value: Duration.Input | undefined, fallback: number) => {
-  if (value === undefined) return fallback
-  const d = Duration.fromInput(value)
-  if (Option.isNone(d) || !Duration.isFinite(d.value) || Duration.toMillis(d.value) <= 0) {
-    return new RedisConfigError({
-      field,
-      message: `${field} must be a positive finite duration such as "5 seconds", got ${String(value)}`
-    })
-  }
-  return Duration.toMillis(d.value)
-}
+/** The component named by the connection's configuration errors. */
+const COMPONENT = "RedisConnection"
 
-/** Validates options before anything connects. */
-export const resolve = (options: Options): Effect.Effect<ResolvedOptions, RedisConfigError> =>
-  Effect.gen(function* () {
-    const url = RedisUrl.parse(options.url)
-    if (url instanceof RedisConfigError) return yield* url
-    const connectTimeoutMs = durationField("connectTimeout", options.connectTimeout, 5000)
-    if (connectTimeoutMs instanceof RedisConfigError) return yield* connectTimeoutMs
-    const commandTimeoutMs = durationField("commandTimeout", options.commandTimeout, 5000)
-    if (commandTimeoutMs instanceof RedisConfigError) return yield* commandTimeoutMs
-    const socketTimeoutMs = durationField("socketTimeout", options.socketTimeout, 10000)
-    if (socketTimeoutMs instanceof RedisConfigError) return yield* socketTimeoutMs
-    if (options.tls !== undefined && !url.tls) {
-      return yield* new RedisConfigError({
-        field: "tls",
-        message: "tls options were given but the URL is not rediss://; use rediss:// to connect over TLS"
-      })
-    }
-    return { url, connectTimeoutMs, commandTimeoutMs, socketTimeoutMs, options }
-  })
+/** The URL decoded by {@link RedisUrl.parse}, failing with its words at the option's path. */
+const Url = Schema.Union([Schema.String, Schema.Redacted(Schema.String)]).pipe(
+  Schema.decodeTo(
+    Schema.declare(
+      (u): u is RedisUrl.ParsedUrl => Predicate.hasProperty(u, "kind") && Predicate.hasProperty(u, "hosts")
+    ),
+    SchemaTransformation.transformEffect<RedisUrl.ParsedUrl, string | Redacted.Redacted<string>>({
+      decode: (input) => {
+        const parsed = RedisUrl.parse(input)
+        return parsed instanceof ConfigError.ConfigError
+          ? Effect.fail(new SchemaIssue.InvalidValue({ message: parsed.reason }))
+          : Effect.succeed(parsed)
+      },
+      encode: (url) => Effect.succeed(RedisUrl.describe(url))
+    })
+  )
+)
+
+const Pem = Schema.Union([Schema.String, Schema.Uint8Array])
+
+/** The connection's options as a Schema: what each option accepts. */
+const OptionsSchema = Schema.Struct({
+  url: Url,
+  username: Schema.optionalKey(Schema.String),
+  password: Schema.optionalKey(Schema.Redacted(Schema.String)),
+  sentinelPassword: Schema.optionalKey(Schema.Redacted(Schema.String)),
+  connectTimeout: Schema.optionalKey(PositiveMillis),
+  commandTimeout: Schema.optionalKey(PositiveMillis),
+  socketTimeout: Schema.optionalKey(PositiveMillis),
+  tls: Schema.optionalKey(
+    Schema.Struct({
+      ca: Schema.optionalKey(Pem),
+      cert: Schema.optionalKey(Pem),
+      key: Schema.optionalKey(Pem),
+      servername: Schema.optionalKey(Schema.String),
+      rejectUnauthorized: Schema.optionalKey(Schema.Boolean)
+    })
+  ),
+  clientName: Schema.optionalKey(Schema.String)
+})
+
+const decodeOptions = ConfigError.decoder(COMPONENT, OptionsSchema)
+
+/**
+ * Checks the options before anything connects: fails with the `ConfigError` (component `RedisConnection`) whose path
+ * names the option, e.g. `["url"]` for a malformed URL.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const resolve = (options: Options): Effect.Effect<ResolvedOptions, ConfigError.ConfigError> =>
+  Effect.flatMap(decodeOptions(options), (decoded) =>
+    decoded.tls !== undefined && !decoded.url.tls
+      ? Effect.fail(
+          ConfigError.make(
+            COMPONENT,
+            ["tls"],
+            "tls options were given but the URL is not rediss://",
+            "use rediss:// to connect over TLS"
+          )
+        )
+      : Effect.succeed({
+          url: decoded.url,
+          connectTimeoutMs: decoded.connectTimeout ?? 5000,
+          commandTimeoutMs: decoded.commandTimeout ?? 5000,
+          socketTimeoutMs: decoded.socketTimeout ?? 10000,
+          options
+        })
+  )
 
 interface ClientState {
   authError: RedisAuthFailed | undefined
   /** The server refused to `SELECT` the URL's database: the client stopped, nothing may go to another database. */
-  dbError: RedisConfigError | undefined
+  dbError: ConfigError.ConfigError | undefined
   /** Why the client last failed to connect, in words to show (cleared once ready); `refusal` when the server said it. */
   lastFailure: { readonly message: string; readonly refusal: boolean } | undefined
   probing: boolean
@@ -173,18 +278,27 @@ interface ClientState {
 const stopped = (state: ClientState) => state.authError !== undefined || state.dbError !== undefined
 
 const selectFailed = (db: number, description: string, reply: string) =>
-  new RedisConfigError({
-    field: "url",
-    message: /^ERR DB index is out of range\b/.test(reply)
-      ? `database ${db} of ${description} does not exist: the server answered SELECT ${db} with "${reply}"; ` +
+  /^ERR DB index is out of range\b/.test(reply)
+    ? ConfigError.make(
+        COMPONENT,
+        ["url"],
+        `database ${db} of ${description} does not exist: the server answered SELECT ${db} with "${reply}"`,
         `use a database from 0 to its "databases" setting minus one (0-15 by default), or raise "databases"`
-      : `database ${db} of ${description} cannot be selected: the server answered SELECT ${db} with "${reply}"; ` +
+      )
+    : ConfigError.make(
+        COMPONENT,
+        ["url"],
+        `database ${db} of ${description} cannot be selected: the server answered SELECT ${db} with "${reply}"`,
         `check the database in the URL (the number after the host)`
-  })
+      )
 
 // What a call gets once the client stopped on a refused SELECT: fatal, with the same words.
-const selectFailedCall = (error: RedisConfigError) =>
-  new RedisCommandError({ message: error.message, code: "ERR", command: "SELECT" })
+const selectFailedCall = (error: ConfigError.ConfigError) =>
+  new RedisCommandError({
+    message: `${error.reason}${error.fix === undefined ? "" : `; ${error.fix}`}`,
+    code: "ERR",
+    command: "SELECT"
+  })
 
 const isSelectReply = (u: unknown): boolean =>
   (u as { command?: { name?: unknown } } | null)?.command?.name === "select"
@@ -275,7 +389,7 @@ const open = (
   description: string,
   commandTimeoutMs: number,
   blocking = false
-): Effect.Effect<RedisConnectionService, RedisError | RedisConfigError, Scope.Scope> =>
+): Effect.Effect<RedisConnectionService, RedisError | ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function* () {
     const state: ClientState = { authError: undefined, dbError: undefined, lastFailure: undefined, probing: false }
     const probes = yield* FiberSet.make<void>()
@@ -387,7 +501,7 @@ const open = (
         duration: Duration.millis(resolved.connectTimeoutMs),
         orElse: () => Effect.logWarning(`Redis at ${description} did not answer within the connect timeout`)
       }),
-      Effect.catch((error): Effect.Effect<void, RedisAuthFailed | RedisConfigError> => {
+      Effect.catch((error): Effect.Effect<void, RedisAuthFailed | ConfigError.ConfigError> => {
         if (state.dbError !== undefined) return Effect.fail(state.dbError)
         const authError = state.authError ?? (error._tag === "RedisAuthFailed" ? error : undefined)
         if (authError !== undefined) {
@@ -402,8 +516,14 @@ const open = (
     const service: RedisConnectionService = {
       description,
       topology: resolved.url.kind,
+      commandTimeoutMs,
       resolved,
       client,
+      send: (name, args, context) =>
+        run((client) => Commands.send(client, Commands.make(name, [...args])), {
+          command: name,
+          ...(context?.key === undefined ? {} : { key: context.key })
+        }),
       run,
       nextReconnect,
       dedicated: (overrides) =>
@@ -414,15 +534,20 @@ const open = (
             ? Duration.toMillis(Duration.fromInputUnsafe(overrides.commandTimeout))
             : commandTimeoutMs,
           overrides?.blocking ?? false
-        ).pipe(Effect.mapError((error) => (error._tag === "RedisConfigError" ? selectFailedCall(error) : error)))
+        ).pipe(Effect.mapError((error) => (error._tag === "ConfigError" ? selectFailedCall(error) : error)))
     }
     return service
   })
 
-/** Validates the options, connects, and closes the client when the scope closes. */
+/**
+ * Validates the options, connects, and closes the client when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (
   options: Options
-): Effect.Effect<RedisConnectionService, RedisError | RedisConfigError, Scope.Scope> =>
+): Effect.Effect<RedisConnectionService, RedisError | ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function* () {
     const resolved = yield* resolve(options)
     const description = RedisUrl.describe(resolved.url)
@@ -431,17 +556,25 @@ export const make = (
     )
   })
 
-/** A layer from options. */
-export const layer = (options: Options): Layer.Layer<RedisConnection, RedisError | RedisConfigError> =>
+/**
+ * A layer from options.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<RedisConnection, RedisError | ConfigError.ConfigError> =>
   Layer.effect(RedisConnection, make(options))
 
 /**
  * A layer from configuration: `REDIS_URL` (required, redacted), and optionally `REDIS_CONNECT_TIMEOUT`,
  * `REDIS_COMMAND_TIMEOUT`, `REDIS_SOCKET_TIMEOUT` (durations such as `5 seconds`).
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layerConfig = (
   overrides: Omit<Partial<Options>, "url"> = {}
-): Layer.Layer<RedisConnection, RedisError | RedisConfigError | Config.ConfigError> =>
+): Layer.Layer<RedisConnection, RedisError | ConfigError.ConfigError | Config.ConfigError> =>
   Layer.effect(
     RedisConnection,
     Effect.gen(function* () {
@@ -452,10 +585,12 @@ export const layerConfig = (
         socketTimeout: Config.option(Config.Duration("REDIS_SOCKET_TIMEOUT"))
       })
       if (Option.isNone(config.url)) {
-        return yield* new RedisConfigError({
-          field: "REDIS_URL",
-          message: "REDIS_URL is not set: set it to the server's URL, e.g. REDIS_URL=redis://localhost:6379"
-        })
+        return yield* ConfigError.make(
+          COMPONENT,
+          ["url"],
+          "REDIS_URL is not set",
+          "set it to the server's URL, e.g. REDIS_URL=redis://localhost:6379"
+        )
       }
       return yield* make({
         ...overrides,

@@ -63,12 +63,6 @@ export class RedisCommandError extends Schema.TaggedError<RedisCommandError>()("
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-/** A connection URL or option that cannot work, found before connecting. */
-export class RedisConfigError extends Schema.TaggedError<RedisConfigError>()("RedisConfigError", {
-  message: Schema.String,
-  field: Schema.String
-}) {}
-
 export type RedisError =
   | RedisUnavailable
   | RedisAuthFailed

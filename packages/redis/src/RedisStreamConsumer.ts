@@ -44,6 +44,7 @@ import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import type * as Duration from "effect/Duration"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
+import type * as ConfigError from "@redflow/core/ConfigError"
 import type * as Envelope from "@redflow/core/Envelope"
 import type * as FailurePolicy from "./FailurePolicy.ts"
 import type { IdempotencyStore } from "./Idempotency.ts"
@@ -57,11 +58,8 @@ import type { RedisError } from "./RedisError.ts"
 
 export {
   /**
-   * @since 0.1.0
-   * @category errors
-   */
-  ConsumerConfigError,
-  /**
+   * A Redis error, or the `ConfigError` (component `RedisStreamConsumer`) of an option that cannot work.
+   *
    * @since 0.1.0
    * @category errors
    */
@@ -128,14 +126,20 @@ export interface Options {
 }
 
 /**
- * Checks consumer options without connecting to Redis: fails with the {@link ConsumerConfigError} that
- * {@link messages} and {@link run} would fail with (for a command line that reports bad flags before connecting).
+ * Checks consumer options without connecting to Redis: fails with the `ConfigError` (component
+ * `RedisStreamConsumer`, `path` the option's) that {@link messages} and {@link run} would fail with, for a command
+ * line that reports bad flags before connecting. Given {@link RunOptions}, it checks those of `run` too.
  *
  * @since 0.1.0
  * @category options
  */
-export const validateOptions = (options: Options): Effect.Effect<void, Settings.ConsumerConfigError> =>
-  Effect.asVoid(Settings.decode(options))
+export const validateOptions = (
+  options: Options | RunOptions<unknown, unknown>
+): Effect.Effect<void, ConfigError.ConfigError> =>
+  Effect.andThen(
+    Settings.decode(options),
+    "handler" in options ? Effect.asVoid(Settings.decodeRun(options)) : Effect.void
+  )
 
 /**
  * How a message reached this consumer.
@@ -282,7 +286,7 @@ export const run = <E, R>(
     Effect.gen(function* () {
       const settings = yield* Settings.decode(options)
       // Every option is checked before a connection is opened.
-      yield* Workers.decodeRunSettings(options)
+      yield* Settings.decodeRun(options)
       const store = yield* Store.makeRedis(settings)
       return yield* Workers.run(settings, store, options)
     })

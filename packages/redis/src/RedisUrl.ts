@@ -6,19 +6,27 @@
  * - `redis+sentinel://[user[:password]@]h1:p1,h2:p2/mastername[/db]`
  * - `redis+cluster://[user[:password]@]h1:p1,h2:p2`
  *
- * A malformed URL is a {@link RedisConfigError} that says what is wrong and shows the expected form. The
- * password is kept `Redacted` and never appears in a message.
+ * A malformed URL is a `ConfigError` (component `RedisConnection`, path `["url"]`) that says what is wrong and shows
+ * the expected form. The password is kept `Redacted` and never appears in a message.
  *
  * @since 0.1.0
  */
 import * as Redacted from "effect/Redacted"
-import { RedisConfigError } from "./RedisError.ts"
+import { ConfigError, make as configError } from "@redflow/core/ConfigError"
 
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface HostPort {
   readonly host: string
   readonly port: number
 }
 
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface ParsedUrl {
   readonly kind: "standalone" | "sentinel" | "cluster"
   readonly tls: boolean
@@ -34,9 +42,9 @@ const FORMS =
   "expected redis://[user[:password]@]host[:port][/db], rediss://…, " +
   "redis+sentinel://[user:password@]host:port[,host:port…]/mastername[/db] or redis+cluster://host:port[,host:port…]"
 
-const fail = (what: string) => new RedisConfigError({ field: "url", message: `Invalid Redis URL: ${what} (${FORMS})` })
+const fail = (what: string) => configError("RedisConnection", ["url"], `Invalid Redis URL: ${what} (${FORMS})`)
 
-const parseHostPort = (text: string, defaultPort: number): HostPort | RedisConfigError => {
+const parseHostPort = (text: string, defaultPort: number): HostPort | ConfigError => {
   // [ipv6]:port, host:port or host
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]+))(?::(\d+))?$/.exec(text)
   if (!m) return fail(`cannot read host "${text}"`)
@@ -46,8 +54,14 @@ const parseHostPort = (text: string, defaultPort: number): HostPort | RedisConfi
   return { host, port }
 }
 
-/** Parses a URL, returning the parsed form or a {@link RedisConfigError}. */
-export const parse = (input: string | Redacted.Redacted<string>): ParsedUrl | RedisConfigError => {
+/**
+ * Parses a URL, returning the parsed form or the `ConfigError` (component `RedisConnection`, path `["url"]`) saying
+ * what is wrong.
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parse = (input: string | Redacted.Redacted<string>): ParsedUrl | ConfigError => {
   const url = (Redacted.isRedacted(input) ? Redacted.value(input) : input).trim()
   if (url === "") return fail("the URL is empty")
   const scheme = /^([a-z+]+):\/\/(.*)$/i.exec(url)
@@ -98,7 +112,7 @@ export const parse = (input: string | Redacted.Redacted<string>): ParsedUrl | Re
   const hosts: Array<HostPort> = []
   for (const h of hostPart.split(",")) {
     const parsed = parseHostPort(h, defaultPort)
-    if (parsed instanceof RedisConfigError) return parsed
+    if (parsed instanceof ConfigError) return parsed
     hosts.push(parsed)
   }
   if (kind === "standalone" && hosts.length > 1) return fail("several hosts need redis+sentinel:// or redis+cluster://")
@@ -131,7 +145,12 @@ export const parse = (input: string | Redacted.Redacted<string>): ParsedUrl | Re
   }
 }
 
-/** The URL without its password, for logs and error messages. */
+/**
+ * The URL without its password, for logs and error messages.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
 export const describe = (url: ParsedUrl): string => {
   const scheme = (url.tls ? "rediss" : "redis") + (url.kind === "standalone" ? "" : `+${url.kind}`)
   const auth =

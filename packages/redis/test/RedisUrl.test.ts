@@ -1,16 +1,16 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Redacted } from "effect"
-import { RedisConfigError } from "../src/RedisError.ts"
+import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisUrl from "../src/RedisUrl.ts"
 
 const ok = (url: string) => {
   const parsed = RedisUrl.parse(url)
-  if (parsed instanceof RedisConfigError) throw new Error(`expected ${url} to parse: ${parsed.message}`)
+  if (parsed instanceof ConfigError) throw new Error(`expected ${url} to parse: ${parsed.message}`)
   return parsed
 }
 const bad = (url: string) => {
   const parsed = RedisUrl.parse(url)
-  if (!(parsed instanceof RedisConfigError)) throw new Error(`expected ${url} to be rejected`)
+  if (!(parsed instanceof ConfigError)) throw new Error(`expected ${url} to be rejected`)
   return parsed
 }
 
@@ -60,8 +60,8 @@ describe("RedisUrl.parse", () => {
     ["redis+cluster://a:7000/3", "only database 0"]
   ])("rejects %j naming what is wrong (%s)", (url, what) => {
     const e = bad(url)
-    expect(e.field).toBe("url")
-    expect(e.message).toContain(what)
+    expect(e).toMatchObject({ _tag: "ConfigError", component: "RedisConnection", path: ["url"] })
+    expect(e.reason).toContain(what)
     expect(e.message).toContain("expected redis://")
   })
 
