@@ -848,7 +848,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
           Stream.runDrain,
           Effect.flip
         )
-        expect(error).toMatchObject({ _tag: "ConsumerConfigError", field: "consumer" })
+        expect(error).toMatchObject({ _tag: "ConfigError", component: "RedisStreamConsumer", path: ["consumer"] })
         const run = yield* RedisStreamConsumer.run({
           stream: "s",
           group: "g",
@@ -856,7 +856,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
           concurrency: 0,
           handler: () => Effect.void
         }).pipe(Effect.flip)
-        expect(run).toMatchObject({ _tag: "ConsumerConfigError", field: "concurrency" })
+        expect(run).toMatchObject({ _tag: "ConfigError", component: "RedisStreamConsumer", path: ["concurrency"] })
       })
     )
   )

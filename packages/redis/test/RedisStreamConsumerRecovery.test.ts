@@ -309,10 +309,14 @@ it.live("a dead-letter stream equal to the stream it consumes is refused before 
       )
       expect(yield* StreamAdmin.length(stream)).toBe(1)
       const error = yield* Fiber.join(fiber)
-      expect(error).toMatchObject({ _tag: "ConsumerConfigError", field: "deadLetterStream" })
+      expect(error).toMatchObject({ _tag: "ConfigError", component: "RedisStreamConsumer", path: ["deadLetterStream"] })
       expect(error.message).toContain(JSON.stringify(stream))
       const messages = yield* RedisStreamConsumer.messages(options).pipe(Stream.runDrain, Effect.flip)
-      expect(messages).toMatchObject({ _tag: "ConsumerConfigError", field: "deadLetterStream" })
+      expect(messages).toMatchObject({
+        _tag: "ConfigError",
+        component: "RedisStreamConsumer",
+        path: ["deadLetterStream"]
+      })
       // Nothing was read or written: no group, the one bad entry still the only one.
       expect(yield* StreamAdmin.length(stream)).toBe(1)
       expect(yield* StreamAdmin.groups(stream)).toEqual([])

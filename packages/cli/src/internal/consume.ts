@@ -15,26 +15,13 @@ import * as Metrics from "@redflow/core/Metrics"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as RedisStreamConsumer from "@redflow/redis/RedisStreamConsumer"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
-import { UsageError } from "./errors.ts"
+import { namingFlags } from "./optionFlags.ts"
 import * as Flags from "./flags.ts"
 import * as MetricValues from "./metricValues.ts"
 import * as Monitoring from "./monitoring.ts"
 import * as Output from "./output.ts"
 import * as Redis from "./redis.ts"
 import * as Shutdown from "./shutdown.ts"
-
-/** The consumer option each flag sets, to name the flag when the consumer rejects a value. */
-const FLAG_OF_FIELD: Record<string, string> = {
-  stream: "stream",
-  group: "group",
-  consumer: "consumer",
-  startId: "start-id",
-  minIdle: "claim-idle",
-  deadLetterStream: "dead-letter",
-  maxDeliveries: "max-deliveries",
-  concurrency: "concurrency",
-  limit: "count"
-}
 
 export interface ConsumeInput {
   readonly redis: Option.Option<string>
@@ -73,15 +60,6 @@ export const consumerOptions = (input: {
   ...Option.match(input.deadLetter, { onNone: () => ({}), onSome: (s) => ({ deadLetterStream: s }) }),
   ...Option.match(input.maxDeliveries, { onNone: () => ({}), onSome: (n) => ({ maxDeliveries: n }) })
 })
-
-/** A consumer configuration error names its flag (exit 2). */
-export const namingFlags = <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  Effect.catchIf(
-    self,
-    (e): e is E & RedisStreamConsumer.ConsumerConfigError => (e as { _tag?: unknown })._tag === "ConsumerConfigError",
-    (e) =>
-      Effect.fail(new UsageError({ flag: FLAG_OF_FIELD[e.field] ?? e.field, message: e.message.replace(/^\S+ /, "") }))
-  )
 
 /** The command's work, once its flags are parsed. */
 export const run = (input: ConsumeInput) =>

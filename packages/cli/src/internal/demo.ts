@@ -21,13 +21,13 @@ import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Source from "@redflow/core/Source"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as PostgresSource from "@redflow/postgres/PostgresSource"
-import { RedisConfigError } from "@redflow/redis/RedisError"
+import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisStreamConsumer from "@redflow/redis/RedisStreamConsumer"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
 import { DEFAULTS } from "./commands/demo.ts"
-import { namingFlags } from "./consume.ts"
+import { namingFlags } from "./optionFlags.ts"
 import * as DemoPostgres from "./demoPostgres.ts"
 import * as DemoServers from "./demoServers.ts"
 import { NoRedis } from "./errors.ts"
@@ -60,7 +60,7 @@ type RedisSource = "option" | "env" | "process"
 
 const describeUrl = (url: string) => {
   const parsed = RedisUrl.parse(url)
-  return parsed instanceof RedisConfigError ? url : RedisUrl.describe(parsed)
+  return parsed instanceof ConfigError ? url : RedisUrl.describe(parsed)
 }
 
 /** `--redis`, else `REDIS_URL`, else a `redis-server` started for the demo and stopped after it. */
@@ -106,7 +106,7 @@ const inspectLine = (stream: string, url: string, source: RedisSource) => {
   const command = `redflow stream info ${stream}`
   if (source === "env") return `Inspect them with: ${command}`
   const parsed = RedisUrl.parse(url)
-  if (!(parsed instanceof RedisConfigError) && parsed.password === undefined) {
+  if (!(parsed instanceof ConfigError) && parsed.password === undefined) {
     return `Inspect them with: ${command} --redis ${RedisUrl.describe(parsed)}`
   }
   return `Inspect them with: ${command} (with REDIS_URL set to the --redis URL; its password is not printed)`

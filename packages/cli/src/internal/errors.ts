@@ -16,6 +16,8 @@ import * as Cause from "effect/Cause"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import { CliError } from "effect/cli"
+import type { ConfigError } from "@redflow/core/ConfigError"
+import { flagOf, reasonOf } from "./optionFlags.ts"
 
 /** A flag value that cannot work, found before anything runs. */
 export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", {
@@ -71,7 +73,7 @@ export const EXIT_INTERRUPTED = 130
 
 const USAGE_TAGS = new Set([
   "UsageError",
-  "RedisConfigError",
+  // TODO(issue 14): delete SinkConfigError once the sink fails with ConfigError only.
   "SinkConfigError",
   "ConfigError",
   "PipelineConfigError",
@@ -114,9 +116,12 @@ export const describe = (cause: Cause.Cause<unknown>): string => {
       return (error as { code?: unknown }).code === "NOPERM"
         ? `permission denied: ${message} (grant the user those commands and keys in its ACL, or use another user)`
         : `authentication failed: ${message} (check the user and password in --redis or REDIS_URL)`
-    case "RedisConfigError": {
-      const field = (error as { field?: unknown }).field
-      return field === "url" || field === undefined ? `--redis: ${message}` : `${field}: ${message}`
+    case "ConfigError": {
+      // One that reached the top unmapped (found at run time, such as a database the server does not have): the
+      // flag when the command line has one, else the component and the option.
+      const config = error as ConfigError
+      const flag = flagOf(config)
+      return flag === undefined ? message : `--${flag}: ${reasonOf(config)}`
     }
     case "StreamNotFound":
     case "GroupNotFound":

@@ -6,7 +6,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Flag, GlobalFlag } from "effect/cli"
 import * as Envelope from "@redflow/core/Envelope"
-import { RedisConfigError } from "@redflow/redis/RedisError"
+import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import { UsageError } from "./errors.ts"
 
@@ -46,9 +46,9 @@ export const redisUrlOption = (flag: Option.Option<string>): Effect.Effect<Optio
     const url = Option.isSome(flag) ? flag : yield* envRedisUrl
     if (Option.isNone(url)) return url
     const parsed = RedisUrl.parse(url.value)
-    if (parsed instanceof RedisConfigError) {
+    if (parsed instanceof ConfigError) {
       const source = Option.isSome(flag) ? "" : " (from REDIS_URL)"
-      return yield* new UsageError({ flag: "redis", message: `${parsed.message}${source}` })
+      return yield* new UsageError({ flag: "redis", message: `${parsed.reason}${source}` })
     }
     return url
   })

@@ -24,7 +24,7 @@ import * as YAML from "yaml"
 import * as Envelope from "@redflow/core/Envelope"
 import type * as PostgresSource from "@redflow/postgres/PostgresSource"
 import type * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
-import { RedisConfigError } from "@redflow/redis/RedisError"
+import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import { DEFAULT_CHECKPOINT_HASH } from "./commands/run.ts"
 import { UsageError } from "./errors.ts"
@@ -602,11 +602,11 @@ export const resolve = (
     )
   }
   const redisParsed = RedisUrl.parse(redisUrl)
-  if (redisParsed instanceof RedisConfigError) {
+  if (redisParsed instanceof ConfigError) {
     return Result.fail(
       fromEnv
-        ? new UsageError({ flag: "redis", message: `${redisParsed.message} (from REDIS_URL)` })
-        : fault("redis.url", "redis", "redis.url", redisParsed.message)
+        ? new UsageError({ flag: "redis", message: `${redisParsed.reason} (from REDIS_URL)` })
+        : fault("redis.url", "redis", "redis.url", redisParsed.reason)
     )
   }
 
@@ -694,13 +694,17 @@ const SETTING_OF_SINK_FIELD: Record<string, { readonly field: string; readonly f
   }
 
 /**
- * The error for a sink option the sink rejected (`field` as `RedisStreamSink.SinkConfigError` names it), naming the
- * flag or the file's setting it came from.
+ * The error for a sink option the sink rejected (`field`: the option's path as `ConfigError.field` formats it),
+ * naming the flag or the file's setting it came from.
  */
-export const sinkFault = (config: RunConfig, file: Option.Option<string>, field: string, message: string): Failure => {
-  const setting = SETTING_OF_SINK_FIELD[field]
-  const text = message.replace(/^\S+: /, "")
-  if (setting === undefined) return new UsageError({ flag: field, message: text })
+export const sinkFault = (
+  config: RunConfig,
+  file: Option.Option<string>,
+  rejected: { readonly field: string; readonly reason: string }
+): Failure => {
+  const setting = SETTING_OF_SINK_FIELD[rejected.field]
+  const text = rejected.reason
+  if (setting === undefined) return new UsageError({ flag: rejected.field, message: text })
   return config.origin[setting.field]?.startsWith("--") === false
     ? fileError(
         Option.getOrElse(file, () => ""),

@@ -6,9 +6,9 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
-import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
+import * as ConfigError from "@redflow/core/ConfigError"
 import type * as Envelope from "@redflow/core/Envelope"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Position from "@redflow/core/Position"
@@ -19,6 +19,7 @@ import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { UsageError } from "./errors.ts"
 import * as Flags from "./flags.ts"
 import * as Monitoring from "./monitoring.ts"
+import * as OptionFlags from "./optionFlags.ts"
 import * as Output from "./output.ts"
 import * as Redis from "./redis.ts"
 import * as Shutdown from "./shutdown.ts"
@@ -41,26 +42,7 @@ export interface ProduceInput {
   readonly metricsPort: Option.Option<number>
 }
 
-/** The sink option each flag sets, to name the flag when the sink rejects a value. */
-const FLAG_OF_SINK_FIELD: Record<string, string> = {
-  stream: "stream",
-  key: "key",
-  guarantee: "guarantee",
-  pipeline: "pipeline",
-  envelope: "envelope",
-  "batch.maxEvents": "batch-size",
-  "trim.maxLen": "maxlen"
-}
-
-const FLAG_OF_SOURCE_FIELD: Record<string, string> = {
-  count: "events",
-  ratePerSecond: "rate",
-  tables: "tables",
-  payloadBytes: "payload-bytes",
-  seed: "seed"
-}
-
-const decodeSourceOptions = Schema.decodeUnknownResult(SyntheticSource.Options)
+const decodeSourceOptions = ConfigError.decoder("SyntheticSource", SyntheticSource.Options)
 
 /** The synthetic source's options from the flags, validated (an invalid value names its flag). */
 export const sourceOptions = (input: {
@@ -77,20 +59,17 @@ export const sourceOptions = (input: {
     ...Option.match(input.tables, { onNone: () => ({}), onSome: (t) => ({ tables: t }) }),
     ...Option.match(input.payloadBytes, { onNone: () => ({}), onSome: (b) => ({ payloadBytes: b }) })
   }
-  const decoded = decodeSourceOptions(raw)
-  if (Result.isSuccess(decoded)) return Effect.succeed(decoded.success)
-  const issue = decoded.failure.message
-  const field = Object.keys(FLAG_OF_SOURCE_FIELD).find((f) => issue.includes(`["${f}"]`)) ?? "count"
-  return Effect.fail(new UsageError({ flag: FLAG_OF_SOURCE_FIELD[field]!, message: issue.replaceAll("\n", " ") }))
+  return Effect.catchTag(decodeSourceOptions(raw), "ConfigError", (e) => Effect.fail(OptionFlags.toUsageError(e)))
 }
 
 /** Validates the sink options, naming the flag of a rejected value. */
 export const validateSink = (options: RedisStreamSink.Options): Effect.Effect<void, UsageError> =>
   RedisStreamSink.validate(options).pipe(
     Effect.asVoid,
-    Effect.mapError(
-      (e) => new UsageError({ flag: FLAG_OF_SINK_FIELD[e.field] ?? e.field, message: e.message.replace(/^\S+: /, "") })
-    )
+    Effect.mapError((e) => {
+      const { field, reason } = OptionFlags.sinkRejection(e)
+      return new UsageError({ flag: OptionFlags.sinkFlagOf(field), message: reason })
+    })
   )
 
 /** Stream names the run writes to, known up front when the template depends only on the table. */

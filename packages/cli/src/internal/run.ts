@@ -21,6 +21,7 @@ import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as Flags from "./flags.ts"
 import * as MetricValues from "./metricValues.ts"
 import * as Monitoring from "./monitoring.ts"
+import * as OptionFlags from "./optionFlags.ts"
 import * as Output from "./output.ts"
 import * as PipelineConfig from "./pipelineConfig.ts"
 import { addBatch, emptyTally, streamLengths } from "./produce.ts"
@@ -67,7 +68,7 @@ export const configure = (flags: PipelineConfig.RunFlags) =>
       : Option.none<PipelineConfig.FileConfig>()
     const config = yield* Effect.fromResult(PipelineConfig.resolve(flags, file, env))
     yield* RedisStreamSink.validate(config.sink).pipe(
-      Effect.mapError((e) => PipelineConfig.sinkFault(config, flags.config, e.field, e.message))
+      Effect.mapError((e) => PipelineConfig.sinkFault(config, flags.config, OptionFlags.sinkRejection(e)))
     )
     return config
   })
