@@ -5,12 +5,17 @@
  * the call is sent again once as `EVAL` with the source, which caches it there for the next calls.
  *
  * The key count is the length of what `keys` returns, so argument positions are no longer counted by hand.
+ *
+ * A caller that sends many calls in one round trip (the sink, per cluster node) builds each call's command with
+ * {@link evalsha} and mends a `NOSCRIPT` answer with {@link mendNoScript}.
  */
 import { createHash } from "node:crypto"
 import * as Effect from "effect/Effect"
-import { RedisConnection } from "../RedisConnection.ts"
+import type { Command } from "ioredis"
+import type { Client, RedisConnection } from "../RedisConnection.ts"
 import type { RedisError } from "../RedisError.ts"
 import * as StreamAdmin from "../StreamAdmin.ts"
+import * as Commands from "./commands.ts"
 
 type Arg = string | number
 
@@ -39,15 +44,56 @@ export const make = <Params extends ReadonlyArray<unknown>, A>(options: {
 
 const isNoScript = (error: RedisError) => error._tag === "RedisCommandError" && error.code === "NOSCRIPT"
 
+/** `KEYS` count, keys and `ARGV` of a call, after the SHA or the source. */
+const tail = <Params extends ReadonlyArray<unknown>>(script: Script<Params, unknown>, params: Params): Array<Arg> => {
+  const keys = script.keys(...params)
+  const out: Array<Arg> = [keys.length]
+  for (const k of keys) out.push(k)
+  for (const a of script.args(...params)) out.push(a)
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pipelined calls: many calls of a script in one round trip, on a raw client (the sink's write path)
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * One call as a raw `EVALSHA` command, to be queued in a pipeline with others (`Commands.pipeline`). The command
+ * owns its arguments: they are let go of once it is answered (see `commands.ts`).
+ */
+export const evalsha = <Params extends ReadonlyArray<unknown>>(
+  script: Script<Params, unknown>,
+  ...params: Params
+): Command => Commands.make("evalsha", [script.sha, ...tail(script, params)])
+
+/** Whether a raw reply error says the server does not have the script cached. */
+export const isNoScriptReply = (error: unknown): boolean => error instanceof Error && /^NOSCRIPT\b/.test(error.message)
+
+/**
+ * A pipelined call's raw reply, mended: when the server answered `NOSCRIPT` (it ran nothing), the call is sent again
+ * alone with `EVAL` and the source, which also caches the script there for the next `EVALSHA`.
+ */
+export const mendNoScript = async <Params extends ReadonlyArray<unknown>>(
+  client: Client,
+  script: Script<Params, unknown>,
+  reply: Commands.Reply,
+  ...params: Params
+): Promise<Commands.Reply> => {
+  if (!isNoScriptReply(reply[0])) return reply
+  return Commands.send(client, Commands.make("eval", [script.source, ...tail(script, params)])).then(
+    (r): Commands.Reply => [null, r],
+    (e: Error): Commands.Reply => [e, null]
+  )
+}
+
 /** Runs the script on the connection in context: `EVALSHA`, and `EVAL` once when the server answers `NOSCRIPT`. */
 export const run = <Params extends ReadonlyArray<unknown>, A>(
   script: Script<Params, A>,
   ...params: Params
 ): Effect.Effect<A, RedisError, RedisConnection> => {
-  const keys = script.keys(...params)
-  const tail: Array<Arg> = [keys.length, ...keys, ...script.args(...params)]
-  const key = keys[0] ?? script.name
-  return StreamAdmin.command("EVALSHA", key, [script.sha, ...tail], script.parse).pipe(
-    Effect.catchIf(isNoScript, () => StreamAdmin.command("EVAL", key, [script.source, ...tail], script.parse))
+  const rest = tail(script, params)
+  const key = script.keys(...params)[0] ?? script.name
+  return StreamAdmin.command("EVALSHA", key, [script.sha, ...rest], script.parse).pipe(
+    Effect.catchIf(isNoScript, () => StreamAdmin.command("EVAL", key, [script.source, ...rest], script.parse))
   )
 }

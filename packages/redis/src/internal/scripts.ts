@@ -12,7 +12,7 @@
  *
  * The high-water mark (a hash in the stream's hash slot, one field per pipeline) holds `<position> <entry id>`: the
  * highest position written to the stream and the id of the entry that carries it, so that a mark can be checked
- * against the stream (see `RedisStreamSink`, "first contact"). It serves three purposes:
+ * against the stream (see `internal/sink/marks.ts`, "first contact"). It serves three purposes:
  * - `skip` (exactly-once): entries at or below the mark are skipped, so a retry after an unknown outcome, or a replay
  *   after a restart, never writes an entry twice;
  * - `expected` (both guarantees): the mark the sink expects to find, because its own last write to the stream left it
@@ -23,43 +23,81 @@
  * - a mark that is not `<position of the pipeline's width> <entry id>` answers `written = -2` with the raw value:
  *   corrupt, never a reason to skip.
  *
- * ARGV: see {@link Header}; then per entry, ENTRY_ARITY values: position, id, op, table, key ("" when none), event,
- * error ("" when none; set on dead-letter entries). KEYS: 1 the stream, 2 the high-water hash (same hash slot).
+ * KEYS are the stream and its high-water hash (same hash slot); ARGV is the call's {@link WriteHeader}, then per
+ * entry {@link ENTRY_ARITY} values: position, id, op, table, key ("" when none), event, error ("" when none; set on
+ * dead-letter entries). {@link write} is the typed descriptor: it lays a {@link WriteCall} out in that order.
  *
- * Returns { written, skipped, lastId, mark }: `mark` is the position part of the mark found ("" when none), or the raw
- * value when it is malformed. In `check` mode the script checks permissions and reads the mark (`lastId` is then the
- * mark's entry id), and writes nothing.
+ * Answers a {@link WriteReply}. In `check` mode the script checks permissions and reads the mark (`lastId` is then
+ * the mark's entry id), and writes nothing.
  */
-import { createHash } from "node:crypto"
+import * as Script from "./script.ts"
 
-/** The script's ARGV header, by position (1-based in Lua). */
-export const Header = {
+/**
+ * The fixed part of a call's ARGV: the Lua source reads it as `ARGV[1]` … `ARGV[8]`, in the order of
+ * {@link headerArgs}.
+ */
+export interface WriteHeader {
   /** The mark's field: the pipeline name. */
-  pipeline: 0,
-  /** "" | "MAXLEN" | "MINID" */
-  trimStrategy: 1,
-  /** "~" | "=" */
-  trimOperator: 2,
-  trimThreshold: 3,
-  /** The mark's position the sink expects to find; "" = no mark. */
-  expected: 4,
-  /** "1" = exactly-once: skip entries at or below the mark. */
-  skip: 5,
-  /** Width of the pipeline's positions: a mark of another width is malformed ("0": any width). */
-  width: 6,
+  readonly pipeline: string
+  readonly trimStrategy: "" | "MAXLEN" | "MINID"
+  readonly trimOperator: "~" | "="
+  readonly trimThreshold: string
+  /** The mark's position the sink expects to find; "" = no mark. Changed when the sink writes on past a loss. */
+  expected: string
+  /** Exactly-once: skip entries at or below the mark. */
+  readonly skip: boolean
+  /** Width of the pipeline's positions: a mark of another width is malformed (0: any width). */
+  readonly width: number
   /** "" = write; "check" = check permissions and read the mark only. */
-  mode: 7
-} as const
+  readonly mode: "" | "check"
+}
 
-export const HEADER_ARITY = 8
+const headerArgs = (h: WriteHeader): Array<string> => [
+  h.pipeline,
+  h.trimStrategy,
+  h.trimOperator,
+  h.trimThreshold,
+  h.expected,
+  h.skip ? "1" : "",
+  String(h.width),
+  h.mode
+]
+
+const HEADER_ARITY = 8
+/** Values per entry in ARGV after the header. */
 export const ENTRY_ARITY = 7
 
-/** `written` when the mark is not the expected one; the reply's fourth value is the mark found. */
+/** One call of the script: one stream's share of a batch, or a check of the stream's mark (no entries). */
+export interface WriteCall {
+  readonly stream: string
+  /** The stream's high-water hash. */
+  readonly markKey: string
+  readonly header: WriteHeader
+  /**
+   * {@link ENTRY_ARITY} values per entry, flat. Emptied once the call is written, so the encoded events are not held
+   * longer than the write needs them (see `commands.ts`).
+   */
+  readonly entries: Array<string>
+}
+
+/** `written` when the mark is not the expected one; `mark` is then the mark found. */
 export const MARK_MISMATCH = -1
-/** `written` when the mark is malformed; the reply's fourth value is its raw value. */
+/** `written` when the mark is malformed; `mark` is then its raw value. */
 export const MARK_MALFORMED = -2
 
-export const SOURCE = `#!lua
+/** What a call answers. */
+export interface WriteReply {
+  /** Entries appended, or {@link MARK_MISMATCH} / {@link MARK_MALFORMED} (nothing written). */
+  readonly written: number
+  /** Entries skipped as at or below the mark (exactly-once). */
+  readonly skipped: number
+  /** Id of the last entry appended ("" when none); in `check` mode, the id the mark names. */
+  readonly lastId: string
+  /** The position part of the mark after the call ("" when none), or the raw value when it is malformed. */
+  readonly mark: string
+}
+
+const SOURCE = `#!lua
 local stream, marks = KEYS[1], KEYS[2]
 local field, trim, op, threshold = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local expected, skip, width, mode = ARGV[5], ARGV[6] == "1", tonumber(ARGV[7]), ARGV[8]
@@ -139,9 +177,23 @@ end
 return { written, skipped, lastId, mark or "" }
 `
 
-export interface Script {
-  readonly source: string
-  readonly sha: string
-}
-
-export const write: Script = { source: SOURCE, sha: createHash("sha1").update(SOURCE).digest("hex") }
+/**
+ * The write script as a typed descriptor.
+ *
+ * @since 0.1.0
+ * @category scripts
+ */
+export const write: Script.Script<[call: WriteCall], WriteReply> = Script.make({
+  name: "sink write",
+  source: SOURCE,
+  keys: (call: WriteCall) => [call.stream, call.markKey],
+  args: (call: WriteCall) => {
+    const args = headerArgs(call.header)
+    for (const value of call.entries) args.push(value)
+    return args
+  },
+  parse: (reply): WriteReply => {
+    const r = reply as ReadonlyArray<unknown>
+    return { written: Number(r[0]), skipped: Number(r[1]), lastId: String(r[2] ?? ""), mark: String(r[3] ?? "") }
+  }
+})

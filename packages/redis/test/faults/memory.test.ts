@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { Effect, Exit } from "effect"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
+import * as ConfigError from "@redflow/core/ConfigError"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import { entryIds, start, unique, waitFor, withClient } from "../../../cli/test/support.ts"
 
@@ -138,7 +139,7 @@ describe("memory is bounded by bytes (a redflow produce child, RSS from /proc)",
     })
   }, 360_000)
 
-  it("batch.maxBufferedBytes: defaults to 8 x batch.maxBytes; below batch.maxBytes it is a SinkConfigError naming both", async () => {
+  it("batch.maxBufferedBytes: defaults to 8 x batch.maxBytes; below batch.maxBytes it is a ConfigError naming both", async () => {
     const config = await Effect.runPromise(RedisStreamSink.validate({ stream: "s", batch: { maxBytes: 1_000_000 } }))
     expect(config.maxBufferedBytes).toBe(8_000_000)
     const exit = await Effect.runPromiseExit(
@@ -146,11 +147,12 @@ describe("memory is bounded by bytes (a redflow produce child, RSS from /proc)",
     )
     expect(exit).toStrictEqual(
       Exit.fail(
-        new RedisStreamSink.SinkConfigError({
-          field: "batch.maxBufferedBytes",
-          message:
-            "batch.maxBufferedBytes (999999) must be at least batch.maxBytes (1000000), or no full batch could be held; raise it or lower batch.maxBytes"
-        })
+        ConfigError.make(
+          "RedisStreamSink",
+          ["batch", "maxBufferedBytes"],
+          "must be at least batch.maxBytes (1000000), got 999999: no full batch could be held",
+          "raise it or lower batch.maxBytes"
+        )
       )
     )
   })

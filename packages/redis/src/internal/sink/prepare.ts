@@ -1,0 +1,160 @@
+/**
+ * Preparing entries: each event routed to its stream, given its key and encoded, on the producing fiber while the
+ * previous batch is being written. An event that cannot be routed, keyed or encoded, or is too large for any batch,
+ * becomes an entry of the dead-letter stream that carries the reason: bad data never stops the sink.
+ */
+import * as Result from "effect/Result"
+import type * as CdcEvent from "@redflow/core/CdcEvent"
+import * as Position from "@redflow/core/Position"
+import { highWaterKey } from "../highWater.ts"
+import type { SinkSettings } from "./options.ts"
+
+/** One event, ready to be written. */
+export interface Entry {
+  readonly stream: string
+  /** The stream's high-water key (same hash slot). */
+  readonly markKey: string
+  readonly position: Position.Position
+  /**
+   * The script's per-entry arguments (position, id, op, table, key, event, error; see `internal/scripts.ts`).
+   * Emptied once copied into a write's call, so the encoded event is not held longer than the write needs it.
+   */
+  readonly args: Array<string>
+  readonly bytes: number
+  readonly deadLetter: boolean
+  readonly arrivedAt: number
+}
+
+/**
+ * An entry made by a constructor, with its arguments in an array filled by index, rather than from object and array
+ * literals: V8 pretenures a literal's allocation site once its objects live long (entries wait in the queue), and the
+ * encoded events they reference then outlive the young generation too (bench/RESULTS.md). Entries made this way die
+ * young.
+ */
+class EntryImpl implements Entry {
+  readonly stream: string
+  readonly markKey: string
+  readonly position: Position.Position
+  readonly args: Array<string>
+  readonly bytes: number
+  readonly deadLetter: boolean
+  readonly arrivedAt: number
+  constructor(
+    stream: string,
+    markKey: string,
+    position: Position.Position,
+    args: Array<string>,
+    bytes: number,
+    deadLetter: boolean,
+    arrivedAt: number
+  ) {
+    this.stream = stream
+    this.markKey = markKey
+    this.position = position
+    this.args = args
+    this.bytes = bytes
+    this.deadLetter = deadLetter
+    this.arrivedAt = arrivedAt
+  }
+}
+
+/** What an entry costs besides its event and key: its other fields (position, id, op, table) and their framing. */
+export const ENTRY_OVERHEAD = 64
+
+/** Turns events into entries, in order; `now` is the arrival time. */
+export type Prepare = (event: CdcEvent.CdcEvent, now: number) => Entry
+
+/** A preparer for one sink: it remembers the previous position (exactly-once needs increasing positions). */
+export const make = (settings: SinkSettings): Prepare => {
+  let previous: Position.Position | undefined
+  // Stream names repeat: find each one's high-water key once.
+  const markKeys = new Map<string, string | undefined>()
+  const markKeyOf = (stream: string) => {
+    if (markKeys.has(stream)) return markKeys.get(stream)
+    const key = highWaterKey(stream)
+    markKeys.set(stream, key)
+    return key
+  }
+  const deadLetterMarkKey = highWaterKey(settings.deadLetterStream)!
+
+  const deadLetter = (event: CdcEvent.CdcEvent, why: string, encoded: string | undefined, now: number): Entry => {
+    let reason = why
+    let body = encoded
+    if (body === undefined) {
+      try {
+        body = JSON.stringify(event)
+      } catch {
+        body = JSON.stringify({ id: event.id, position: event.position })
+      }
+    }
+    // A dead-letter entry must fit a batch too: an event too large to write is named, not copied.
+    if (body.length + reason.length + ENTRY_OVERHEAD > settings.maxBytes) {
+      reason = `${reason} (body left out: ${body.length} bytes)`
+      body = JSON.stringify({ id: event.id, position: event.position, op: event.op, table: event.source.table })
+    }
+    const args = [event.position, event.id, event.op, event.source.table, "", body, reason]
+    const bytes = body.length + reason.length + ENTRY_OVERHEAD
+    return new EntryImpl(settings.deadLetterStream, deadLetterMarkKey, event.position, args, bytes, true, now)
+  }
+
+  return (event, now) => {
+    if (
+      settings.guarantee === "exactly-once" &&
+      previous !== undefined &&
+      !Position.isAfter(event.position, previous)
+    ) {
+      return deadLetter(
+        event,
+        `position ${event.position} is not after the previous event's ${previous}; exactly-once needs increasing positions`,
+        undefined,
+        now
+      )
+    }
+    previous = event.position
+    let encoded: string
+    try {
+      encoded = settings.envelope.encode(event)
+    } catch (e) {
+      return deadLetter(event, `cannot encode the event: ${(e as Error)?.message ?? e}`, undefined, now)
+    }
+    const routed = settings.route.render(event)
+    if (Result.isFailure(routed)) return deadLetter(event, routed.failure.message, encoded, now)
+    const stream = routed.success
+    let key = ""
+    // An event without a row image (a truncate) has no key to give: it is written without one. A row whose key
+    // cannot be resolved is a routing problem and goes to the dead-letter stream.
+    if (settings.key !== undefined && (event.after !== null || event.before !== null)) {
+      const k = settings.key.render(event)
+      if (Result.isFailure(k)) return deadLetter(event, k.failure.message, encoded, now)
+      key = k.success
+    }
+    const markKey = markKeyOf(stream)
+    if (markKey === undefined) {
+      return deadLetter(
+        event,
+        `stream name "${stream}" has "}" without a hash tag; the sink cannot place its high-water mark in the stream's slot`,
+        encoded,
+        now
+      )
+    }
+    const bytes = encoded.length + key.length + ENTRY_OVERHEAD
+    if (bytes > settings.maxBytes) {
+      return deadLetter(
+        event,
+        `event is ${bytes} bytes encoded, more than batch.maxBytes (${settings.maxBytes}): no batch can carry it to ` +
+          `stream "${stream}"; raise batch.maxBytes (and batch.maxBufferedBytes) or make the event smaller`,
+        encoded,
+        now
+      )
+    }
+    const args = new Array<string>(7)
+    args[0] = event.position
+    args[1] = event.id
+    args[2] = event.op
+    args[3] = event.source.table
+    args[4] = key
+    args[5] = encoded
+    args[6] = ""
+    return new EntryImpl(stream, markKey, event.position, args, bytes, false, now)
+  }
+}
