@@ -8,9 +8,10 @@ import * as Schema from "effect/Schema"
 import type { PostgresValueError } from "./internal/Values.ts"
 
 /**
- * The source cannot run with this configuration or this server's settings: a bad option, `wal_level` not `logical`,
- * a table that does not exist, a published table without a replica identity, a publication or slot that does not
- * fit. Found at start, before anything is read. The CLI exits 2.
+ * The source cannot run with this server's settings or objects: `wal_level` not `logical`, a table that does not
+ * exist, a published table without a replica identity, a publication or slot that does not fit, a database that does
+ * not exist. Found at start, before anything is read; it names the server and the fix. The CLI exits 2. (An option
+ * that is simply malformed, found before connecting, is a `ConfigError` with component `PostgresSource`.)
  */
 export class PostgresConfigError extends Schema.TaggedError<PostgresConfigError>()("PostgresConfigError", {
   /** The option or server setting at fault, e.g. `tables`, `wal_level`, `slot`. */

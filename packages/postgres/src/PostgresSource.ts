@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as CdcEvent from "@redflow/core/CdcEvent"
+import * as ConfigError from "@redflow/core/ConfigError"
 import type * as Position from "@redflow/core/Position"
 import type * as Source from "@redflow/core/Source"
 import * as Arr from "effect/Array"
@@ -18,6 +19,9 @@ import * as Option from "effect/Option"
 import type * as Pull from "effect/Pull"
 import type * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
+import * as SchemaTransformation from "effect/SchemaTransformation"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Pgoutput from "./internal/Pgoutput.ts"
@@ -101,61 +105,103 @@ interface Config {
   readonly db: string
 }
 
-const configError = (field: string, reason: string, fix: string) => new PostgresConfigError({ field, reason, fix })
+/** The component named by the source's configuration errors. */
+const COMPONENT = "PostgresSource"
 
-const validate = (options: Options): Effect.Effect<Config, PostgresConfigError> =>
-  Effect.gen(function* () {
-    let parsed: URL
-    try {
-      parsed = new URL(options.url)
-    } catch {
-      return yield* configError("url", "not a URL", "give postgres://user@host:5432/database")
-    }
-    if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {
-      return yield* configError(
-        "url",
-        `the scheme is ${JSON.stringify(parsed.protocol)}`,
-        "give postgres://user@host:5432/database"
-      )
-    }
-    const db = decodeURIComponent(parsed.pathname.replace(/^\//, ""))
-    if (db === "") return yield* configError("url", "names no database", "end it with /database")
-    if (options.tables.length === 0) {
-      return yield* configError("tables", "no table given", "name at least one table, e.g. public.orders")
-    }
-    const positive = (field: string, value: number | undefined, fallback: number) =>
-      value === undefined
-        ? Effect.succeed(fallback)
-        : Number.isSafeInteger(value) && value > 0
-          ? Effect.succeed(value)
-          : Effect.fail(configError(field, `must be a positive integer, got ${value}`, `give a whole number above 0`))
-    const retryFor = Option.getOrUndefined(Duration.fromInput(options.retryFor ?? defaults.retryFor))
-    if (retryFor === undefined) {
-      return yield* configError("retryFor", `not a duration: ${String(options.retryFor)}`, `give e.g. "5 minutes"`)
-    }
-    const snapshot = options.snapshot ?? defaults.snapshot
-    if (snapshot !== "initial" && snapshot !== "never") {
-      return yield* configError("snapshot", `expected "initial" or "never", got ${JSON.stringify(snapshot)}`, "")
-    }
+const URL_FORM = "give postgres://user@host:5432/database"
+
+/** What is wrong with a connection URL, or `undefined` when it can work. */
+const urlProblem = (url: string): string | undefined => {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return `not a URL; ${URL_FORM}`
+  }
+  if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {
+    return `the scheme is ${JSON.stringify(parsed.protocol)}; ${URL_FORM}`
+  }
+  if (parsed.pathname.replace(/^\//, "") === "") return "names no database; end it with /database"
+  return undefined
+}
+
+const PositiveInt = Schema.Number.check(
+  Schema.makeFilter(
+    (n: number) =>
+      (Number.isSafeInteger(n) && n > 0) || `must be a positive integer, got ${n}; give a whole number above 0`
+  )
+)
+
+const Name = Schema.String.check(Schema.makeFilter((s: string) => s !== "" || "must be a non-empty string"))
+
+const RetryFor = Schema.Unknown.pipe(
+  Schema.decodeTo(
+    Schema.Duration,
+    SchemaTransformation.transformEffect<Duration.Duration, unknown>({
+      decode: (input) => {
+        let d: Option.Option<Duration.Duration>
+        try {
+          d = Duration.fromInput(input as Duration.Input)
+        } catch {
+          d = Option.none()
+        }
+        return Option.isSome(d)
+          ? Effect.succeed(d.value)
+          : Effect.fail(
+              new SchemaIssue.InvalidValue({ message: `not a duration: ${String(input)}; give e.g. "5 minutes"` })
+            )
+      },
+      encode: (d) => Effect.succeed(d)
+    })
+  )
+)
+
+/**
+ * The source's options as a Schema: what each accepts. An option that is simply malformed fails with a `ConfigError`
+ * (component `PostgresSource`); what only the server can tell (a table that does not exist, `wal_level`) is a
+ * {@link PostgresConfigError} later, naming the server and the fix.
+ */
+const OptionsSchema = Schema.Struct({
+  url: Schema.String.check(Schema.makeFilter((url: string) => urlProblem(url) ?? true)),
+  password: Schema.optional(Schema.Redacted(Schema.String)),
+  tables: Schema.Array(Schema.String).check(
+    Schema.makeFilter(
+      (tables: ReadonlyArray<string>) =>
+        tables.length > 0 || "no table given; name at least one table, e.g. public.orders"
+    )
+  ),
+  name: Schema.optional(Name),
+  slot: Schema.optional(Name),
+  publication: Schema.optional(Name),
+  snapshot: Schema.optional(
+    Schema.Literals(["initial", "never"]).annotate({ message: `expected "initial" or "never"` })
+  ),
+  snapshotChunkRows: Schema.optional(PositiveInt),
+  maxRetainedWalBytes: Schema.optional(PositiveInt),
+  retryFor: Schema.optional(RetryFor),
+  highWater: Schema.optional(PositiveInt)
+})
+
+const decodeOptions = ConfigError.decoder(COMPONENT, OptionsSchema)
+
+const validate = (options: Options): Effect.Effect<Config, ConfigError.ConfigError> =>
+  Effect.map(decodeOptions(options), (decoded) => {
+    const parsed = new URL(decoded.url)
     return {
-      url: options.url,
-      password: options.password,
-      tables: options.tables,
-      name: options.name ?? defaults.name,
-      slot: options.slot ?? defaults.slot,
-      publication: options.publication ?? defaults.publication,
-      snapshot,
-      snapshotChunkRows: yield* positive("snapshotChunkRows", options.snapshotChunkRows, defaults.snapshotChunkRows),
-      maxRetainedWalBytes: yield* positive(
-        "maxRetainedWalBytes",
-        options.maxRetainedWalBytes,
-        defaults.maxRetainedWalBytes
-      ),
-      retryFor,
-      highWater: yield* positive("highWater", options.highWater, defaults.highWater),
-      server: Session.serverOf(options.url),
+      url: decoded.url,
+      password: decoded.password,
+      tables: decoded.tables,
+      name: decoded.name ?? defaults.name,
+      slot: decoded.slot ?? defaults.slot,
+      publication: decoded.publication ?? defaults.publication,
+      snapshot: decoded.snapshot ?? defaults.snapshot,
+      snapshotChunkRows: decoded.snapshotChunkRows ?? defaults.snapshotChunkRows,
+      maxRetainedWalBytes: decoded.maxRetainedWalBytes ?? defaults.maxRetainedWalBytes,
+      retryFor: decoded.retryFor ?? Duration.fromInputUnsafe(defaults.retryFor),
+      highWater: decoded.highWater ?? defaults.highWater,
+      server: Session.serverOf(decoded.url),
       user: decodeURIComponent(parsed.username) || process.env.PGUSER || "postgres",
-      db
+      db: decodeURIComponent(parsed.pathname.replace(/^\//, ""))
     }
   })
 
@@ -196,7 +242,8 @@ const isAtOrBefore = (a: Position.Position, b: Position.Position | undefined) =>
 /**
  * Checks the server, the role, the tables, the publication and the slot (creating the publication when absent),
  * and returns the source. Nothing is read until `stream` runs; each failure is a typed {@link PostgresError} that
- * names what to do.
+ * names what to do. Options that cannot work fail first, before anything connects, with the `ConfigError`
+ * (component `PostgresSource`) whose path names the option.
  *
  * @example
  * ```ts
@@ -208,7 +255,9 @@ const isAtOrBefore = (a: Position.Position, b: Position.Position | undefined) =>
  * )
  * ```
  */
-export const make = (options: Options): Effect.Effect<PostgresSource, PostgresError, Scope.Scope> =>
+export const make = (
+  options: Options
+): Effect.Effect<PostgresSource, PostgresError | ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function* () {
     const config = yield* validate(options)
     const connect = { url: config.url, password: config.password, applicationName: `redflow ${config.name}` }

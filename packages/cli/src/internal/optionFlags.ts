@@ -30,6 +30,14 @@ const FLAG_OF_OPTION: Readonly<Record<string, Readonly<Record<string, string>>>>
     "batch.maxEvents": "batch-size",
     "trim.maxLen": "maxlen"
   },
+  PostgresSource: {
+    url: "source",
+    tables: "tables",
+    slot: "slot",
+    publication: "publication",
+    snapshot: "snapshot"
+  },
+  RedisCheckpointStore: { key: "checkpoint" },
   SyntheticSource: {
     count: "events",
     ratePerSecond: "rate",
