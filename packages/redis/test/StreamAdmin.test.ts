@@ -4,6 +4,7 @@ import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as RedisConnection from "../src/RedisConnection.ts"
 import * as RedisStreamSink from "../src/RedisStreamSink.ts"
+import * as Replies from "../src/internal/replies.ts"
 import * as StreamAdmin from "../src/StreamAdmin.ts"
 import { sinkLayers, uniquePrefix, withClient } from "./support.ts"
 
@@ -34,20 +35,20 @@ describe("reply parsers accept RESP2 shapes and the RESP3 legacy mapping alike",
         ]
       }
     ]
-    expect(StreamAdmin.parseRead([["s", entries]])).toEqual(expected)
-    expect(StreamAdmin.parseRead(["s", entries])).toEqual(expected)
-    expect(StreamAdmin.parseRead(new Map([["s", entries]]))).toEqual(expected)
-    expect(StreamAdmin.parseRead(null)).toEqual([])
+    expect(Replies.parseRead([["s", entries]])).toEqual(expected)
+    expect(Replies.parseRead(["s", entries])).toEqual(expected)
+    expect(Replies.parseRead(new Map([["s", entries]]))).toEqual(expected)
+    expect(Replies.parseRead(null)).toEqual([])
   })
 
   it("XAUTOCLAIM: Redis 7 reports deleted ids in a third element, Redis 6.2 as null entries", () => {
-    expect(StreamAdmin.parseAutoClaim(["0-0", [["1-0", ["a", "1"]]], ["1-1"]])).toEqual({
+    expect(Replies.parseAutoClaim(["0-0", [["1-0", ["a", "1"]]], ["1-1"]])).toEqual({
       next: "0-0",
       entries: [{ id: "1-0", fields: { a: "1" } }],
       deleted: ["1-1"]
     })
     expect(
-      StreamAdmin.parseAutoClaim([
+      Replies.parseAutoClaim([
         "2-0",
         [
           ["1-0", ["a", "1"]],
@@ -62,8 +63,8 @@ describe("reply parsers accept RESP2 shapes and the RESP3 legacy mapping alike",
   })
 
   it("an unknown shape is an error naming the command, not a wrong value", () => {
-    expect(() => StreamAdmin.parsePendingSummary("OK")).toThrow(/unexpected XPENDING reply/)
-    expect(() => StreamAdmin.parseGroups([["name", "g"]])).toThrow(/unexpected XINFO GROUPS reply/)
+    expect(() => Replies.parsePendingSummary("OK")).toThrow(/unexpected XPENDING reply/)
+    expect(() => Replies.parseGroups([["name", "g"]])).toThrow(/unexpected XINFO GROUPS reply/)
   })
 })
 
