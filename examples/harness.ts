@@ -51,7 +51,8 @@ import * as Source from "@redflow/core/Source"
 import type { PostgresError } from "@redflow/postgres/PostgresError"
 import * as PostgresSource from "@redflow/postgres/PostgresSource"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
-import type { RedisConfigError, RedisError } from "@redflow/redis/RedisError"
+import type { RedisError } from "@redflow/redis/RedisError"
+import type { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as PostgresTestServer from "@redflow/testing/PostgresTestServer"
 import { redisServer, report } from "./shared.ts"
@@ -218,7 +219,7 @@ export interface Example {
 }
 
 /** Why the background pipeline stopped. */
-export type PipelineError = PostgresError | RedisStreamSink.SinkError | RedisError | RedisConfigError | PipelineStopped
+export type PipelineError = PostgresError | RedisStreamSink.SinkError | RedisError | ConfigError | PipelineStopped
 
 const ident = (name: string) => `"${name.replace(/"/g, '""')}"`
 

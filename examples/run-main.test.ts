@@ -101,7 +101,7 @@ for (const example of examples) {
         expect(result.code).toBe(1)
         expect(lines(result.stderr)).toEqual([
           expect.stringMatching(
-            /^RedisConfigError: REDIS_URL: Invalid Redis URL: cannot read host "nohost:notaport" \(expected redis:\/\/.*\)$/
+            /^ConfigError: the example option REDIS_URL: Invalid Redis URL: cannot read host "nohost:notaport" \(expected redis:\/\/.*\)$/
           )
         ])
       }),

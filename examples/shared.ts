@@ -10,7 +10,7 @@ import type { CdcEvent } from "@redflow/core/CdcEvent"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
-import { RedisConfigError } from "@redflow/redis/RedisError"
+import * as ConfigError from "@redflow/core/ConfigError"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
@@ -40,15 +40,15 @@ export const publishSynthetic = (
 
 /**
  * The server an example runs against: `REDIS_URL` when set, checked before anything connects (a malformed one is a
- * `RedisConfigError` naming the variable; any URL form works, Sentinel and Cluster included), else a `redis-server`
+ * `ConfigError` naming the variable; any URL form works, Sentinel and Cluster included), else a `redis-server`
  * spawned for the run (stopped at the end), else a container.
  */
 export const redisServer = Effect.gen(function* () {
   const env = yield* Config.option(Config.Redacted("REDIS_URL"))
   if (Option.isSome(env) && Redacted.value(env.value).trim() !== "") {
     const parsed = RedisUrl.parse(env.value)
-    if (parsed instanceof RedisConfigError) {
-      return yield* new RedisConfigError({ field: "REDIS_URL", message: `REDIS_URL: ${parsed.message}` })
+    if (parsed instanceof ConfigError.ConfigError) {
+      return yield* ConfigError.make("the example", ["REDIS_URL"], parsed.reason, parsed.fix)
     }
     return { url: Redacted.value(env.value), label: `${RedisUrl.describe(parsed)} (REDIS_URL)` }
   }
@@ -59,7 +59,7 @@ export const redisServer = Effect.gen(function* () {
   }
 })
 
-/** A failure as one line (`RedisConfigError: REDIS_URL: Invalid Redis URL: …`), without the stack. */
+/** A failure as one line (`ConfigError: the example option REDIS_URL: Invalid Redis URL: …`), without the stack. */
 const oneLine = (error: unknown): string => {
   if (typeof error !== "object" || error === null) return String(error)
   const tag = "_tag" in error && typeof error._tag === "string" ? error._tag : error.constructor.name

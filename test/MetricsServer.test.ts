@@ -11,6 +11,7 @@ import { Context, Effect, Exit, Fiber, Layer, Schedule, Scope, Stream } from "ef
 import * as RedisConnection from "@redflow/redis/RedisConnection"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import * as ConfigError from "@redflow/core/ConfigError"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as MetricsServer from "@redflow/core/MetricsServer"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
@@ -163,7 +164,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("MetricsServer aga
       expect(body.components[pipeline].state).toBe("running")
 
       const failing = yield* PipelineHealth.track(`${pipeline}-2`)(
-        Effect.fail(new RedisStreamSink.SinkConfigError({ field: "stream", message: "stream is required" }))
+        Effect.fail(ConfigError.make("RedisStreamSink", ["stream"], "stream is required"))
       ).pipe(Effect.exit)
       expect(Exit.isFailure(failing)).toBe(true)
       const failed = yield* get(`${server.url}/health`)
@@ -172,7 +173,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("MetricsServer aga
       expect(failedBody.status).toBe("failed")
       expect(failedBody.components[`${pipeline}-2`]).toMatchObject({
         state: "failed",
-        lastError: "SinkConfigError: stream is required"
+        lastError: "ConfigError: RedisStreamSink option stream: stream is required"
       })
       expect((yield* get(`${server.url}/ready`)).status).toBe(503)
     }).pipe(Effect.provide(appLayerFromServer()))
