@@ -155,11 +155,20 @@ export interface Options {
 export type SinkError = RedisError | CheckpointError | ConfigError | HighWaterMarkError
 
 /**
- * Checks options as the sink does before it writes anything, and answers the resolved settings. For callers that
- * check a configuration up front (the CLI); it is not part of the public contract and will move to an internal
- * module.
+ * Checks sink options without connecting to Redis: fails with the `ConfigError` (component `RedisStreamSink`,
+ * `path` the option's) that {@link make} and {@link deliver} would fail with, for a command line that reports bad
+ * flags before connecting.
  *
- * @internal
+ * @since 0.1.0
+ * @category options
+ */
+export const validateOptions = (options: Options): Effect.Effect<void, ConfigError> =>
+  Effect.asVoid(SinkOptions.decode(options))
+
+/**
+ * Checks options as {@link validateOptions} does and answers the settings the sink would run with.
+ *
+ * @deprecated use {@link validateOptions}; the settings are internal and will not stay public.
  * @since 0.1.0
  * @category options
  */

@@ -2,12 +2,9 @@
  * Commands whose arguments are let go of as soon as they are answered.
  *
  * ioredis keeps a command object reachable for a while after it has settled, and the command holds the arguments it
- * was sent with. For the sink, those arguments are a whole write's encoded events, so every event outlived V8's
- * young-generation collections, was promoted, and was freed only by a full collection. At 10,000 events/s that put
- * about 20 MB/s into the old generation and grew the young generation to its maximum: the process sat at 320 MB.
- * Emptying the arguments once the reply is in lets the events die young: 1.3 MB survives a young collection instead
- * of 9 MB, and the process sits at 250 MB (measured with `bench/experiments/mem-probe.ts`; bench/RESULTS.md, "What the
- * outage RSS is made of", also covers the runs where V8's allocation-site pretenuring still keeps them).
+ * was sent with: for the sink, a whole write's encoded events, which then outlive V8's young-generation collections
+ * and are promoted to the old generation. Emptying the arguments once the reply is in lets them die young
+ * (bench/RESULTS.md, "What the outage RSS is made of", has the measurements).
  */
 import { Command } from "ioredis"
 import type { Client } from "../RedisConnection.ts"

@@ -44,10 +44,14 @@ export const make = <Params extends ReadonlyArray<unknown>, A>(options: {
 
 const isNoScript = (error: RedisError) => error._tag === "RedisCommandError" && error.code === "NOSCRIPT"
 
-/** `KEYS` count, keys and `ARGV` of a call, after the SHA or the source. */
-const tail = <Params extends ReadonlyArray<unknown>>(script: Script<Params, unknown>, params: Params): Array<Arg> => {
+/** `head` (the SHA or the source), then the `KEYS` count, the keys and `ARGV` of a call. */
+const commandArgs = <Params extends ReadonlyArray<unknown>>(
+  head: string,
+  script: Script<Params, unknown>,
+  params: Params
+): Array<Arg> => {
   const keys = script.keys(...params)
-  const out: Array<Arg> = [keys.length]
+  const out: Array<Arg> = [head, keys.length]
   for (const k of keys) out.push(k)
   for (const a of script.args(...params)) out.push(a)
   return out
@@ -64,7 +68,7 @@ const tail = <Params extends ReadonlyArray<unknown>>(script: Script<Params, unkn
 export const evalsha = <Params extends ReadonlyArray<unknown>>(
   script: Script<Params, unknown>,
   ...params: Params
-): Command => Commands.make("evalsha", [script.sha, ...tail(script, params)])
+): Command => Commands.make("evalsha", commandArgs(script.sha, script, params))
 
 /** Whether a raw reply error says the server does not have the script cached. */
 export const isNoScriptReply = (error: unknown): boolean => error instanceof Error && /^NOSCRIPT\b/.test(error.message)
@@ -80,7 +84,7 @@ export const mendNoScript = async <Params extends ReadonlyArray<unknown>>(
   ...params: Params
 ): Promise<Commands.Reply> => {
   if (!isNoScriptReply(reply[0])) return reply
-  return Commands.send(client, Commands.make("eval", [script.source, ...tail(script, params)])).then(
+  return Commands.send(client, Commands.make("eval", commandArgs(script.source, script, params))).then(
     (r): Commands.Reply => [null, r],
     (e: Error): Commands.Reply => [e, null]
   )
@@ -91,9 +95,10 @@ export const run = <Params extends ReadonlyArray<unknown>, A>(
   script: Script<Params, A>,
   ...params: Params
 ): Effect.Effect<A, RedisError, RedisConnection> => {
-  const rest = tail(script, params)
   const key = script.keys(...params)[0] ?? script.name
-  return StreamAdmin.command("EVALSHA", key, [script.sha, ...rest], script.parse).pipe(
-    Effect.catchIf(isNoScript, () => StreamAdmin.command("EVAL", key, [script.source, ...rest], script.parse))
+  return StreamAdmin.command("EVALSHA", key, commandArgs(script.sha, script, params), script.parse).pipe(
+    Effect.catchIf(isNoScript, () =>
+      StreamAdmin.command("EVAL", key, commandArgs(script.source, script, params), script.parse)
+    )
   )
 }

@@ -95,7 +95,10 @@ export const send = (
     let redirected = false
     for (let i = 0; i < calls.length; i++) {
       const call = calls[i]!
-      const [err, reply] = await Script.mendNoScript(client, Scripts.write, results[i] ?? NO_REPLY(), call)
+      const raw = results[i] ?? NO_REPLY()
+      const [err, reply] = Script.isNoScriptReply(raw[0])
+        ? await Script.mendNoScript(client, Scripts.write, raw, call)
+        : raw
       if (err) {
         const error = withKeys(classify(err, { command: "EVALSHA", key: call.stream }), call)
         if (error._tag === "RedisClusterRedirect") redirected = true
