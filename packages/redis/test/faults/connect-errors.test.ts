@@ -41,13 +41,13 @@ const keysIn = (url: string, db: number) =>
   })
 
 describe("a database index the server does not have", () => {
-  it.live("fails the layer with a RedisConfigError naming the database and the fix, and writes nothing", () =>
+  it.live("fails the layer with a ConfigError naming the database and the fix, and writes nothing", () =>
     Effect.gen(function* () {
       const server = yield* spawned()
       const url = `${server.url}/20`
       const error = yield* RedisConnection.make({ url }).pipe(Effect.flip)
-      expect(error._tag).toBe("RedisConfigError")
-      expect(error).toMatchObject({ field: "url" })
+      expect(error._tag).toBe("ConfigError")
+      expect(error).toMatchObject({ path: ["url"] })
       expect(error.message).toContain(`database 20`)
       expect(error.message).toContain(`127.0.0.1:${server.port}`)
       expect(error.message).toContain("ERR DB index is out of range")
