@@ -99,7 +99,7 @@ describe("PipelineLease", () => {
 ${PipelineLease.fenceCheck({ fenceKey: "KEYS[2]", token: "ARGV[1]" })}
 return redis.call('XADD', KEYS[1], '*', 'event', ARGV[2])
 `,
-        keys: (token: number, _event: string) => [stream, PipelineLease.fenceKey(pipeline)],
+        keys: (_token: number, _event: string) => [stream, PipelineLease.fenceKey(pipeline)],
         args: (token: number, event: string) => [token, event],
         parse: String
       })
