@@ -6,7 +6,6 @@
  * `["stream", "tables", "orders"]`).
  */
 import * as Effect from "effect/Effect"
-import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as ConfigError from "@redflow/core/ConfigError"
 import * as Envelope from "@redflow/core/Envelope"
@@ -143,26 +142,12 @@ const routePath = (root: Path, route: string | undefined): Path => {
   return [...root, route]
 }
 
+/** A routing template's rejection, as a `ConfigError` at the template's path. */
 const compileRouting = <A>(
   root: Path,
-  compile: () => Result.Result<A, Routing.RoutingConfigError>
-): Effect.Effect<A, ConfigError.ConfigError> => {
-  const result = compile()
-  return Result.isSuccess(result)
-    ? Effect.succeed(result.success)
-    : fail(routePath(root, result.failure.route), result.failure.message)
-}
-
-const tryCompile =
-  <I, A>(f: (input: I) => A) =>
-  (input: I): Result.Result<A, Routing.RoutingConfigError> => {
-    try {
-      return Result.succeed(f(input))
-    } catch (e) {
-      if (e instanceof Routing.RoutingConfigError) return Result.fail(e)
-      throw e
-    }
-  }
+  compiled: Effect.Effect<A, Routing.RoutingConfigError>
+): Effect.Effect<A, ConfigError.ConfigError> =>
+  Effect.mapError(compiled, (e) => ConfigError.make(COMPONENT, routePath(root, e.route), e.message))
 
 /** The stream names a router gives whatever the event: its constant templates. */
 const constantStreams = (route: Routing.Router): Array<string> =>
@@ -183,7 +168,7 @@ const resolve = (
   policies: Partial<FailurePolicy.FailurePolicies>
 ): Effect.Effect<SinkSettings, ConfigError.ConfigError> =>
   Effect.gen(function* () {
-    const route = yield* compileRouting(["stream"], () => tryCompile(Routing.makeSync)(options.stream))
+    const route = yield* compileRouting(["stream"], Routing.make(options.stream))
     // A constant name that no high-water key can share a slot with would dead-letter every event at run time.
     const templates: Array<readonly [Path, Routing.Template]> = [
       [typeof options.stream === "string" ? ["stream"] : ["stream", "default"], route.default],
@@ -199,10 +184,7 @@ const resolve = (
         )
       }
     }
-    const key =
-      options.key === undefined
-        ? undefined
-        : yield* compileRouting(["key"], () => tryCompile(Routing.compileSync)(options.key!))
+    const key = options.key === undefined ? undefined : yield* compileRouting(["key"], Routing.compile(options.key))
 
     const batch = options.batch ?? {}
     const maxBytes = batch.maxBytes ?? defaults.maxBytes
