@@ -12,6 +12,8 @@ import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
+import * as TraceContext from "@redflow/core/TraceContext"
 import * as Idempotency from "../../Idempotency.ts"
 import type { RedisError } from "../../RedisError.ts"
 import type { Message, RunOptions } from "../../RedisStreamConsumer.ts"
@@ -102,12 +104,40 @@ const handlerEffect = <E, R>(options: RunOptions<E, R>, message: Message): Effec
   }
 }
 
+/**
+ * The handler in a span `redflow.consume.handle` whose parent is the entry's `traceparent` (the producer's span, so
+ * the trace continues across Redis), else the caller's span. Under Effect's native tracer (no exporter installed:
+ * tracing off) there is no span at all, so tracing off costs one comparison per message.
+ */
+const traced = <A, E, R>(
+  tracer: Tracer.Tracer,
+  message: Message,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> => {
+  if (tracer === Tracer.nativeTracer) return effect
+  return Effect.flatMap(TraceContext.fromTraceparent(message.fields[TraceContext.FIELD]), (parent) =>
+    Effect.withSpan(effect, "redflow.consume.handle", {
+      kind: "consumer",
+      attributes: {
+        "messaging.system": "redis",
+        "redflow.stream": message.stream,
+        "redflow.group": message.group,
+        "redflow.consumer": message.consumer,
+        "redflow.entry.id": message.id,
+        "redflow.deliveries": message.deliveries
+      },
+      ...(Option.isSome(parent) ? { parent: parent.value } : {})
+    })
+  )
+}
+
 /** Handles a message at most once per event id, by the idempotency store. */
 const handleOnce = <E, R>(
   workers: Workers,
   options: RunOptions<E, R>,
   store: Idempotency.IdempotencyStore,
-  message: Message
+  message: Message,
+  tracer: Tracer.Tracer
 ) =>
   Effect.gen(function* () {
     const ledger = workers.reader.ledger
@@ -129,7 +159,11 @@ const handleOnce = <E, R>(
         store,
         message.event.id,
         token,
-        Effect.suspend(() => options.handler(message.event, message))
+        traced(
+          tracer,
+          message,
+          Effect.suspend(() => options.handler(message.event, message))
+        )
       ).pipe(Effect.onInterrupt(() => release))
     )
     if (Exit.isSuccess(exit)) {
@@ -160,6 +194,7 @@ const handleOnce = <E, R>(
 const workLoop = <E, R>(workers: Workers, options: RunOptions<E, R>, take: Take) => {
   const idempotency = options.idempotency
   return Effect.gen(function* () {
+    const tracer = yield* Tracer.Tracer
     for (;;) {
       const chunk = yield* take
       for (const message of chunk) {
@@ -168,10 +203,10 @@ const workLoop = <E, R>(workers: Workers, options: RunOptions<E, R>, take: Take)
         workers.handed++
         workers.running++
         if (idempotency !== undefined) {
-          yield* handleOnce(workers, options, idempotency, message)
+          yield* handleOnce(workers, options, idempotency, message, tracer)
         } else {
           // The common case, inline: no effect per message but the handler's and its exit.
-          const exit = yield* Effect.exit(handlerEffect(options, message))
+          const exit = yield* Effect.exit(traced(tracer, message, handlerEffect(options, message)))
           if (Exit.isFailure(exit)) yield* handlerFailed(message, exit.cause)
           else if (workers.batched) queueAck(workers, message)
           else yield* acknowledge(workers, message)
