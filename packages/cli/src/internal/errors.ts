@@ -71,14 +71,7 @@ export const EXIT_USAGE = 2
 export const EXIT_AUTH = 3
 export const EXIT_INTERRUPTED = 130
 
-const USAGE_TAGS = new Set([
-  "UsageError",
-  // TODO(issue 14): delete SinkConfigError once the sink fails with ConfigError only.
-  "SinkConfigError",
-  "ConfigError",
-  "PipelineConfigError",
-  "PostgresConfigError"
-])
+const USAGE_TAGS = new Set(["UsageError", "ConfigError", "PipelineConfigError", "PostgresConfigError"])
 
 const AUTH_TAGS = new Set(["RedisAuthFailed", "PostgresPermissionError"])
 

@@ -67,18 +67,11 @@ export const toUsageError = (error: ConfigError): UsageError =>
 export const namingFlags = <A, E extends { readonly _tag: string }, R>(self: Effect.Effect<A, E | ConfigError, R>) =>
   Effect.catchTag(self, "ConfigError", (e) => Effect.fail(toUsageError(e as ConfigError)))
 
-/**
- * A sink option the sink rejected, as `{ field, reason }`.
- *
- * TODO(issue 14): the sink still fails with `SinkConfigError { field, message }` until its rewrite lands; delete the
- * `SinkConfigError` branch (and this function's use of `message`) once it fails with `ConfigError` only.
- */
-export const sinkRejection = (
-  error: ConfigError | { readonly _tag: "SinkConfigError"; readonly field: string; readonly message: string }
-): { readonly field: string; readonly reason: string } =>
-  error._tag === "ConfigError"
-    ? { field: error.field, reason: reasonOf(error) }
-    : { field: error.field, reason: error.message.replace(/^\S+: /, "") }
+/** A sink option the sink rejected, as `{ field, reason }`. */
+export const sinkRejection = (error: ConfigError): { readonly field: string; readonly reason: string } => ({
+  field: error.field,
+  reason: reasonOf(error)
+})
 
 /** The flag of a sink option the sink rejected. */
 export const sinkFlagOf = (field: string): string => FLAG_OF_OPTION.RedisStreamSink![field] ?? field
