@@ -41,6 +41,7 @@ import type * as FailurePolicy from "./FailurePolicy.ts"
 import type { HighWaterMarkError } from "./internal/sink/marks.ts"
 import * as SinkOptions from "./internal/sink/options.ts"
 import * as Writer from "./internal/sink/writer.ts"
+import type * as MemoryGuard from "./MemoryGuard.ts"
 import type { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 
@@ -146,6 +147,15 @@ export interface Options {
    * logs it as an error and writes on from the mark it found (the lost events stay lost unless you rewind).
    */
   readonly onDataLoss?: "fail" | "continue"
+  /**
+   * Hold writes before Redis runs out of memory: above `highWater` (default 0.9) × `maxmemory` the sink stops
+   * sending batches, so its bounded queue fills and the source is no longer pulled, and it resumes below `lowWater`
+   * (default 0.8). `INFO memory` is read at most once per `interval` (default 1 second). With no `maxmemory`, or an
+   * `allkeys-*` policy (Redis evicts instead of refusing), it never holds; a failed read never holds either. While it
+   * holds, `redflow_sink_held{gate="memory"}` is 1 and `/ready` names it. Off by default (`false`); `{}` turns it on
+   * with the defaults. See `MemoryGuard`.
+   */
+  readonly memoryGuard?: false | Omit<MemoryGuard.Options, "pipeline">
 }
 
 /**

@@ -12,6 +12,7 @@ import * as Envelope from "@redflow/core/Envelope"
 import * as Routing from "@redflow/core/Routing"
 import type * as FailurePolicy from "../../FailurePolicy.ts"
 import type { Options } from "../../RedisStreamSink.ts"
+import type * as MemoryGuard from "../../MemoryGuard.ts"
 import { highWaterKey } from "../highWater.ts"
 import { Millis, NonEmptyString, PositiveInt, PositiveMillis } from "../options.ts"
 
@@ -75,7 +76,9 @@ export const OptionsSchema = Schema.Struct({
   ),
   deadLetterStream: Schema.optionalKey(NonEmptyString),
   waitForReplicas: Schema.optionalKey(Schema.Struct({ replicas: PositiveInt, timeout: PositiveMillis })),
-  onDataLoss: Schema.optionalKey(Schema.Literals(["fail", "continue"]))
+  onDataLoss: Schema.optionalKey(Schema.Literals(["fail", "continue"])),
+  // Checked in full by MemoryGuard.make (its own Schema, same ConfigError shape) when the sink starts.
+  memoryGuard: Schema.optionalKey(Schema.Union([Schema.Literal(false), Schema.Record(Schema.String, Schema.Unknown)]))
 })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -104,6 +107,8 @@ export interface SinkSettings {
   readonly policies: Partial<FailurePolicy.FailurePolicies>
   readonly waitForReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
   readonly onDataLoss: "fail" | "continue"
+  /** The memory guard's options, or `undefined` when it is off. */
+  readonly memoryGuard: Omit<MemoryGuard.Options, "pipeline"> | undefined
   /** Stream names known before any event: constant templates and the dead-letter stream, checked at start. */
   readonly fixedStreams: ReadonlyArray<string>
 }
@@ -240,6 +245,7 @@ const resolve = (
       policies,
       waitForReplicas: wait === undefined ? undefined : { replicas: wait.replicas, timeoutMs: wait.timeout },
       onDataLoss: options.onDataLoss ?? defaults.onDataLoss,
+      memoryGuard: options.memoryGuard === undefined || options.memoryGuard === false ? undefined : options.memoryGuard,
       fixedStreams: [...new Set([...constantStreams(route), deadLetterStream])]
     }
   })

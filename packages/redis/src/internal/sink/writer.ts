@@ -28,6 +28,8 @@ import * as FailurePolicy from "../../FailurePolicy.ts"
 import { RedisConnection, type RedisConnectionService } from "../../RedisConnection.ts"
 import { classify, type RedisError } from "../../RedisError.ts"
 import type { CommittedBatch, StreamResult } from "../../RedisStreamSink.ts"
+import * as MemoryGuard from "../../MemoryGuard.ts"
+import * as Gate from "../gate.ts"
 import * as Scripts from "../scripts.ts"
 import * as Marks from "./marks.ts"
 import type { SinkSettings } from "./options.ts"
@@ -72,6 +74,8 @@ interface Writer<E> {
   readonly policies: FailurePolicy.FailurePolicies
   readonly report: Report.Report
   readonly book: Marks.MarkBook
+  /** Awaited before each batch is cut: the memory guard, or a gate that never holds. */
+  readonly gate: Gate.WriteGate
   readonly prepare: Prepare.Prepare
   /** Prepared entries waiting for a write: at most `maxEvents`. */
   readonly queue: Queue.Queue<Prepare.Entry, E | Cause.Done>
@@ -265,6 +269,8 @@ const writeBatch = <E>(w: Writer<E>, writes: ReadonlyArray<Marks.Write>, self: M
 /** Cuts the next batch when there is room, learns its streams' marks and starts its write. */
 const sendNext = <E>(w: Writer<E>) =>
   Effect.gen(function* () {
+    // A gate that holds (Redis near maxmemory) stops batches here: the queue fills and the source is not pulled.
+    yield* w.gate.await
     // Room for a whole write first, so the batch is cut as late (and as full) as possible; unused room goes back.
     yield* Semaphore.take(w.writes, 1)
     yield* Semaphore.take(w.window, w.batchEvents)
@@ -431,6 +437,10 @@ export const start = <E, R>(
       policies,
       report,
       book,
+      gate:
+        settings.memoryGuard === undefined
+          ? Gate.open
+          : yield* MemoryGuard.make({ ...settings.memoryGuard, pipeline: settings.pipeline }),
       prepare: Prepare.make(settings),
       queue: yield* Queue.bounded<Prepare.Entry, E | Cause.Done>(settings.maxEvents),
       buffered: yield* Semaphore.make(settings.maxBufferedBytes),
