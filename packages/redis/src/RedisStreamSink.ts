@@ -41,6 +41,7 @@ import type * as FailurePolicy from "./FailurePolicy.ts"
 import type { HighWaterMarkError } from "./internal/sink/marks.ts"
 import * as SinkOptions from "./internal/sink/options.ts"
 import * as Writer from "./internal/sink/writer.ts"
+import type { DurabilityError } from "./Durability.ts"
 import type * as MemoryGuard from "./MemoryGuard.ts"
 import type { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
@@ -156,13 +157,21 @@ export interface Options {
    * with the defaults. See `MemoryGuard`.
    */
   readonly memoryGuard?: false | Omit<MemoryGuard.Options, "pipeline">
+  /**
+   * What the sink does with the server's persistence settings (`CONFIG GET appendonly`, `appendfsync`, `save`) at
+   * start. `warn` (default): when acknowledged writes can be lost on a restart (AOF off, or `appendfsync no`), it says
+   * so once, with the fix, and shows it in `/health` (readiness unaffected). `require`: that, or a server that refuses
+   * `CONFIG`, fails start-up with a `DurabilityError` (`appendfsync everysec` counts as durable: a Redis restart loses
+   * nothing, a power loss up to a second). `ignore`: not read. See `Durability`.
+   */
+  readonly durability?: "warn" | "require" | "ignore"
 }
 
 /**
  * @since 0.1.0
  * @category errors
  */
-export type SinkError = RedisError | CheckpointError | ConfigError | HighWaterMarkError
+export type SinkError = RedisError | CheckpointError | ConfigError | HighWaterMarkError | DurabilityError
 
 /**
  * Checks sink options without connecting to Redis: fails with the `ConfigError` (component `RedisStreamSink`,

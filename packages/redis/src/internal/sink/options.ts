@@ -78,6 +78,7 @@ export const OptionsSchema = Schema.Struct({
   waitForReplicas: Schema.optionalKey(Schema.Struct({ replicas: PositiveInt, timeout: PositiveMillis })),
   onDataLoss: Schema.optionalKey(Schema.Literals(["fail", "continue"])),
   // Checked in full by MemoryGuard.make (its own Schema, same ConfigError shape) when the sink starts.
+  durability: Schema.optionalKey(Schema.Literals(["warn", "require", "ignore"])),
   memoryGuard: Schema.optionalKey(Schema.Union([Schema.Literal(false), Schema.Record(Schema.String, Schema.Unknown)]))
 })
 
@@ -107,6 +108,7 @@ export interface SinkSettings {
   readonly policies: Partial<FailurePolicy.FailurePolicies>
   readonly waitForReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
   readonly onDataLoss: "fail" | "continue"
+  readonly durability: "warn" | "require" | "ignore"
   /** The memory guard's options, or `undefined` when it is off. */
   readonly memoryGuard: Omit<MemoryGuard.Options, "pipeline"> | undefined
   /** Stream names known before any event: constant templates and the dead-letter stream, checked at start. */
@@ -245,6 +247,7 @@ const resolve = (
       policies,
       waitForReplicas: wait === undefined ? undefined : { replicas: wait.replicas, timeoutMs: wait.timeout },
       onDataLoss: options.onDataLoss ?? defaults.onDataLoss,
+      durability: options.durability ?? "warn",
       memoryGuard: options.memoryGuard === undefined || options.memoryGuard === false ? undefined : options.memoryGuard,
       fixedStreams: [...new Set([...constantStreams(route), deadLetterStream])]
     }

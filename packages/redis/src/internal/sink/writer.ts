@@ -28,6 +28,7 @@ import * as FailurePolicy from "../../FailurePolicy.ts"
 import { RedisConnection, type RedisConnectionService } from "../../RedisConnection.ts"
 import { classify, type RedisError } from "../../RedisError.ts"
 import type { CommittedBatch, StreamResult } from "../../RedisStreamSink.ts"
+import * as Durability from "../../Durability.ts"
 import * as MemoryGuard from "../../MemoryGuard.ts"
 import * as Gate from "../gate.ts"
 import * as Scripts from "../scripts.ts"
@@ -410,6 +411,14 @@ const commit = <E>(
 // Start
 // ---------------------------------------------------------------------------------------------------------------
 
+/** The persistence settings could not be read: said once; with `require` the sink does not start. */
+const unverified = (settings: SinkSettings, error: RedisError) =>
+  settings.durability === "require"
+    ? Effect.fail(error)
+    : Effect.logWarning(`could not read Redis's persistence settings (${error._tag}: ${error.message})`).pipe(
+        Effect.annotateLogs({ pipeline: settings.pipeline })
+      )
+
 /**
  * Starts the write pipeline in the current scope. `feed` pushes the source's chunks through `offer`; the returned
  * effect yields the next committed batches, or fails with `Cause.Done` once the source ended and all is written.
@@ -426,6 +435,16 @@ export const start = <E, R>(
     const report = yield* Report.make(settings, redis, policies)
     const book = Marks.makeBook(settings, redis, report)
     yield* Marks.checkFixedStreams(book)
+    // Redis answered the first check, so a failure here is about CONFIG, not reachability: only `require` stops.
+    if (settings.durability !== "ignore") {
+      yield* Durability.check({ require: settings.durability === "require", pipeline: settings.pipeline }).pipe(
+        Effect.catchTags({
+          RedisUnavailable: (e) => unverified(settings, e),
+          RedisTimeout: (e) => unverified(settings, e),
+          RedisCommandError: (e) => unverified(settings, e)
+        })
+      )
+    }
     // In exactly-once, a mark past the checkpoint makes the run skip events up to the mark: it is verified.
     if (settings.guarantee === "exactly-once") book.resumedFrom = yield* checkpoints.load(settings.pipeline)
 
