@@ -61,7 +61,7 @@ it.effect(
       expect(output).not.toContain("[object Object]")
       // `NodeRuntime.runMain` logs the failure (the error's line, then where it was raised).
       expect(lines(output)[0]).toMatch(
-        /RedisConfigError: REDIS_URL is not set: set it to the server's URL, e\.g\. REDIS_URL=redis:\/\/localhost:6379$/
+        /ConfigError: RedisConnection option url: REDIS_URL is not set\. Fix: set it to the server's URL, e\.g\. REDIS_URL=redis:\/\/localhost:6379$/
       )
     }),
   { timeout: 150_000 }
@@ -74,7 +74,7 @@ it.effect(
       const result = yield* run("using-it.ts", { REDIS_URL: malformed })
       expect(result.code).toBe(1)
       expect(lines(`${result.stdout}${result.stderr}`)[0]).toMatch(
-        /RedisConfigError: Invalid Redis URL: cannot read host "nohost:notaport" \(expected redis:\/\/\[user\[:password\]@\]host\[:port\]\[\/db\], .*\)$/
+        /ConfigError: RedisConnection option url: Invalid Redis URL: cannot read host "nohost:notaport" \(expected redis:\/\/\[user\[:password\]@\]host\[:port\]\[\/db\], .*\)$/
       )
     }),
   { timeout: 150_000 }

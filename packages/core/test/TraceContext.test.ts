@@ -18,7 +18,7 @@ describe("TraceContext", () => {
     expect("span" in unsampled && unsampled.span.sampled).toBe(false)
   })
 
-  it("refuses what the spec refuses; a later version's extra parts are ignored", () => {
+  it("refuses what W3C Trace Context refuses; a later version's extra parts are ignored", () => {
     const invalid = [
       "",
       "garbage",
