@@ -29,6 +29,7 @@ import * as Demo from "./internal/commands/demo.ts"
 import * as Produce from "./internal/commands/produce.ts"
 import * as Run from "./internal/commands/run.ts"
 import * as Errors from "./internal/errors.ts"
+import * as HeapCompaction from "./internal/heapCompaction.ts"
 import { Json, Verbose } from "./internal/flags.ts"
 import { Reported } from "./internal/output.ts"
 import * as Shutdown from "./internal/shutdown.ts"
@@ -79,10 +80,13 @@ export const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
 
 /** Runs the command line with these arguments and exits the process with the exit code. */
 export const main = (args: ReadonlyArray<string>): void => {
-  const program = Command.runWith(command, { version: version() })(args).pipe(
-    Effect.provide(CliOutput.layerPresenter(presenter)),
-    Effect.provide(NodeServices.layer)
-  )
+  // The quiet-heap compaction runs beside every command; a short one ends before its first sample.
+  const program = Effect.scoped(
+    Effect.andThen(
+      Effect.forkScoped(HeapCompaction.run(HeapCompaction.nodeProcess())),
+      Command.runWith(command, { version: version() })(args)
+    )
+  ).pipe(Effect.provide(CliOutput.layerPresenter(presenter)), Effect.provide(NodeServices.layer))
   const fiber = Effect.runFork(program)
   const uninstall = Shutdown.install(fiber as Fiber.Fiber<unknown, unknown>)
   fiber.addObserver((exit) => {
