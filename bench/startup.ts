@@ -20,12 +20,11 @@ import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Redis } from "ioredis"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import * as CompiledApp from "./src/CompiledApp.ts"
 import * as Machine from "./src/Machine.ts"
 import { median } from "./src/Stats.ts"
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url))
-/** The packages an application installs to get the `redflow` bin. */
-const PUBLISHED = ["core", "redis", "postgres", "cli"] as const
 const IDLE_SAMPLE_MS = 5_000
 
 const argv = process.argv.slice(2)
@@ -41,30 +40,7 @@ if (!Number.isInteger(rounds) || rounds < 1) {
 const json = argv.includes("--json")
 const log = (line: string) => process.stderr.write(`${line}\n`)
 
-const run = (command: string, args: ReadonlyArray<string>, cwd: string) => {
-  const r = ChildProcess.spawnSync(command, [...args], { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
-  if (r.status !== 0) throw new Error(`${command} ${args.join(" ")} (in ${cwd}) failed:\n${r.stdout}\n${r.stderr}`)
-  return r.stdout
-}
-
 const tmp = Fs.mkdtempSync(Path.join(Os.tmpdir(), "redflow-startup-"))
-
-/** Packs the published packages and installs the tarballs with npm into a fresh app: the compiled `redflow`. */
-const installCompiled = (): string => {
-  const packs = Path.join(tmp, "packs")
-  const app = Path.join(tmp, "app")
-  Fs.mkdirSync(packs)
-  Fs.mkdirSync(app)
-  for (const name of PUBLISHED) {
-    log(`packing @redflow/${name} (its prepack builds it)`)
-    run("pnpm", ["pack", "--pack-destination", packs], Path.join(ROOT, "packages", name))
-  }
-  Fs.writeFileSync(Path.join(app, "package.json"), JSON.stringify({ name: "startup-app", private: true }))
-  const tarballs = Fs.readdirSync(packs).map((f) => Path.join(packs, f))
-  log(`npm install of ${tarballs.length} tarballs into ${app}`)
-  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel", "error", ...tarballs], app)
-  return app
-}
 
 /** Another revision's packages/ beside the workspace's node_modules: how `pnpm redflow` started at that commit. */
 const checkoutBaseline = (rev: string): string => {
@@ -153,9 +129,9 @@ const server = process.env.REDIS_URL ? undefined : await RedisTestServer.spawnRe
 const redisUrl = process.env.REDIS_URL || server!.url
 const redis = new Redis(redisUrl)
 try {
-  const app = value("--app") ?? installCompiled()
+  const app = value("--app") ?? CompiledApp.install(log)
   const contenders: Array<Contender> = [
-    { name: "compiled", cwd: app, bin: Path.join(app, "node_modules", "@redflow", "cli", "dist", "bin.js") },
+    { name: "compiled", cwd: app, bin: CompiledApp.binOf(app) },
     { name: "sources", cwd: ROOT, bin: Path.join(ROOT, "packages", "cli", "src", "bin.ts") }
   ]
   const baselineRev = value("--baseline")

@@ -10,7 +10,9 @@ import * as Path from "node:path"
 import type { Redis } from "ioredis"
 import * as PostgresTestServer from "@redflow/testing/PostgresTestServer"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import * as CompiledApp from "../src/CompiledApp.ts"
 import * as Machine from "../src/Machine.ts"
+import { log } from "../src/Progress.ts"
 import { connect, totalLength } from "../src/RedisClient.ts"
 
 export { log } from "../src/Progress.ts"
@@ -43,14 +45,25 @@ export const numberOption = (name: string, fallback: number): number => {
   return n
 }
 
-/** Which pipeline process is measured: `redflow run` (default, what users run) or the hand-wired `pipeline.ts`. */
-export type Via = "run" | "script"
+/**
+ * Which pipeline process is measured: `redflow run` on the workspace's type-stripped sources (default), the
+ * compiled `redflow run` as npm installs it (`compiled`: packed and installed once per bench process, about a
+ * minute), or the hand-wired `pipeline.ts`.
+ */
+export type Via = "run" | "compiled" | "script"
 export const via = (): Via => {
   const v = value("--via") ?? "run"
-  if (v !== "run" && v !== "script") throw new Error(`--via takes run or script, got ${v}`)
+  if (v !== "run" && v !== "compiled" && v !== "script")
+    throw new Error(`--via takes run, compiled or script, got ${v}`)
   return v
 }
-export const viaLabel = (v: Via): string => (v === "run" ? "redflow run" : "bench/postgres/pipeline.ts")
+export const viaLabel = (v: Via): string =>
+  v === "run" ? "redflow run" : v === "compiled" ? "redflow run (compiled)" : "bench/postgres/pipeline.ts"
+
+let compiledApp: string | undefined
+/** The compiled app, installed at the first use. */
+const compiledBin = (): string =>
+  CompiledApp.binOf((compiledApp ??= CompiledApp.install((line) => log("compiled", line))))
 
 // ---------------------------------------------------------------------------------------------------------------
 // Servers
@@ -214,7 +227,7 @@ export const spawnPipeline = (
     ...(options.extraArgs ?? [])
   ]
   const prof = options.cpuProfDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options.cpuProfDir]
-  const script = v === "run" ? [cliBin, "run"] : [pipelineScript]
+  const script = v === "run" ? [cliBin, "run"] : v === "compiled" ? [compiledBin(), "run"] : [pipelineScript]
   const startedAt = performance.now()
   const child = ChildProcess.spawn(process.execPath, [...(options.nodeFlags ?? []), ...prof, ...script, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
