@@ -109,6 +109,54 @@ export const encode = (stream: string, first: string, last: string, count: numbe
   JSON.stringify({ stream, first, last, count })
 
 /**
+ * The notices of a batch written to `stream`, one per channel in order of first appearance: entry `i` was written as
+ * `ids[i]` and is announced on `channels[i]` (`undefined`: not announced).
+ *
+ * @since 0.1.0
+ * @category publishing
+ */
+export const noticesOf = (
+  stream: string,
+  channels: ReadonlyArray<string | undefined>,
+  ids: ReadonlyArray<string>
+): Array<Notice> => {
+  const byChannel = new Map<string, { first: string; last: string; count: number }>()
+  const n = Math.min(channels.length, ids.length)
+  for (let i = 0; i < n; i++) {
+    const channel = channels[i]
+    if (channel === undefined) continue
+    const seen = byChannel.get(channel)
+    if (seen === undefined) byChannel.set(channel, { first: ids[i]!, last: ids[i]!, count: 1 })
+    else {
+      seen.last = ids[i]!
+      seen.count++
+    }
+  }
+  return [...byChannel].map(([channel, { first, last, count }]) => ({
+    _tag: "Notice",
+    channel,
+    stream,
+    first,
+    last,
+    count
+  }))
+}
+
+/**
+ * Publishes notices, pipelined (one round trip).
+ *
+ * @since 0.1.0
+ * @category publishing
+ */
+export const publishAll = (notices: ReadonlyArray<Notice>): Effect.Effect<void, RedisError, RedisConnection> =>
+  Effect.all(
+    notices.map((n) =>
+      StreamAdmin.command("PUBLISH", n.stream, [n.channel, encode(n.stream, n.first, n.last, n.count)], () => undefined)
+    ),
+    { concurrency: "unbounded", discard: true }
+  )
+
+/**
  * Builds the publisher of `publish: { channel }`; a template that does not compile is a ConfigError naming
  * `publish.channel`.
  *
@@ -120,43 +168,20 @@ export const makePublisher = (options: PublishOptions): Effect.Effect<Publisher,
     const router = yield* Routing.make(options.channel).pipe(
       Effect.mapError((e) => ConfigError.make(COMPONENT, ["publish", "channel"], e.message))
     )
-    const constant = router.tables.size === 0 && router.default.isConstant
-    const fixed = constant ? router.default.template : undefined
-    const publish = (stream: string, channel: string, message: string) =>
-      StreamAdmin.command("PUBLISH", stream, [channel, message], () => undefined)
-
     const afterWrite: Publisher["afterWrite"] = (stream, events, ids) => {
-      const n = Math.min(events.length, ids.length)
-      if (n === 0) return Effect.succeed(0)
-      if (fixed !== undefined) {
-        return Effect.as(publish(stream, fixed, encode(stream, ids[0]!, ids[n - 1]!, n)), 1)
-      }
-      // channel → [first, last, count], in order of first appearance
-      const byChannel = new Map<string, [string, string, number]>()
-      let unrouted = 0
-      for (let i = 0; i < n; i++) {
-        const channel = router.render(events[i]!)
-        if (Result.isFailure(channel)) {
-          unrouted++
-          continue
-        }
-        const seen = byChannel.get(channel.success)
-        if (seen === undefined) byChannel.set(channel.success, [ids[i]!, ids[i]!, 1])
-        else {
-          seen[1] = ids[i]!
-          seen[2]++
-        }
-      }
-      const sends = [...byChannel].map(([channel, [first, last, count]]) =>
-        publish(stream, channel, encode(stream, first, last, count))
-      )
-      return Effect.all(sends, { concurrency: "unbounded", discard: true }).pipe(
+      const channels = events.map((event) => {
+        const channel = router.render(event)
+        return Result.isSuccess(channel) ? channel.success : undefined
+      })
+      const notices = noticesOf(stream, channels, ids)
+      const unrouted = channels.filter((c) => c === undefined).length
+      return publishAll(notices).pipe(
         Effect.tap(() =>
           unrouted === 0
             ? Effect.void
             : Effect.logDebug(`publish: ${unrouted} events of a batch to ${stream} have no channel; not announced`)
         ),
-        Effect.as(byChannel.size)
+        Effect.as(notices.length)
       )
     }
     return { afterWrite }

@@ -43,6 +43,8 @@ import * as SinkOptions from "./internal/sink/options.ts"
 import * as Writer from "./internal/sink/writer.ts"
 import type { DurabilityError } from "./Durability.ts"
 import type * as MemoryGuard from "./MemoryGuard.ts"
+import type * as RedisStreamChannel from "./RedisStreamChannel.ts"
+import type * as StreamRetention from "./StreamRetention.ts"
 import type { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 
@@ -110,6 +112,19 @@ export interface TrimOptions {
   readonly minId?: string | { readonly maxAge: Duration.Input }
   /** Exact trimming (`=`) instead of the default approximate (`~`), which is much cheaper. */
   readonly exact?: boolean
+  /**
+   * Trim only what every consumer group of the stream has processed (read and acknowledged): after each write, the
+   * stream is trimmed (`XTRIM MINID`) below the oldest entry some group still needs; nothing a group has not processed
+   * is trimmed. A stream with no group is trimmed by `maxLen` alone. Not with `minId`. See `StreamRetention`.
+   */
+  readonly acked?: true
+  /**
+   * With `acked` and `maxLen`: what a group that keeps the stream past `maxLen` gets. `hold` (default): the stream
+   * grows past `maxLen` and the sink holds writes (the source slows down) until the group catches up, with
+   * `redflow_stream_group_lag{stream,group}` and a `/ready` reason naming the group. `trim`: `maxLen` wins, and the
+   * entries trimmed before a group processed them are counted in `redflow_sink_trimmed_unread_total{stream,group}`.
+   */
+  readonly onLag?: "hold" | "trim"
 }
 
 /**
@@ -165,6 +180,18 @@ export interface Options {
    * nothing, a power loss up to a second). `ignore`: not read. See `Durability`.
    */
   readonly durability?: "warn" | "require" | "ignore"
+  /**
+   * Hold writes while the consumer group `group` has `entries` or more entries to read or acknowledge on a stream the
+   * sink writes (`XINFO GROUPS` lag plus pending), probed at most once a second; `redflow_sink_held{gate="lag:<group>"}`
+   * and `/ready` show it. A stream without the group does not hold. See `StreamRetention.lagGate`.
+   */
+  readonly maxLag?: StreamRetention.MaxLag
+  /**
+   * After each acknowledged write, publish one notice per stream and channel, `{"stream","first","last","count"}`:
+   * `XRANGE stream first last` reads the entries. `channel` is a template like `stream`'s. At most once (pub/sub);
+   * dead-lettered events are not announced. See `RedisStreamChannel.subscribe`.
+   */
+  readonly publish?: RedisStreamChannel.PublishOptions
 }
 
 /**

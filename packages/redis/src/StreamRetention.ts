@@ -34,9 +34,10 @@
  * @since 0.1.0
  */
 import * as ConfigError from "@redflow/core/ConfigError"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Gate from "./internal/gate.ts"
 import { retention, type RetentionReply } from "./internal/retentionScript.ts"
@@ -259,6 +260,9 @@ export const make = (options: {
       const reasons = [...held.values()].flatMap((hs) => hs.map((h) => h.reason))
       return reasons.length === 0 ? Gate.pass : Gate.hold(reasons.join("; "))
     })
+    // The probe asks Redis nothing while no stream is held, so it runs before every batch (no cached answer): the
+    // write after the one that found a group holding is held, and the stream grows past maxLen by at most the
+    // writes already under way. While holding, it looks again every interval.
     const gate =
       trim.maxLen === undefined || trim.onLag === "trim"
         ? Gate.open
@@ -266,7 +270,8 @@ export const make = (options: {
             name: "retention",
             pipeline: options.pipeline,
             probe,
-            ...(options.interval === undefined ? {} : { minInterval: options.interval })
+            minInterval: 0,
+            schedule: Schedule.spaced(options.interval ?? Duration.seconds(1))
           })
     return { options: trim, afterWrite, gate }
   })

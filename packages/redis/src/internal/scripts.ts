@@ -95,6 +95,11 @@ export interface WriteReply {
   readonly lastId: string
   /** The position part of the mark after the call ("" when none), or the raw value when it is malformed. */
   readonly mark: string
+  /**
+   * Id of the first entry appended ("" when none). A call runs atomically, so its entries are the contiguous range
+   * `firstId`..`lastId` of the stream (what a `publish` notice announces).
+   */
+  readonly firstId: string
 }
 
 const SOURCE = `#!lua
@@ -174,7 +179,7 @@ if mark ~= before then
   local set = redis.pcall("HSET", marks, field, mark .. " " .. markId)
   if type(set) == "table" and set.err then return fail(set.err, "HSET", marks) end
 end
-return { written, skipped, lastId, mark or "" }
+return { written, skipped, lastId, mark or "", added[1] or "" }
 `
 
 /**
@@ -194,6 +199,12 @@ export const write: Script.Script<[call: WriteCall], WriteReply> = Script.make({
   },
   parse: (reply): WriteReply => {
     const r = reply as ReadonlyArray<unknown>
-    return { written: Number(r[0]), skipped: Number(r[1]), lastId: String(r[2] ?? ""), mark: String(r[3] ?? "") }
+    return {
+      written: Number(r[0]),
+      skipped: Number(r[1]),
+      lastId: String(r[2] ?? ""),
+      mark: String(r[3] ?? ""),
+      firstId: String(r[4] ?? "")
+    }
   }
 })

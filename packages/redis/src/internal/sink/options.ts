@@ -13,6 +13,7 @@ import * as Routing from "@redflow/core/Routing"
 import type * as FailurePolicy from "../../FailurePolicy.ts"
 import type { Options } from "../../RedisStreamSink.ts"
 import type * as MemoryGuard from "../../MemoryGuard.ts"
+import type * as StreamRetention from "../../StreamRetention.ts"
 import { highWaterKey } from "../highWater.ts"
 import { Millis, NonEmptyString, PositiveInt, PositiveMillis } from "../options.ts"
 
@@ -71,9 +72,13 @@ export const OptionsSchema = Schema.Struct({
     Schema.Struct({
       maxLen: Schema.optionalKey(PositiveInt),
       minId: Schema.optionalKey(Schema.Union([StreamId, Schema.Struct({ maxAge: PositiveMillis })])),
-      exact: Schema.optionalKey(Schema.Boolean)
+      exact: Schema.optionalKey(Schema.Boolean),
+      acked: Schema.optionalKey(Schema.Boolean),
+      onLag: Schema.optionalKey(Schema.Literals(["hold", "trim"]))
     })
   ),
+  maxLag: Schema.optionalKey(Schema.Struct({ group: NonEmptyString, entries: PositiveInt })),
+  publish: Schema.optionalKey(Schema.Struct({ channel: Routing.Config })),
   deadLetterStream: Schema.optionalKey(NonEmptyString),
   waitForReplicas: Schema.optionalKey(Schema.Struct({ replicas: PositiveInt, timeout: PositiveMillis })),
   onDataLoss: Schema.optionalKey(Schema.Literals(["fail", "continue"])),
@@ -109,6 +114,12 @@ export interface SinkSettings {
   readonly waitForReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
   readonly onDataLoss: "fail" | "continue"
   readonly durability: "warn" | "require" | "ignore"
+  /** `trim.acked`: trimming below what every consumer group has processed, run after each write; or `undefined`. */
+  readonly retention: StreamRetention.AckedTrim | undefined
+  /** `maxLag`: hold writes while this group is this far behind; or `undefined`. */
+  readonly maxLag: StreamRetention.MaxLag | undefined
+  /** `publish`: the channel router of the notices sent after each write; or `undefined`. */
+  readonly publish: Routing.Router | undefined
   /** The memory guard's options, or `undefined` when it is off. */
   readonly memoryGuard: Omit<MemoryGuard.Options, "pipeline"> | undefined
   /** Stream names known before any event: constant templates and the dead-letter stream, checked at start. */
@@ -208,9 +219,50 @@ const resolve = (
     if (t.maxLen !== undefined && t.minId !== undefined) {
       return yield* fail(["trim"], "takes maxLen or minId, not both", "remove one of trim.maxLen and trim.minId")
     }
+    if (t.acked === false) {
+      return yield* fail(
+        ["trim", "acked"],
+        "must be true when given, got false",
+        "remove trim.acked, or set it to true"
+      )
+    }
+    const acked = t.acked === true
+    if (acked && t.minId !== undefined) {
+      return yield* fail(
+        ["trim", "minId"],
+        "cannot be combined with trim.acked: acked trimming chooses the id below which entries go (what every " +
+          "consumer group has processed)",
+        "remove trim.minId, or trim.acked"
+      )
+    }
+    if (!acked && t.onLag !== undefined) {
+      return yield* fail(
+        ["trim", "onLag"],
+        "only applies with trim.acked (what a lagging consumer group gets when the stream is past maxLen)",
+        "add trim.acked: true, or remove trim.onLag"
+      )
+    }
+    if (acked && t.onLag !== undefined && t.maxLen === undefined) {
+      return yield* fail(
+        ["trim", "onLag"],
+        "needs trim.maxLen: without it nothing a group has not processed is ever trimmed, and nothing holds",
+        "add trim.maxLen, or remove trim.onLag"
+      )
+    }
     const operator = t.exact === true ? "=" : "~"
     let trim: SinkSettings["trim"] = { strategy: "", operator, threshold: () => "" }
-    if (t.maxLen !== undefined) {
+    // With acked, the write script does not trim: StreamRetention does it after the write, knowing the groups.
+    const retention: StreamRetention.AckedTrim | undefined = acked
+      ? {
+          acked: true,
+          ...(t.maxLen === undefined ? {} : { maxLen: t.maxLen }),
+          ...(t.onLag === undefined ? {} : { onLag: t.onLag }),
+          ...(t.exact === undefined ? {} : { exact: t.exact })
+        }
+      : undefined
+    if (acked) {
+      // no XADD trimming
+    } else if (t.maxLen !== undefined) {
       const maxLen = String(t.maxLen)
       trim = { strategy: "MAXLEN", operator, threshold: () => maxLen }
     } else if (typeof t.minId === "string") {
@@ -229,6 +281,10 @@ const resolve = (
         `use a name without "}", or give it a hash tag such as "{redflow}.dead-letter"`
       )
     }
+    const publish =
+      options.publish === undefined
+        ? undefined
+        : yield* compileRouting(["publish", "channel"], Routing.make(options.publish.channel))
     const wait = options.waitForReplicas
     return {
       pipeline: options.pipeline ?? defaults.pipeline,
@@ -248,6 +304,9 @@ const resolve = (
       waitForReplicas: wait === undefined ? undefined : { replicas: wait.replicas, timeoutMs: wait.timeout },
       onDataLoss: options.onDataLoss ?? defaults.onDataLoss,
       durability: options.durability ?? "warn",
+      retention,
+      maxLag: options.maxLag,
+      publish,
       memoryGuard: options.memoryGuard === undefined || options.memoryGuard === false ? undefined : options.memoryGuard,
       fixedStreams: [...new Set([...constantStreams(route), deadLetterStream])]
     }

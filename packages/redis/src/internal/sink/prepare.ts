@@ -23,6 +23,8 @@ export interface Entry {
   readonly bytes: number
   readonly deadLetter: boolean
   readonly arrivedAt: number
+  /** The `publish` channel of its notice; `undefined` without `publish`, for a dead letter, or when it renders none. */
+  readonly channel: string | undefined
 }
 
 /**
@@ -39,6 +41,7 @@ class EntryImpl implements Entry {
   readonly bytes: number
   readonly deadLetter: boolean
   readonly arrivedAt: number
+  readonly channel: string | undefined
   constructor(
     stream: string,
     markKey: string,
@@ -46,7 +49,8 @@ class EntryImpl implements Entry {
     args: Array<string>,
     bytes: number,
     deadLetter: boolean,
-    arrivedAt: number
+    arrivedAt: number,
+    channel: string | undefined
   ) {
     this.stream = stream
     this.markKey = markKey
@@ -55,6 +59,7 @@ class EntryImpl implements Entry {
     this.bytes = bytes
     this.deadLetter = deadLetter
     this.arrivedAt = arrivedAt
+    this.channel = channel
   }
 }
 
@@ -76,6 +81,14 @@ export const make = (settings: SinkSettings): Prepare => {
     return key
   }
   const deadLetterMarkKey = highWaterKey(settings.deadLetterStream)!
+  const publish = settings.publish
+  const fixedChannel = publish !== undefined && publish.tables.size === 0 && publish.default.isConstant
+  const channelOf = (event: CdcEvent.CdcEvent): string | undefined => {
+    if (publish === undefined) return undefined
+    if (fixedChannel) return publish.default.template
+    const channel = publish.render(event)
+    return Result.isSuccess(channel) ? channel.success : undefined
+  }
 
   const deadLetter = (event: CdcEvent.CdcEvent, why: string, encoded: string | undefined, now: number): Entry => {
     let reason = why
@@ -94,7 +107,16 @@ export const make = (settings: SinkSettings): Prepare => {
     }
     const args = [event.position, event.id, event.op, event.source.table, "", body, reason]
     const bytes = body.length + reason.length + ENTRY_OVERHEAD
-    return new EntryImpl(settings.deadLetterStream, deadLetterMarkKey, event.position, args, bytes, true, now)
+    return new EntryImpl(
+      settings.deadLetterStream,
+      deadLetterMarkKey,
+      event.position,
+      args,
+      bytes,
+      true,
+      now,
+      undefined
+    )
   }
 
   return (event, now) => {
@@ -155,6 +177,6 @@ export const make = (settings: SinkSettings): Prepare => {
     args[4] = key
     args[5] = encoded
     args[6] = ""
-    return new EntryImpl(stream, markKey, event.position, args, bytes, false, now)
+    return new EntryImpl(stream, markKey, event.position, args, bytes, false, now, channelOf(event))
   }
 }

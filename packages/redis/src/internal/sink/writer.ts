@@ -30,6 +30,9 @@ import { classify, type RedisError } from "../../RedisError.ts"
 import type { CommittedBatch, StreamResult } from "../../RedisStreamSink.ts"
 import * as Durability from "../../Durability.ts"
 import * as MemoryGuard from "../../MemoryGuard.ts"
+import * as RedisStreamChannel from "../../RedisStreamChannel.ts"
+import * as StreamAdmin from "../../StreamAdmin.ts"
+import * as StreamRetention from "../../StreamRetention.ts"
 import * as Gate from "../gate.ts"
 import * as Scripts from "../scripts.ts"
 import * as Marks from "./marks.ts"
@@ -75,8 +78,12 @@ interface Writer<E> {
   readonly policies: FailurePolicy.FailurePolicies
   readonly report: Report.Report
   readonly book: Marks.MarkBook
-  /** Awaited before each batch is cut: the memory guard, or a gate that never holds. */
+  /** Awaited before each batch is cut: the memory guard, retention's hold and `maxLag`, or a gate that never holds. */
   readonly gate: Gate.WriteGate
+  /** `trim.acked`: run after each acknowledged write of a stream. */
+  readonly retention: StreamRetention.Retention | undefined
+  /** Streams this sink has written to (the streams `maxLag` looks at). */
+  readonly streams: Set<string>
   readonly prepare: Prepare.Prepare
   /** Prepared entries waiting for a write: at most `maxEvents`. */
   readonly queue: Queue.Queue<Prepare.Entry, E | Cause.Done>
@@ -202,11 +209,17 @@ const recordResult = (
  * Writes one batch, retrying failed streams by the failure policies. A stream refused because an earlier batch in
  * flight has not applied yet (`written = -1`) is sent again, unconditionally, once that batch is through.
  */
-const writeBatch = <E>(w: Writer<E>, writes: ReadonlyArray<Marks.Write>, self: Marks.InFlight) =>
+const writeBatch = <E>(
+  w: Writer<E>,
+  batch: ReadonlyArray<Prepare.Entry>,
+  writes: ReadonlyArray<Marks.Write>,
+  self: Marks.InFlight
+) =>
   Effect.gen(function* () {
     const { book, settings } = w
     const startedAt = yield* Clock.currentTimeMillis
     const results = new Map<string, StreamResult>()
+    const acknowledged: Array<Acknowledged> = []
     let pending = writes
     let attempts = 0
     // A mark the sink cannot trust is returned, not failed: no failure policy applies to it.
@@ -226,6 +239,10 @@ const writeBatch = <E>(w: Writer<E>, writes: ReadonlyArray<Marks.Write>, self: M
         }
         if (reply.written >= 0) {
           recordResult(results, write.stream, reply.written, reply.skipped, reply.lastId)
+          if (reply.written > 0) {
+            acknowledged.push({ stream: write.stream, reply })
+            w.streams.add(write.stream)
+          }
           continue
         }
         const found = reply.mark
@@ -264,17 +281,99 @@ const writeBatch = <E>(w: Writer<E>, writes: ReadonlyArray<Marks.Write>, self: M
     yield* w.report.onWritten
     // Written: the encoded events can go (see internal/commands.ts for why holding them costs memory).
     for (const write of writes) write.entries.length = 0
+    if (acknowledged.length > 0 && (settings.publish !== undefined || w.retention !== undefined)) {
+      yield* Effect.forEach(acknowledged, (ack) => afterWrite(w, batch, ack), {
+        concurrency: "unbounded",
+        discard: true
+      })
+    }
     return { results, attempts, startedAt } satisfies Written
   })
+
+/** A stream's share of a batch that Redis acknowledged. */
+interface Acknowledged {
+  readonly stream: string
+  readonly reply: Scripts.WriteReply
+}
+
+/**
+ * The channels of the entries a call wrote, in order: its entries in the batch but those skipped. Skipped entries
+ * (exactly-once, at or below the mark) are a prefix, since positions increase within a batch.
+ */
+const writtenChannels = (batch: ReadonlyArray<Prepare.Entry>, ack: Acknowledged): Array<string | undefined> => {
+  const channels: Array<string | undefined> = []
+  for (const e of batch) if (e.stream === ack.stream) channels.push(e.channel)
+  return channels.slice(channels.length - ack.reply.written)
+}
+
+/**
+ * The notices of one call: one per channel. When every entry goes on one channel, the call's first and last ids say
+ * it all; otherwise the call's entries (contiguous: a script runs atomically) are read back for their ids, and must
+ * be as many as it wrote.
+ */
+const announce = (batch: ReadonlyArray<Prepare.Entry>, ack: Acknowledged) =>
+  Effect.gen(function* () {
+    const { stream, reply } = ack
+    const channels = writtenChannels(batch, ack)
+    const first = channels.find((c) => c !== undefined)
+    if (first === undefined) return
+    let notices: Array<RedisStreamChannel.Notice>
+    if (channels.every((c) => c === first)) {
+      notices = [
+        { _tag: "Notice", channel: first, stream, first: reply.firstId, last: reply.lastId, count: reply.written }
+      ]
+    } else {
+      const ids = yield* StreamAdmin.command("XRANGE", stream, [stream, reply.firstId, reply.lastId], (r) =>
+        Array.isArray(r) ? r.map((entry) => String((entry as ReadonlyArray<unknown>)[0])) : []
+      )
+      if (ids.length !== channels.length) {
+        return yield* Effect.logWarning(
+          `publish: stream ${stream} holds ${ids.length} entries from ${reply.firstId} to ${reply.lastId}, where ` +
+            `the sink wrote ${channels.length} (trimmed meanwhile?); this write is not announced`
+        )
+      }
+      notices = RedisStreamChannel.noticesOf(stream, channels, ids)
+    }
+    yield* RedisStreamChannel.publishAll(notices)
+  })
+
+/**
+ * What follows each acknowledged write of a stream: its notices (`publish`), then retention (`trim.acked`). Neither
+ * can undo the write, so a failure is logged and the sink goes on: a notice is at most once, and the next write of
+ * the stream runs retention again.
+ */
+const afterWrite = <E>(w: Writer<E>, batch: ReadonlyArray<Prepare.Entry>, ack: Acknowledged) =>
+  Effect.gen(function* () {
+    if (w.settings.publish !== undefined) {
+      yield* announce(batch, ack).pipe(
+        Effect.catch((e) =>
+          Effect.logWarning(`publish: notice of a write to ${ack.stream} not sent (${e._tag}: ${e.message})`)
+        )
+      )
+    }
+    if (w.retention !== undefined) {
+      yield* w.retention
+        .afterWrite(ack.stream)
+        .pipe(
+          Effect.catch((e) =>
+            Effect.logWarning(
+              `retention: ${ack.stream} not trimmed after a write (${e._tag}: ${e.message}); the next write tries again`
+            )
+          )
+        )
+    }
+  }).pipe(Effect.provideService(RedisConnection, w.redis), Effect.annotateLogs({ pipeline: w.settings.pipeline }))
 
 /** Cuts the next batch when there is room, learns its streams' marks and starts its write. */
 const sendNext = <E>(w: Writer<E>) =>
   Effect.gen(function* () {
-    // A gate that holds (Redis near maxmemory) stops batches here: the queue fills and the source is not pulled.
-    yield* w.gate.await
     // Room for a whole write first, so the batch is cut as late (and as full) as possible; unused room goes back.
     yield* Semaphore.take(w.writes, 1)
     yield* Semaphore.take(w.window, w.batchEvents)
+    // A gate that holds (Redis near maxmemory, a consumer group behind) stops batches here: the queue fills and the
+    // source is not pulled. Awaited with the room taken, so that what passed the gate before it held is within the
+    // window: the writes it lets through after a hold began are those already in flight.
+    yield* w.gate.await
     const batch = yield* takeBatch(w)
     if (batch.length < w.batchEvents) yield* Semaphore.release(w.window, w.batchEvents - batch.length)
     yield* Marks.learn(w.book, batch)
@@ -289,7 +388,7 @@ const sendNext = <E>(w: Writer<E>) =>
     // next batch must not wait for its I/O (a file store's fsync would then add to every event's latency). Started
     // at once, so the batch is on the socket before this fiber goes on, not a scheduler turn later.
     const fiber = yield* Effect.forkIn(
-      writeBatch(w, writes, self).pipe(Effect.ensuring(Semaphore.release(w.writes, 1))),
+      writeBatch(w, batch, writes, self).pipe(Effect.ensuring(Semaphore.release(w.writes, 1))),
       w.scope,
       { startImmediately: true }
     )
@@ -448,6 +547,22 @@ export const start = <E, R>(
     // In exactly-once, a mark past the checkpoint makes the run skip events up to the mark: it is verified.
     if (settings.guarantee === "exactly-once") book.resumedFrom = yield* checkpoints.load(settings.pipeline)
 
+    const streams = new Set<string>()
+    const retention =
+      settings.retention === undefined
+        ? undefined
+        : yield* StreamRetention.make({ pipeline: settings.pipeline, trim: settings.retention })
+    const gates: Array<Gate.WriteGate> = []
+    if (settings.memoryGuard !== undefined) {
+      gates.push(yield* MemoryGuard.make({ ...settings.memoryGuard, pipeline: settings.pipeline }))
+    }
+    if (retention !== undefined) gates.push(retention.gate)
+    if (settings.maxLag !== undefined) {
+      gates.push(
+        yield* StreamRetention.lagGate({ pipeline: settings.pipeline, maxLag: settings.maxLag, streams: () => streams })
+      )
+    }
+
     const w: Writer<E> = {
       settings,
       redis,
@@ -456,10 +571,9 @@ export const start = <E, R>(
       policies,
       report,
       book,
-      gate:
-        settings.memoryGuard === undefined
-          ? Gate.open
-          : yield* MemoryGuard.make({ ...settings.memoryGuard, pipeline: settings.pipeline }),
+      gate: Gate.all(gates.filter((g) => g !== Gate.open)),
+      retention,
+      streams,
       prepare: Prepare.make(settings),
       queue: yield* Queue.bounded<Prepare.Entry, E | Cause.Done>(settings.maxEvents),
       buffered: yield* Semaphore.make(settings.maxBufferedBytes),
