@@ -1,7 +1,7 @@
 /**
  * What issue 15's building blocks cost on the write path, against a redis-server of its own (spawned here):
  *
- *   pnpm exec node bench/retention.ts [--batches 200] [--batch 500] [--only retention|publish|tracing]
+ *   pnpm exec node bench/retention.ts [--batches 200] [--batch 500] [--only retention|publish|sink|tracing]
  *
  * - retention: a stream with 3 consumer groups; each round XADDs a 500-entry batch (one pipelined round trip, as the
  *   sink's script call is one), then runs StreamRetention.apply on it. Measured: µs per XADD batch alone (a second
@@ -11,14 +11,19 @@
  * - publish: events/s of the same write path with nothing published, one notice per batch
  *   (RedisStreamChannel's choice) and one PUBLISH per event, with 0 and 10 subscribers (in a child process, so
  *   their work does not share this process's CPU).
+ * - sink: events/s of RedisStreamSink end to end (batches × batch synthetic events, default window) into a stream
+ *   with 3 groups, with no trimming, trim.maxLen (in the write script), trim.acked (StreamRetention after each
+ *   write) and publish (a notice per write); a warm-up pass, then the modes interleaved three times.
  * - tracing: µs per message of RedisStreamConsumer.run over a filled stream with Effect's native tracer (tracing off:
  *   the handler span is skipped) and with a tracer that records spans (what tracing on costs before any export).
  */
 import { fork } from "node:child_process"
 import { Redis } from "ioredis"
-import { Effect, Layer, ManagedRuntime, Tracer } from "effect"
+import { Effect, Layer, ManagedRuntime, Stream, Tracer } from "effect"
+import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
 import * as RedisStreamConsumer from "@redflow/redis/RedisStreamConsumer"
+import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as StreamRetention from "@redflow/redis/StreamRetention"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
@@ -27,25 +32,6 @@ const args = process.argv.slice(2)
 const flag = (name: string, fallback: string) => {
   const i = args.indexOf(`--${name}`)
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback
-}
-
-// Child mode: N subscribers counting messages until told to stop.
-if (args[0] === "--subscribers") {
-  const url = args[1]!
-  const n = Number(args[2])
-  const channel = args[3]!
-  const clients = Array.from({ length: n }, () => new Redis(url))
-  let received = 0
-  await Promise.all(clients.map((c) => c.subscribe(channel)))
-  for (const c of clients) c.on("message", () => void received++)
-  process.send!({ ready: true })
-  process.on("message", () => {
-    process.send!({ received })
-    for (const c of clients) c.disconnect()
-    process.exit(0)
-  })
-} else {
-  await main()
 }
 
 const median = (xs: ReadonlyArray<number>) => {
@@ -142,36 +128,76 @@ async function main() {
             ? undefined
             : fork(new URL(import.meta.url).pathname, ["--subscribers", url, String(subscribers), channel])
         if (child !== undefined) await new Promise((resolve) => child.once("message", resolve))
-        for (const mode of ["none", "notice", "perEvent"] as const) {
-          const stream = `bench.publish.${subscribers}.${mode}`
-          const start = process.hrtime.bigint()
-          for (let round = 0; round < batches; round++) {
-            const p = redis.pipeline()
-            for (let i = 0; i < batch; i++) p.xadd(stream, "*", ...fields(round * batch + i))
-            const ids = ((await p.exec()) ?? []).map(([, id]) => id as string)
-            if (mode === "notice") {
-              await redis.publish(
-                channel,
-                JSON.stringify({ stream, first: ids[0], last: ids[ids.length - 1], count: ids.length })
-              )
-            } else if (mode === "perEvent") {
-              const q = redis.pipeline()
-              for (let i = 0; i < batch; i++) q.publish(channel, fields(round * batch + i)[1]!)
-              await q.exec()
+        // a warm-up pass, then the modes interleaved three times: the first pass ran slower whatever its mode
+        const passes = ["warmup", 1, 2, 3] as const
+        for (const pass of passes)
+          for (const mode of ["none", "notice", "perEvent"] as const) {
+            const stream = `bench.publish.${subscribers}.${mode}.${pass}`
+            const start = process.hrtime.bigint()
+            for (let round = 0; round < batches; round++) {
+              const p = redis.pipeline()
+              for (let i = 0; i < batch; i++) p.xadd(stream, "*", ...fields(round * batch + i))
+              const ids = ((await p.exec()) ?? []).map(([, id]) => id as string)
+              if (mode === "notice") {
+                await redis.publish(
+                  channel,
+                  JSON.stringify({ stream, first: ids[0], last: ids[ids.length - 1], count: ids.length })
+                )
+              } else if (mode === "perEvent") {
+                const q = redis.pipeline()
+                for (let i = 0; i < batch; i++) q.publish(channel, fields(round * batch + i)[1]!)
+                await q.exec()
+              }
+              await redis.xtrim(stream, "MAXLEN", "~", "10000")
             }
-            await redis.xtrim(stream, "MAXLEN", "~", "10000")
+            const seconds = Number(process.hrtime.bigint() - start) / 1e9
+            await redis.del(stream)
+            if (pass === "warmup") continue
+            const key = `publish.${subscribers}subscribers.${mode}.eventsPerSecond`
+            report[key] = [
+              ...((report[key] as Array<number> | undefined) ?? []),
+              Math.round((batches * batch) / seconds)
+            ]
           }
-          const seconds = Number(process.hrtime.bigint() - start) / 1e9
-          report[`publish.${subscribers}subscribers.${mode}`] = {
-            eventsPerSecond: Math.round((batches * batch) / seconds)
-          }
-        }
         if (child !== undefined) {
           const received = await new Promise<{ received: number }>((resolve) => {
             child.once("message", (m) => resolve(m as { received: number }))
             child.send("stop")
           })
           report[`publish.${subscribers}subscribers.received`] = received.received
+        }
+      }
+    }
+
+    if (only === "" || only === "sink") {
+      // The sink end to end: events/s with no trimming, trim.maxLen (MAXLEN ~ in the write script) and trim.acked
+      // (StreamRetention after each write), into a stream with 3 groups; then publish (a notice per write).
+      const events = batches * batch
+      const modes = ["none", "maxLen", "acked", "publish"] as const
+      for (const pass of ["warmup", 1, 2, 3] as const) {
+        for (const mode of modes) {
+          const stream = `bench.sink.${mode}.${pass}`
+          for (const g of ["g1", "g2", "g3"]) await redis.xgroup("CREATE", stream, g, "$", "MKSTREAM")
+          const options: RedisStreamSink.Options = {
+            stream,
+            pipeline: stream,
+            durability: "ignore",
+            ...(mode === "maxLen" ? { trim: { maxLen: 1_000_000 } } : {}),
+            ...(mode === "acked" ? { trim: { acked: true } } : {}),
+            ...(mode === "publish" ? { publish: { channel: `${stream}.changed` } } : {})
+          }
+          const start = process.hrtime.bigint()
+          await runtime.runPromise(
+            SyntheticSource.make({ count: events }).pipe(
+              Stream.run(RedisStreamSink.make(options)),
+              Effect.provide(CheckpointStore.layerMemory)
+            )
+          )
+          const seconds = Number(process.hrtime.bigint() - start) / 1e9
+          await redis.del(stream)
+          if (pass === "warmup") continue
+          const key = `sink.${mode}.eventsPerSecond`
+          report[key] = [...((report[key] as Array<number> | undefined) ?? []), Math.round(events / seconds)]
         }
       }
     }
@@ -212,4 +238,24 @@ async function main() {
     await server.stop()
   }
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`)
+}
+
+// Child mode: N subscribers counting messages until told to stop.
+if (args[0] === "--subscribers") {
+  const url = args[1]!
+  const n = Number(args[2])
+  const channel = args[3]!
+  const clients = Array.from({ length: n }, () => new Redis(url))
+  let received = 0
+  await Promise.all(clients.map((c) => c.subscribe(channel)))
+  for (const c of clients) c.on("message", () => void received++)
+  process.send!({ ready: true })
+  process.on("message", () => {
+    process.send!({ received })
+    for (const c of clients) c.disconnect()
+    process.exit(0)
+  })
+} else {
+  // last: main uses the helpers above, which are not initialized until their declarations run
+  await main()
 }

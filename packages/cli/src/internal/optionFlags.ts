@@ -28,7 +28,16 @@ const FLAG_OF_OPTION: Readonly<Record<string, Readonly<Record<string, string>>>>
     pipeline: "pipeline",
     envelope: "envelope",
     "batch.maxEvents": "batch-size",
-    "trim.maxLen": "maxlen"
+    "trim.maxLen": "maxlen",
+    "trim.acked": "trim",
+    "trim.onLag": "on-lag",
+    maxLag: "max-lag",
+    "maxLag.group": "max-lag",
+    "maxLag.entries": "max-lag",
+    publish: "publish",
+    "publish.channel": "publish",
+    memoryGuard: "memory-guard",
+    durability: "durability"
   },
   PostgresSource: {
     url: "source",

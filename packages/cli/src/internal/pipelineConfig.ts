@@ -28,6 +28,8 @@ import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import { DEFAULT_CHECKPOINT_HASH } from "./commands/run.ts"
 import { UsageError } from "./errors.ts"
+import type * as OperatorFlags from "./operatorFlags.ts"
+import * as OptionFlags from "./optionFlags.ts"
 
 // ---------------------------------------------------------------------------------------------------------------
 // The file's schema
@@ -357,7 +359,7 @@ export const load = (file: string, env: Env): Effect.Effect<FileConfig, Pipeline
 // ---------------------------------------------------------------------------------------------------------------
 
 /** The flags of `redflow run` (all optional: the file may give each setting). */
-export interface RunFlags {
+export interface RunFlags extends OperatorFlags.OperatorFlags {
   readonly config: Option.Option<string>
   readonly source: Option.Option<string>
   readonly tables: Option.Option<ReadonlyArray<string>>
@@ -378,6 +380,12 @@ export interface RunFlags {
 
 /** No flags given: the file decides. */
 export const noFlags: RunFlags = {
+  trim: Option.none(),
+  onLag: Option.none(),
+  maxLag: Option.none(),
+  publish: Option.none(),
+  memoryGuard: Option.none(),
+  durability: Option.none(),
   config: Option.none(),
   source: Option.none(),
   tables: Option.none(),
@@ -704,7 +712,7 @@ export const sinkFault = (
 ): Failure => {
   const setting = SETTING_OF_SINK_FIELD[rejected.field]
   const text = rejected.reason
-  if (setting === undefined) return new UsageError({ flag: rejected.field, message: text })
+  if (setting === undefined) return new UsageError({ flag: OptionFlags.sinkFlagOf(rejected.field), message: text })
   return config.origin[setting.field]?.startsWith("--") === false
     ? fileError(
         Option.getOrElse(file, () => ""),

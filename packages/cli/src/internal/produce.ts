@@ -19,12 +19,13 @@ import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { UsageError } from "./errors.ts"
 import * as Flags from "./flags.ts"
 import * as Monitoring from "./monitoring.ts"
+import * as OperatorFlags from "./operatorFlags.ts"
 import * as OptionFlags from "./optionFlags.ts"
 import * as Output from "./output.ts"
 import * as Redis from "./redis.ts"
 import * as Shutdown from "./shutdown.ts"
 
-export interface ProduceInput {
+export interface ProduceInput extends OperatorFlags.OperatorFlags {
   readonly redis: Option.Option<string>
   readonly stream: string
   readonly events: number
@@ -156,7 +157,7 @@ export const run = (input: ProduceInput) =>
     const json = yield* Flags.Json
     const url = yield* Flags.resolveRedisUrl(input.redis)
     const source = yield* sourceOptions(input)
-    const sink: RedisStreamSink.Options = {
+    const base: RedisStreamSink.Options = {
       stream: input.stream,
       pipeline: input.pipeline,
       guarantee: input.guarantee,
@@ -165,6 +166,7 @@ export const run = (input: ProduceInput) =>
       ...Option.match(input.maxlen, { onNone: () => ({}), onSome: (n) => ({ trim: { maxLen: n } }) }),
       ...Option.match(input.key, { onNone: () => ({}), onSome: (k) => ({ key: k }) })
     }
+    const sink: RedisStreamSink.Options = { ...base, ...(yield* OperatorFlags.sinkOptions(input, base.trim)) }
     yield* validateSink(sink)
     const checkpoints = Option.match(input.checkpoint, {
       onNone: () => CheckpointStore.layerMemory,

@@ -21,6 +21,7 @@ import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as Flags from "./flags.ts"
 import * as MetricValues from "./metricValues.ts"
 import * as Monitoring from "./monitoring.ts"
+import * as OperatorFlags from "./operatorFlags.ts"
 import * as OptionFlags from "./optionFlags.ts"
 import * as Output from "./output.ts"
 import * as PipelineConfig from "./pipelineConfig.ts"
@@ -66,7 +67,9 @@ export const configure = (flags: PipelineConfig.RunFlags) =>
     const file = Option.isSome(flags.config)
       ? Option.some(yield* PipelineConfig.load(flags.config.value, env))
       : Option.none<PipelineConfig.FileConfig>()
-    const config = yield* Effect.fromResult(PipelineConfig.resolve(flags, file, env))
+    const resolved = yield* Effect.fromResult(PipelineConfig.resolve(flags, file, env))
+    const operator = yield* OperatorFlags.sinkOptions(flags, resolved.sink.trim)
+    const config: PipelineConfig.RunConfig = { ...resolved, sink: { ...resolved.sink, ...operator } }
     yield* RedisStreamSink.validate(config.sink).pipe(
       Effect.mapError((e) => PipelineConfig.sinkFault(config, flags.config, OptionFlags.sinkRejection(e)))
     )

@@ -5,6 +5,7 @@
 import * as Effect from "effect/Effect"
 import { Command, Flag } from "effect/cli"
 import * as Flags from "../flags.ts"
+import * as OperatorFlags from "../operatorFlags.ts"
 import * as Output from "../output.ts"
 
 export const command = Command.make(
@@ -71,6 +72,7 @@ export const command = Command.make(
       Flag.withDescription("Seed of the synthetic data (keep it when resuming)"),
       Flag.withDefault(1)
     ),
+    ...OperatorFlags.flags,
     metricsPort: Flags.metricsPort.pipe(
       Flag.withDescription(
         "Serve /metrics, /health and /ready on this port while producing (0 = a free port; a taken port is an error)"

@@ -6,6 +6,7 @@ import * as Effect from "effect/Effect"
 import { Command, Flag } from "effect/cli"
 import * as Envelope from "@redflow/core/Envelope"
 import * as Flags from "../flags.ts"
+import * as OperatorFlags from "../operatorFlags.ts"
 import * as Output from "../output.ts"
 
 /** The Redis hash `--checkpoint redis` keeps checkpoints in (the library's default). */
@@ -84,6 +85,7 @@ export const command = Command.make(
       Flag.withDescription("Trim each stream to about N entries (MAXLEN ~)"),
       Flag.optional
     ),
+    ...OperatorFlags.flags,
     metricsPort: Flags.metricsPort.pipe(
       Flag.withDescription(
         "Serve /metrics, /health and /ready on this port (0 = a free port; a taken port is an error)"

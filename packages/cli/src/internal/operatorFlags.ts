@@ -1,0 +1,145 @@
+/**
+ * The sink's operator flags shared by `redflow run` and `redflow produce`: acked trimming (`--trim acked`,
+ * `--on-lag`), consumer-lag backpressure (`--max-lag GROUP:ENTRIES`), notices (`--publish CHANNEL`), the memory guard
+ * (`--memory-guard[=HIGH[:LOW]]`) and the durability check (`--durability`). {@link sinkOptions} turns them into the
+ * sink's options; the sink checks them, and a rejection names the flag (see `optionFlags.ts`).
+ */
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import { Flag } from "effect/cli"
+import type * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
+import { UsageError } from "./errors.ts"
+
+/** The value a bare `--memory-guard` stands for: the guard's own defaults. */
+const DEFAULT_GUARD = "default"
+
+export const flags = {
+  trim: Flag.Literals("trim", ["acked"]).pipe(
+    Flag.withMetavar("acked"),
+    Flag.withDescription(
+      "acked: trim each stream only below what every consumer group has read and acknowledged (with --maxlen, see --on-lag)"
+    ),
+    Flag.optional
+  ),
+  onLag: Flag.Literals("on-lag", ["hold", "trim"]).pipe(
+    Flag.withMetavar("hold|trim"),
+    Flag.withDescription(
+      "With --trim acked and --maxlen, a group that keeps the stream past N entries: hold (default) holds the source until it catches up; trim lets --maxlen win and counts the entries it had not processed"
+    ),
+    Flag.optional
+  ),
+  maxLag: Flag.String("max-lag").pipe(
+    Flag.withMetavar("GROUP:ENTRIES"),
+    Flag.withDescription("Hold the source while consumer group GROUP has ENTRIES or more to read or acknowledge"),
+    Flag.optional
+  ),
+  publish: Flag.String("publish").pipe(
+    Flag.withMetavar("CHANNEL"),
+    Flag.withDescription(
+      "After each write, PUBLISH one notice per stream on CHANNEL (a template like --stream's): {stream, first, last, count}"
+    ),
+    Flag.optional
+  ),
+  memoryGuard: Flag.String("memory-guard").pipe(
+    Flag.withOptionalValue(DEFAULT_GUARD),
+    Flag.withMetavar("HIGH[:LOW]"),
+    Flag.withDescription(
+      "Hold writes above HIGH × maxmemory until memory is below LOW × maxmemory (shares; default 0.9:0.8); give values with =, e.g. --memory-guard=0.85:0.7"
+    ),
+    Flag.optional
+  ),
+  durability: Flag.Literals("durability", ["warn", "require", "ignore"]).pipe(
+    Flag.withMetavar("warn|require|ignore"),
+    Flag.withDescription(
+      "What to do when Redis can lose acknowledged writes on a restart (AOF off, appendfsync no): warn (default), require (refuse to start), ignore"
+    ),
+    Flag.optional
+  )
+} as const
+
+export interface OperatorFlags {
+  readonly trim: Option.Option<"acked">
+  readonly onLag: Option.Option<"hold" | "trim">
+  readonly maxLag: Option.Option<string>
+  readonly publish: Option.Option<string>
+  readonly memoryGuard: Option.Option<string>
+  readonly durability: Option.Option<"warn" | "require" | "ignore">
+}
+
+export const none: OperatorFlags = {
+  trim: Option.none(),
+  onLag: Option.none(),
+  maxLag: Option.none(),
+  publish: Option.none(),
+  memoryGuard: Option.none(),
+  durability: Option.none()
+}
+
+/** `GROUP:ENTRIES`, split at the last colon (a group name may hold one). */
+const parseMaxLag = (text: string): Effect.Effect<RedisStreamSink.Options["maxLag"] & {}, UsageError> => {
+  const colon = text.lastIndexOf(":")
+  const group = colon < 0 ? "" : text.slice(0, colon)
+  const entries = colon < 0 ? Number.NaN : Number(text.slice(colon + 1))
+  return group !== "" && Number.isInteger(entries) && entries >= 1
+    ? Effect.succeed({ group, entries })
+    : Effect.fail(
+        new UsageError({
+          flag: "max-lag",
+          message: `expected GROUP:ENTRIES, a consumer group and an entry count >= 1 such as billing:10000, got ${JSON.stringify(text)}`
+        })
+      )
+}
+
+/** `HIGH[:LOW]` as shares of maxmemory; the guard itself checks their range. */
+const parseGuard = (text: string): Effect.Effect<{ highWater?: number; lowWater?: number }, UsageError> => {
+  if (text === DEFAULT_GUARD) return Effect.succeed({})
+  const parts = text.split(":")
+  const numbers = parts.map((p) => (p.trim() === "" ? Number.NaN : Number(p)))
+  if (parts.length > 2 || numbers.some((n) => !Number.isFinite(n))) {
+    return Effect.fail(
+      new UsageError({
+        flag: "memory-guard",
+        message: `expected HIGH or HIGH:LOW, shares of maxmemory such as 0.9:0.8, got ${JSON.stringify(text)}`
+      })
+    )
+  }
+  const [highWater, lowWater] = numbers as [number, number | undefined]
+  const bad = (message: string) => Effect.fail(new UsageError({ flag: "memory-guard", message }))
+  if (!(highWater > 0 && highWater <= 1)) return bad(`HIGH must be a share above 0 and at most 1, got ${highWater}`)
+  if (lowWater === undefined) return Effect.succeed({ highWater })
+  if (!(lowWater > 0 && lowWater < highWater)) {
+    return bad(`LOW must be a share above 0 and below HIGH (${highWater}), got ${lowWater}`)
+  }
+  return Effect.succeed({ highWater, lowWater })
+}
+
+/** The sink options these flags set. */
+export type OperatorOptions = Pick<
+  RedisStreamSink.Options,
+  "trim" | "maxLag" | "publish" | "memoryGuard" | "durability"
+>
+
+/**
+ * The sink options the flags give, merged over `trim` (the `--maxlen` the command already turned into
+ * `trim.maxLen`). `--on-lag` without `--trim acked` is left to the sink to refuse, so its message is the library's.
+ */
+export const sinkOptions = (
+  input: OperatorFlags,
+  trim: RedisStreamSink.TrimOptions | undefined
+): Effect.Effect<OperatorOptions, UsageError> =>
+  Effect.gen(function* () {
+    const options: { -readonly [K in keyof OperatorOptions]: OperatorOptions[K] } = {}
+    const acked = Option.isSome(input.trim)
+    if (acked || Option.isSome(input.onLag)) {
+      options.trim = {
+        ...trim,
+        ...(acked ? { acked: true as const } : {}),
+        ...Option.match(input.onLag, { onNone: () => ({}), onSome: (onLag) => ({ onLag }) })
+      }
+    }
+    if (Option.isSome(input.maxLag)) options.maxLag = yield* parseMaxLag(input.maxLag.value)
+    if (Option.isSome(input.publish)) options.publish = { channel: input.publish.value }
+    if (Option.isSome(input.memoryGuard)) options.memoryGuard = yield* parseGuard(input.memoryGuard.value)
+    if (Option.isSome(input.durability)) options.durability = input.durability.value
+    return options
+  })

@@ -1,0 +1,135 @@
+/**
+ * The sink's operator flags of `redflow produce` and `redflow run` reach the sink: `--trim acked --maxlen` holds the
+ * source while a consumer group has not read (the run ends once the group reads), `--publish` sends one notice per
+ * write, and a bad value exits 2 naming its flag, for `run` too (before it connects anywhere).
+ */
+import { Redis } from "ioredis"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import { run, start, unique, waitFor, withClient } from "./support.ts"
+
+let server: Awaited<ReturnType<typeof RedisTestServer.start>>
+
+beforeAll(async () => {
+  server = await RedisTestServer.start()
+})
+
+afterAll(async () => {
+  await server?.stop()
+})
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+describe("redflow produce: --trim acked, --maxlen, --publish", () => {
+  it("holds while a group has not read past --maxlen, ends once it reads; one notice per write", async () => {
+    const stream = unique("operator")
+    const channel = `${stream}.changed`
+    await withClient(server.url, (c) => c.xgroup("CREATE", stream, "reader", "0", "MKSTREAM"))
+    const subscriber = new Redis(server.url)
+    const notices: Array<{ first: string; last: string; count: number }> = []
+    try {
+      await subscriber.subscribe(channel)
+      subscriber.on("message", (_channel, message: string) => notices.push(JSON.parse(message)))
+      const produce = start([
+        "produce",
+        "--redis",
+        server.url,
+        "--stream",
+        stream,
+        "--events",
+        "1000",
+        "--batch-size",
+        "100",
+        "--trim",
+        "acked",
+        "--maxlen",
+        "200",
+        "--publish",
+        channel,
+        "--memory-guard",
+        "--durability",
+        "ignore",
+        "--json"
+      ])
+      // held: the stream stays at maxLen plus at most the window (100) while the group reads nothing
+      await waitFor(async () => ((await withClient(server.url, (c) => c.xlen(stream))) > 200 ? true : undefined))
+      await sleep(1500)
+      const held = await withClient(server.url, (c) => c.xlen(stream))
+      expect(held).toBeLessThanOrEqual(300)
+      expect(produce.child.exitCode).toBeNull()
+
+      const read = new Set<string>()
+      const result = await (async () => {
+        let exited: Awaited<typeof produce.done> | undefined
+        produce.done.then((r) => (exited = r))
+        for (;;) {
+          const reply = (await withClient(server.url, (c) =>
+            c.xreadgroup("GROUP", "reader", "c", "COUNT", 500, "STREAMS", stream, ">")
+          )) as Array<[string, Array<[string, Array<string>]>]> | null
+          const entries = reply?.[0]?.[1] ?? []
+          for (const [, fields] of entries) read.add(fields[fields.indexOf("id") + 1]!)
+          if (entries.length > 0) {
+            await withClient(server.url, (c) => c.xack(stream, "reader", ...entries.map(([id]) => id)))
+          } else if (exited !== undefined) return exited
+          else await sleep(20)
+        }
+      })()
+      expect(result.code, result.stderr).toBe(0)
+      expect(read.size).toBe(1000)
+      await waitFor(() => (notices.reduce((n, x) => n + x.count, 0) >= 1000 ? true : undefined))
+      const summary = JSON.parse(result.stdout) as { batches: number }
+      expect(notices.length).toBe(summary.batches)
+      expect(notices.reduce((n, x) => n + x.count, 0)).toBe(1000)
+    } finally {
+      subscriber.disconnect()
+    }
+  }, 120_000)
+
+  it("a bad operator flag exits 2 naming it, in produce and in run", async () => {
+    const produce = ["produce", "--redis", server.url, "--stream", "s", "--events", "5"]
+    const runCommand = [
+      "run",
+      "--source",
+      "postgres://redflow@127.0.0.1:1/db",
+      "--tables",
+      "public.orders",
+      "--redis",
+      server.url,
+      "--stream",
+      "s"
+    ]
+    const cases: Array<[Array<string>, RegExp]> = [
+      [[...produce, "--max-lag", "billing"], /--max-lag: expected GROUP:ENTRIES/],
+      [[...produce, "--max-lag", "billing:0"], /--max-lag/],
+      [[...produce, "--on-lag", "trim"], /--on-lag: only applies with trim.acked/],
+      [[...produce, "--trim", "acked", "--on-lag", "hold"], /--on-lag: needs trim.maxLen/],
+      [[...produce, "--memory-guard=0.5:0.7"], /--memory-guard: LOW must be .* below HIGH/],
+      [[...produce, "--publish", "cdc.${nope}"], /--publish: .*nope/],
+      [[...produce, "--durability", "always"], /--durability/],
+      [[...runCommand, "--on-lag", "trim"], /--on-lag: only applies with trim.acked/],
+      [[...runCommand, "--max-lag", ":5"], /--max-lag: expected GROUP:ENTRIES/],
+      [[...runCommand, "--memory-guard=2"], /--memory-guard: HIGH must be/]
+    ]
+    const results = await Promise.all(cases.map(([args]) => run(args)))
+    results.forEach((r, i) => {
+      expect(r.code, `${cases[i]![0].join(" ")}: ${r.stderr}`).toBe(2)
+      expect(r.stderr).toMatch(cases[i]![1])
+    })
+  }, 120_000)
+
+  it("--durability require refuses to start against a server that can lose acknowledged writes", async () => {
+    const r = await run([
+      "produce",
+      "--redis",
+      server.url,
+      "--stream",
+      unique("durable"),
+      "--events",
+      "5",
+      "--durability",
+      "require"
+    ])
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/appendonly|AOF/i)
+  }, 60_000)
+})
