@@ -58,6 +58,8 @@ const ENCODE_SLICE_BYTES = 256 * 1024
 /** What a write reports once Redis acknowledged all of it. */
 interface Written {
   readonly results: Map<string, StreamResult>
+  /** Each stream's share that Redis acknowledged with entries written, for what follows a write. */
+  readonly acknowledged: ReadonlyArray<Acknowledged>
   readonly attempts: number
   readonly startedAt: number
 }
@@ -209,12 +211,7 @@ const recordResult = (
  * Writes one batch, retrying failed streams by the failure policies. A stream refused because an earlier batch in
  * flight has not applied yet (`written = -1`) is sent again, unconditionally, once that batch is through.
  */
-const writeBatch = <E>(
-  w: Writer<E>,
-  batch: ReadonlyArray<Prepare.Entry>,
-  writes: ReadonlyArray<Marks.Write>,
-  self: Marks.InFlight
-) =>
+const writeBatch = <E>(w: Writer<E>, writes: ReadonlyArray<Marks.Write>, self: Marks.InFlight) =>
   Effect.gen(function* () {
     const { book, settings } = w
     const startedAt = yield* Clock.currentTimeMillis
@@ -281,13 +278,7 @@ const writeBatch = <E>(
     yield* w.report.onWritten
     // Written: the encoded events can go (see internal/commands.ts for why holding them costs memory).
     for (const write of writes) write.entries.length = 0
-    if (acknowledged.length > 0 && (settings.publish !== undefined || w.retention !== undefined)) {
-      yield* Effect.forEach(acknowledged, (ack) => afterWrite(w, batch, ack), {
-        concurrency: "unbounded",
-        discard: true
-      })
-    }
-    return { results, attempts, startedAt } satisfies Written
+    return { results, acknowledged, attempts, startedAt } satisfies Written
   })
 
 /** A stream's share of a batch that Redis acknowledged. */
@@ -342,7 +333,7 @@ const announce = (batch: ReadonlyArray<Prepare.Entry>, ack: Acknowledged) =>
  * can undo the write, so a failure is logged and the sink goes on: a notice is at most once, and the next write of
  * the stream runs retention again.
  */
-const afterWrite = <E>(w: Writer<E>, batch: ReadonlyArray<Prepare.Entry>, ack: Acknowledged) =>
+const afterStream = <E>(w: Writer<E>, batch: ReadonlyArray<Prepare.Entry>, ack: Acknowledged) =>
   Effect.gen(function* () {
     if (w.settings.publish !== undefined) {
       yield* announce(batch, ack).pipe(
@@ -363,6 +354,19 @@ const afterWrite = <E>(w: Writer<E>, batch: ReadonlyArray<Prepare.Entry>, ack: A
         )
     }
   }).pipe(Effect.provideService(RedisConnection, w.redis), Effect.annotateLogs({ pipeline: w.settings.pipeline }))
+
+/**
+ * Notices and retention for every stream a write wrote. Run once the write's slot is free again, so they do not hold
+ * up the next write, but before the committer takes the batch: its events keep their room in the window until then,
+ * so what passes a gate before retention finds a lagging group is still bounded by the window.
+ */
+const afterWrite = <E>(w: Writer<E>, batch: ReadonlyArray<Prepare.Entry>, written: Written) =>
+  written.acknowledged.length === 0 || (w.settings.publish === undefined && w.retention === undefined)
+    ? Effect.void
+    : Effect.forEach(written.acknowledged, (ack) => afterStream(w, batch, ack), {
+        concurrency: "unbounded",
+        discard: true
+      })
 
 /** Cuts the next batch when there is room, learns its streams' marks and starts its write. */
 const sendNext = <E>(w: Writer<E>) =>
@@ -388,7 +392,10 @@ const sendNext = <E>(w: Writer<E>) =>
     // next batch must not wait for its I/O (a file store's fsync would then add to every event's latency). Started
     // at once, so the batch is on the socket before this fiber goes on, not a scheduler turn later.
     const fiber = yield* Effect.forkIn(
-      writeBatch(w, batch, writes, self).pipe(Effect.ensuring(Semaphore.release(w.writes, 1))),
+      writeBatch(w, writes, self).pipe(
+        Effect.ensuring(Semaphore.release(w.writes, 1)),
+        Effect.tap((written) => afterWrite(w, batch, written))
+      ),
       w.scope,
       { startImmediately: true }
     )
