@@ -308,6 +308,12 @@ const announce = (batch: ReadonlyArray<Prepare.Entry>, ack: Acknowledged) =>
     const channels = writtenChannels(batch, ack)
     const first = channels.find((c) => c !== undefined)
     if (first === undefined) return
+    if (reply.firstId === "" || reply.lastId === "" || channels.length !== reply.written) {
+      return yield* Effect.logWarning(
+        `publish: the write script answered ${reply.written} entries from ${JSON.stringify(reply.firstId)} to ` +
+          `${JSON.stringify(reply.lastId)} on ${stream}, which does not match the batch; this write is not announced`
+      )
+    }
     let notices: Array<RedisStreamChannel.Notice>
     if (channels.every((c) => c === first)) {
       notices = [
