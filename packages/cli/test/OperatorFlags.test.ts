@@ -3,10 +3,25 @@
  * source while a consumer group has not read (the run ends once the group reads), `--publish` sends one notice per
  * write, and a bad value exits 2 naming its flag, for `run` too (before it connects anywhere).
  */
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import * as PipelineConfig from "../src/internal/pipelineConfig.ts"
+import { configure } from "../src/internal/run.ts"
 import { run, start, unique, waitFor, withClient } from "./support.ts"
+
+const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "redflow-operator-"))
+let files = 0
+const file = (text: string) => {
+  const path = Path.join(dir, `pipeline-${files++}.yaml`)
+  Fs.writeFileSync(path, text)
+  return path
+}
 
 let server: Awaited<ReturnType<typeof RedisTestServer.start>>
 
@@ -16,6 +31,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.stop()
+  Fs.rmSync(dir, { recursive: true, force: true })
 })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -132,4 +148,75 @@ describe("redflow produce: --trim acked, --maxlen, --publish", () => {
     expect(r.code).not.toBe(0)
     expect(r.stderr).toMatch(/appendonly|AOF/i)
   }, 60_000)
+})
+
+describe("redflow run: the operator settings in the pipeline file, and their flags over them", () => {
+  const base = [
+    "source:",
+    "  url: postgres://app@127.0.0.1:1/shop",
+    "  tables: [public.orders]",
+    "redis:",
+    "  url: redis://127.0.0.1:1",
+    "sink:",
+    "  stream: cdc.${source.table}",
+    ""
+  ].join("\n")
+
+  it("the file's keys reach the sink's options; a flag given as well wins", async () => {
+    const path = file(
+      base +
+        [
+          "  trim:",
+          "    maxLen: 1000",
+          "    acked: true",
+          "    onLag: trim",
+          "  maxLag: { group: billing, entries: 5000 }",
+          "  publish:",
+          "    channel: cdc.${source.table}.changed",
+          "  memoryGuard: { highWater: 0.85, lowWater: 0.7 }",
+          "  durability: require",
+          ""
+        ].join("\n")
+    )
+    const fromFile = await Effect.runPromise(configure({ ...PipelineConfig.noFlags, config: Option.some(path) }))
+    expect(fromFile.sink).toMatchObject({
+      trim: { maxLen: 1000, acked: true, onLag: "trim" },
+      maxLag: { group: "billing", entries: 5000 },
+      publish: { channel: "cdc.${source.table}.changed" },
+      memoryGuard: { highWater: 0.85, lowWater: 0.7 },
+      durability: "require"
+    })
+    const flagged = await Effect.runPromise(
+      configure({
+        ...PipelineConfig.noFlags,
+        config: Option.some(path),
+        onLag: Option.some("hold"),
+        maxLag: Option.some("audit:10"),
+        durability: Option.some("warn")
+      })
+    )
+    expect(flagged.sink).toMatchObject({
+      trim: { maxLen: 1000, acked: true, onLag: "hold" },
+      maxLag: { group: "audit", entries: 10 },
+      durability: "warn"
+    })
+  })
+
+  it("a setting that cannot work names the file's path, or the flag when one gave it (exit 2)", async () => {
+    const cases: Array<[Array<string>, RegExp]> = [
+      [
+        ["--config", file(`${base}  trim:\n    onLag: trim\n`)],
+        /\.yaml: sink\.trim\.onLag: only applies with trim\.acked/
+      ],
+      [["--config", file(`${base}  maxLag: { group: billing, entries: 0 }\n`)], /\.yaml: sink\.maxLag\.entries: /],
+      [["--config", file(`${base}  memoryGuard: { lowWater: 0.95 }\n`)], /\.yaml: sink\.memoryGuard: lowWater must/],
+      [["--config", file(`${base}  publish: { chanel: x }\n`)], /sink\.publish\.chanel: unknown setting/],
+      [["--config", file(`${base}  trim:\n    maxLen: 10\n`), "--on-lag", "trim"], /--on-lag: only applies/]
+    ]
+    const results = await Promise.all(cases.map(([args]) => run(["run", ...args])))
+    results.forEach((r, i) => {
+      expect(r.code, r.stderr).toBe(2)
+      expect(r.stderr).toMatch(cases[i]![1])
+    })
+  }, 120_000)
 })

@@ -104,13 +104,40 @@ const parseGuard = (text: string): Effect.Effect<{ highWater?: number; lowWater?
     )
   }
   const [highWater, lowWater] = numbers as [number, number | undefined]
-  const bad = (message: string) => Effect.fail(new UsageError({ flag: "memory-guard", message }))
-  if (!(highWater > 0 && highWater <= 1)) return bad(`HIGH must be a share above 0 and at most 1, got ${highWater}`)
-  if (lowWater === undefined) return Effect.succeed({ highWater })
-  if (!(lowWater > 0 && lowWater < highWater)) {
-    return bad(`LOW must be a share above 0 and below HIGH (${highWater}), got ${lowWater}`)
+  const wrong = guardProblem(highWater, lowWater, "HIGH", "LOW")
+  if (wrong !== undefined) return Effect.fail(new UsageError({ flag: "memory-guard", message: wrong }))
+  return Effect.succeed(lowWater === undefined ? { highWater } : { highWater, lowWater })
+}
+
+/**
+ * What is wrong with the memory guard's shares, or `undefined`: checked before connecting, where the guard itself
+ * would refuse them only once the sink starts.
+ */
+export const guardProblem = (
+  highWater: number | undefined,
+  lowWater: number | undefined,
+  high = "highWater",
+  low = "lowWater"
+): string | undefined => {
+  if (highWater !== undefined && !(highWater > 0 && highWater <= 1)) {
+    return `${high} must be a share above 0 and at most 1, got ${highWater}`
   }
-  return Effect.succeed({ highWater, lowWater })
+  if (lowWater !== undefined && !(lowWater > 0 && lowWater < (highWater ?? 0.9))) {
+    return `${low} must be a share above 0 and below ${high} (${highWater ?? 0.9}), got ${lowWater}`
+  }
+  return undefined
+}
+
+/** Where each setting given by one of these flags came from, for messages (`sink.trim.acked` → `--trim`). */
+export const origins = (input: OperatorFlags): Record<string, string> => {
+  const out: Record<string, string> = {}
+  if (Option.isSome(input.trim)) out["sink.trim.acked"] = "--trim"
+  if (Option.isSome(input.onLag)) out["sink.trim.onLag"] = "--on-lag"
+  if (Option.isSome(input.maxLag)) out["sink.maxLag"] = "--max-lag"
+  if (Option.isSome(input.publish)) out["sink.publish.channel"] = "--publish"
+  if (Option.isSome(input.memoryGuard)) out["sink.memoryGuard"] = "--memory-guard"
+  if (Option.isSome(input.durability)) out["sink.durability"] = "--durability"
+  return out
 }
 
 /** The sink options these flags set. */

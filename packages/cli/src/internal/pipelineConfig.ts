@@ -28,7 +28,7 @@ import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import { DEFAULT_CHECKPOINT_HASH } from "./commands/run.ts"
 import { UsageError } from "./errors.ts"
-import type * as OperatorFlags from "./operatorFlags.ts"
+import * as OperatorFlags from "./operatorFlags.ts"
 import * as OptionFlags from "./optionFlags.ts"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -82,13 +82,30 @@ const sections = {
     guarantee: opt(Guarantee),
     envelope: opt(Envelope.Format),
     batch: opt(Schema.Unknown),
-    trim: opt(Schema.Unknown)
+    trim: opt(Schema.Unknown),
+    maxLag: opt(Schema.Unknown),
+    publish: opt(Schema.Unknown),
+    memoryGuard: opt(Schema.Unknown),
+    durability: opt(Schema.Literals(["warn", "require", "ignore"]))
   },
   "sink.batch": {
     maxEvents: opt(AtLeastOne("events per batch"))
   },
   "sink.trim": {
-    maxLen: opt(AtLeastOne("a stream length"))
+    maxLen: opt(AtLeastOne("a stream length")),
+    acked: opt(Schema.Literal(true)),
+    onLag: opt(Schema.Literals(["hold", "trim"]))
+  },
+  "sink.maxLag": {
+    group: Text("a consumer group name"),
+    entries: AtLeastOne("a number of entries")
+  },
+  "sink.publish": {
+    channel: Text("a channel name or template, e.g. cdc.${source.table}.changed")
+  },
+  "sink.memoryGuard": {
+    highWater: opt(Schema.Number),
+    lowWater: opt(Schema.Number)
   },
   checkpoint: {
     file: opt(Text("a file path")),
@@ -107,16 +124,32 @@ export const FileConfig = Schema.Struct({
   ...sections[""],
   source: opt(Schema.Struct(sections.source)),
   redis: opt(Schema.Struct(sections.redis)),
-  sink: opt(Schema.Struct({ ...sections.sink, batch: opt(Batch), trim: opt(Trim) })),
+  sink: opt(
+    Schema.Struct({
+      ...sections.sink,
+      batch: opt(Batch),
+      trim: opt(Trim),
+      maxLag: opt(Schema.Struct(sections["sink.maxLag"])),
+      publish: opt(Schema.Struct(sections["sink.publish"])),
+      memoryGuard: opt(Schema.Struct(sections["sink.memoryGuard"]))
+    })
+  ),
   checkpoint: opt(Schema.Struct(sections.checkpoint)),
   metrics: opt(Schema.Struct(sections.metrics))
 })
 export type FileConfig = typeof FileConfig.Type
 
 /** Settings that are routing templates: their lower-case `${…}` placeholders are the sink's, not the environment's. */
-const TEMPLATES = new Set(["sink.stream", "sink.key"])
+const TEMPLATES = new Set(["sink.stream", "sink.key", "sink.publish.channel"])
 /** Number settings: a value that came from the environment is read as a number there. */
-const NUMBERS = new Set(["metrics.port", "sink.batch.maxEvents", "sink.trim.maxLen"])
+const NUMBERS = new Set([
+  "metrics.port",
+  "sink.batch.maxEvents",
+  "sink.trim.maxLen",
+  "sink.maxLag.entries",
+  "sink.memoryGuard.highWater",
+  "sink.memoryGuard.lowWater"
+])
 
 // ---------------------------------------------------------------------------------------------------------------
 // Errors
@@ -639,6 +672,28 @@ export const resolve = (
     f.sink?.batch?.maxEvents
   )
   const maxLen = pick("sink.trim.maxLen", "maxlen", flags.maxlen, "sink.trim.maxLen", f.sink?.trim?.maxLen)
+  // The operator settings from the file; their flags are laid over them by `run` (see operatorFlags.ts).
+  const fromFile = (field: string, value: unknown) => {
+    if (value !== undefined) origin[field] = `${field} in ${fileName}`
+  }
+  const acked = f.sink?.trim?.acked
+  const onLag = f.sink?.trim?.onLag
+  fromFile("sink.trim.acked", acked)
+  fromFile("sink.trim.onLag", onLag)
+  fromFile("sink.maxLag", f.sink?.maxLag)
+  fromFile("sink.publish.channel", f.sink?.publish)
+  fromFile("sink.memoryGuard", f.sink?.memoryGuard)
+  fromFile("sink.durability", f.sink?.durability)
+  const guard = f.sink?.memoryGuard
+  if (guard !== undefined) {
+    const wrong = OperatorFlags.guardProblem(guard.highWater, guard.lowWater)
+    if (wrong !== undefined) return Result.fail(fileError(fileName, "sink.memoryGuard", wrong))
+  }
+  const trim = {
+    ...(maxLen === undefined ? {} : { maxLen }),
+    ...(acked === undefined ? {} : { acked }),
+    ...(onLag === undefined ? {} : { onLag })
+  }
   origin.pipeline ??= "--pipeline"
 
   // Checkpoints: the flag (a path, or `redis`), else the file, else in memory.
@@ -681,7 +736,11 @@ export const resolve = (
       ...(guarantee === undefined ? {} : { guarantee }),
       ...(envelope === undefined ? {} : { envelope }),
       ...(maxEvents === undefined ? {} : { batch: { maxEvents } }),
-      ...(maxLen === undefined ? {} : { trim: { maxLen } })
+      ...(Object.keys(trim).length === 0 ? {} : { trim }),
+      ...(f.sink?.maxLag === undefined ? {} : { maxLag: f.sink.maxLag }),
+      ...(f.sink?.publish === undefined ? {} : { publish: f.sink.publish }),
+      ...(guard === undefined ? {} : { memoryGuard: guard }),
+      ...(f.sink?.durability === undefined ? {} : { durability: f.sink.durability })
     },
     checkpoint,
     metricsPort: Option.fromUndefinedOr(metricsPort),
@@ -698,7 +757,13 @@ const SETTING_OF_SINK_FIELD: Record<string, { readonly field: string; readonly f
     envelope: { field: "sink.envelope", flag: "envelope", path: "sink.envelope" },
     pipeline: { field: "pipeline", flag: "pipeline", path: "pipeline" },
     "batch.maxEvents": { field: "sink.batch.maxEvents", flag: "batch-size", path: "sink.batch.maxEvents" },
-    "trim.maxLen": { field: "sink.trim.maxLen", flag: "maxlen", path: "sink.trim.maxLen" }
+    "trim.maxLen": { field: "sink.trim.maxLen", flag: "maxlen", path: "sink.trim.maxLen" },
+    "trim.acked": { field: "sink.trim.acked", flag: "trim", path: "sink.trim.acked" },
+    "trim.onLag": { field: "sink.trim.onLag", flag: "on-lag", path: "sink.trim.onLag" },
+    "maxLag.group": { field: "sink.maxLag", flag: "max-lag", path: "sink.maxLag.group" },
+    "maxLag.entries": { field: "sink.maxLag", flag: "max-lag", path: "sink.maxLag.entries" },
+    "publish.channel": { field: "sink.publish.channel", flag: "publish", path: "sink.publish.channel" },
+    durability: { field: "sink.durability", flag: "durability", path: "sink.durability" }
   }
 
 /**

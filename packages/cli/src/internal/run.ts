@@ -69,7 +69,11 @@ export const configure = (flags: PipelineConfig.RunFlags) =>
       : Option.none<PipelineConfig.FileConfig>()
     const resolved = yield* Effect.fromResult(PipelineConfig.resolve(flags, file, env))
     const operator = yield* OperatorFlags.sinkOptions(flags, resolved.sink.trim)
-    const config: PipelineConfig.RunConfig = { ...resolved, sink: { ...resolved.sink, ...operator } }
+    const config: PipelineConfig.RunConfig = {
+      ...resolved,
+      sink: { ...resolved.sink, ...operator },
+      origin: { ...resolved.origin, ...OperatorFlags.origins(flags) }
+    }
     yield* RedisStreamSink.validate(config.sink).pipe(
       Effect.mapError((e) => PipelineConfig.sinkFault(config, flags.config, OptionFlags.sinkRejection(e)))
     )
