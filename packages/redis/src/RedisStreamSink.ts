@@ -19,6 +19,11 @@
  * )
  * ```
  *
+ * Before a batch is cut, the write gates are awaited: the memory guard (`memoryGuard`), retention's hold
+ * (`trim: { acked, maxLen, onLag: "hold" }`) and consumer lag (`maxLag`); while one holds, the queue fills and the
+ * source is not pulled. After each acknowledged write of a stream come its notices (`publish`) and its retention
+ * (`trim.acked`: trimmed below what every consumer group has processed, see `StreamRetention`).
+ *
  * The machinery lives in `internal/sink/`: `options` (the options decoded and resolved), `prepare` (routing and
  * encoding, dead letters), `marks` (high-water marks and their checks), `send` (script calls pipelined per node) and
  * `writer` (queue → writes in flight → checkpoint), with `report` for metrics, logs and health.

@@ -188,6 +188,34 @@ layer(RedisTestServer.layer({ useEnv: false }), { excludeTestServices: true })("
     { timeout: 60_000 }
   )
 
+  it.effect(
+    "approximate trimming (the default) with a group reading as the sink writes: every event reaches the group once, and the stream stays near maxLen",
+    () =>
+      Effect.gen(function* () {
+        const { url } = yield* RedisTestServer.RedisTestServer
+        const stream = uniquePrefix("sinkret.live")
+        yield* createGroup(url, stream, "live")
+        const total = 5000
+        const maxLen = 500
+        const window = 400
+        const fiber = yield* sink(url, total, {
+          stream,
+          pipeline: stream,
+          batch: { maxEvents: window },
+          trim: { acked: true, maxLen },
+          durability: "ignore"
+        }).pipe(Effect.forkChild)
+        const seen = yield* drainWhile(url, stream, "live", fiber)
+        expect(Exit.isSuccess(yield* Fiber.await(fiber))).toBe(true)
+        expect(seen.length).toBe(total)
+        expect(new Set(seen).size).toBe(total)
+        // the sink could only finish once the group was within maxLen: the stream was trimmed as it went, by whole
+        // nodes (stream-node-max-entries 100), keeping at most maxLen + the window + a node
+        expect(yield* xlen(url, stream)).toBeLessThanOrEqual(maxLen + window + 100)
+      }),
+    { timeout: 60_000 }
+  )
+
   it.effect("onLag trim: maxLen wins and the entries trimmed before a group processed them are counted exactly", () =>
     Effect.gen(function* () {
       const { url } = yield* RedisTestServer.RedisTestServer
