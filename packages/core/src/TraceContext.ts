@@ -32,6 +32,14 @@ import * as Tracer from "effect/Tracer"
  */
 export const FIELD = "traceparent"
 
+/**
+ * The length of a version-00 `traceparent` value, which {@link format} always makes: `00-` + 32 + `-` + 16 + `-` + 2.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const LENGTH = 55
+
 const HEX_TRACE = /^[0-9a-f]{32}$/
 const HEX_SPAN = /^[0-9a-f]{16}$/
 const HEX_BYTE = /^[0-9a-f]{2}$/
@@ -94,3 +102,29 @@ export const fromTraceparent = (value: string | undefined): Effect.Effect<Option
     Option.none()
   )
 }
+
+// Events are plain data (their schema is what the envelope writes), so their trace context rides beside them.
+const ofEvents = new WeakMap<object, string>()
+
+/**
+ * Gives an event the trace context it was produced in, for a source that has one per event (a span around the work
+ * that produced the change): the sink writes it as the entry's `traceparent` instead of its batch write span's. The
+ * value is checked here; one that does not parse is not attached (and `false` returned).
+ *
+ * @since 0.1.0
+ * @category events
+ */
+export const attach = (event: object, context: string | Tracer.AnySpan): boolean => {
+  const value = typeof context === "string" ? context : format(context)
+  if (value.length !== LENGTH || "invalid" in parse(value)) return false
+  ofEvents.set(event, value)
+  return true
+}
+
+/**
+ * The `traceparent` {@link attach} gave an event, if any.
+ *
+ * @since 0.1.0
+ * @category events
+ */
+export const ofEvent = (event: object): string | undefined => ofEvents.get(event)

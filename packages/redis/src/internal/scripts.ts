@@ -25,7 +25,10 @@
  *
  * KEYS are the stream and its high-water hash (same hash slot); ARGV is the call's {@link WriteHeader}, then per
  * entry {@link ENTRY_ARITY} values: position, id, op, table, key ("" when none), event, error ("" when none; set on
- * dead-letter entries). {@link write} is the typed descriptor: it lays a {@link WriteCall} out in that order.
+ * dead-letter entries); with tracing on (the header's `traceparent` set), a {@link TRACED_ENTRY_ARITY}th: the
+ * event's own `traceparent`, or "" for the header's (the batch write span). Each entry then gets a `traceparent`
+ * field; with tracing off the entries and their arguments are as they were without it. {@link write} is the typed
+ * descriptor: it lays a {@link WriteCall} out in that order.
  *
  * Answers a {@link WriteReply}. In `check` mode the script checks permissions and reads the mark (`lastId` is then
  * the mark's entry id), and writes nothing.
@@ -33,7 +36,7 @@
 import * as Script from "./script.ts"
 
 /**
- * The fixed part of a call's ARGV: the Lua source reads it as `ARGV[1]` … `ARGV[8]`, in the order of
+ * The fixed part of a call's ARGV: the Lua source reads it as `ARGV[1]` … `ARGV[9]`, in the order of
  * {@link headerArgs}.
  */
 export interface WriteHeader {
@@ -50,6 +53,11 @@ export interface WriteHeader {
   readonly width: number
   /** "" = write; "check" = check permissions and read the mark only. */
   readonly mode: "" | "check"
+  /**
+   * The batch write span's `traceparent`, for the entries without one of their own; "" = tracing off (entries carry
+   * {@link ENTRY_ARITY} values and get no `traceparent` field). Set once the write's span exists.
+   */
+  traceparent: string
 }
 
 const headerArgs = (h: WriteHeader): Array<string> => [
@@ -60,12 +68,15 @@ const headerArgs = (h: WriteHeader): Array<string> => [
   h.expected,
   h.skip ? "1" : "",
   String(h.width),
-  h.mode
+  h.mode,
+  h.traceparent
 ]
 
-const HEADER_ARITY = 8
+const HEADER_ARITY = 9
 /** Values per entry in ARGV after the header. */
 export const ENTRY_ARITY = 7
+/** Values per entry when tracing is on: the event's own `traceparent` ("" for the batch's) is the last. */
+export const TRACED_ENTRY_ARITY = 8
 
 /** One call of the script: one stream's share of a batch, or a check of the stream's mark (no entries). */
 export interface WriteCall {
@@ -74,7 +85,7 @@ export interface WriteCall {
   readonly markKey: string
   readonly header: WriteHeader
   /**
-   * {@link ENTRY_ARITY} values per entry, flat. Emptied once the call is written, so the encoded events are not held
+   * {@link ENTRY_ARITY} values per entry ({@link TRACED_ENTRY_ARITY} with tracing on), flat. Emptied once the call is written, so the encoded events are not held
    * longer than the write needs them (see `commands.ts`).
    */
   readonly entries: Array<string>
@@ -106,6 +117,9 @@ const SOURCE = `#!lua
 local stream, marks = KEYS[1], KEYS[2]
 local field, trim, op, threshold = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local expected, skip, width, mode = ARGV[5], ARGV[6] == "1", tonumber(ARGV[7]), ARGV[8]
+local traceparent = ARGV[9]
+local arity = ${ENTRY_ARITY}
+if traceparent ~= "" then arity = ${TRACED_ENTRY_ARITY} end
 
 -- Before any write: may this user run every command of the script on these keys? (Redis >= 7.0)
 if redis.acl_check_cmd then
@@ -152,7 +166,7 @@ else
 end
 local before = mark
 local written, skipped, lastId = 0, 0, ""
-for i = ${HEADER_ARITY + 1}, #ARGV, ${ENTRY_ARITY} do
+for i = ${HEADER_ARITY + 1}, #ARGV, arity do
   local position = ARGV[i]
   -- Positions are equal-width lowercase hex: longer, or as long and bytewise greater, is later.
   local later = not mark or #position > #mark or (#position == #mark and position > mark)
@@ -161,12 +175,27 @@ for i = ${HEADER_ARITY + 1}, #ARGV, ${ENTRY_ARITY} do
   else
     local key, err = ARGV[i + 4], ARGV[i + 6]
     local id
-    if err ~= "" then
-      id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err)
-    elseif key ~= "" then
-      id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key)
+    if traceparent == "" then
+      if err ~= "" then
+        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err)
+      elseif key ~= "" then
+        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key)
+      else
+        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3])
+      end
     else
-      id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3])
+      local tp = ARGV[i + 7]
+      if tp == "" then tp = traceparent end
+      if err ~= "" then
+        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err,
+          "traceparent", tp)
+      elseif key ~= "" then
+        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key,
+          "traceparent", tp)
+      else
+        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3],
+          "traceparent", tp)
+      end
     end
     if type(id) == "table" and id.err then return fail(id.err, "XADD", stream) end
     added[#added + 1] = id

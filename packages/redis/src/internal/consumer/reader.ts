@@ -24,6 +24,8 @@ import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
+import * as TraceContext from "@redflow/core/TraceContext"
 import type { RedisError } from "../../RedisError.ts"
 import type { Delivery, Message } from "../../RedisStreamConsumer.ts"
 import { admit, recreateGroup } from "./admission.ts"
@@ -37,6 +39,8 @@ export interface Reader {
   readonly ledger: Ledger.Ledger
   /** Most messages ever admitted, when set. */
   readonly limit: number | undefined
+  /** A tracer is installed (not the native one): each read gets a `redflow.consume.read` span. */
+  readonly traced: boolean
   /** Messages admitted, not handed out yet. Bounded by {@link roomNow}, not by the queue. */
   readonly messages: Queue.Queue<Message, ConsumerError | Cause.Done>
   /** Opened when handing out (or admitting) messages made room for a read: the read loop waits on it. */
@@ -117,9 +121,51 @@ const isStreamDeleted = (error: RedisError) =>
   error.code === "UNBLOCKED" &&
   /^UNBLOCKED the stream key no longer exists/.test(error.message)
 
+/**
+ * A read in a span `redflow.consume.read` (its parent the caller's span), linked to the producing span of each entry
+ * that carries a `traceparent`: the handler spans continue those traces, the read is where they meet this consumer.
+ */
+const readSpan = <E>(
+  reader: Reader,
+  id: string,
+  count: number,
+  read: Effect.Effect<ReadonlyArray<ReadEntry>, E>
+): Effect.Effect<ReadonlyArray<ReadEntry>, E> => {
+  const { settings } = reader.ledger
+  return Effect.useSpan(
+    "redflow.consume.read",
+    {
+      kind: "consumer",
+      attributes: {
+        "messaging.system": "redis",
+        "redflow.stream": settings.stream,
+        "redflow.group": settings.group,
+        "redflow.consumer": settings.consumer,
+        "redflow.read.from": id === ">" ? "new" : "pending",
+        "redflow.read.count": count
+      }
+    },
+    (span) =>
+      Effect.tap(read, (entries) =>
+        Effect.sync(() => {
+          span.attribute("redflow.entries", entries.length)
+          const links: Array<Tracer.SpanLink> = []
+          for (const entry of entries) {
+            const value = entry.fields?.[TraceContext.FIELD]
+            if (value === undefined) continue
+            const parsed = TraceContext.parse(value)
+            if ("span" in parsed) links.push({ span: parsed.span, attributes: { "redflow.entry.id": entry.id } })
+          }
+          if (links.length > 0) span.addLinks(links)
+        })
+      )
+  )
+}
+
 const readGroup = (reader: Reader, id: string, count: number, blockMs: number | undefined) => {
   const { ledger } = reader
-  return ledger.store.readGroup(id, count, blockMs).pipe(
+  const read = ledger.store.readGroup(id, count, blockMs)
+  return (reader.traced ? readSpan(reader, id, count, read) : read).pipe(
     Effect.tap((entries) => Effect.sync(() => Ledger.recordRead(ledger, entries, id === ">" ? 1 : undefined))),
     Effect.uninterruptible,
     // The group (or the stream) was deleted under us: create it again (see `recreateGroup`) and go on.
@@ -197,6 +243,7 @@ export const start = Effect.fnUntraced(function* (ledger: Ledger.Ledger, limit: 
   const reader: Reader = {
     ledger,
     limit,
+    traced: (yield* Tracer.Tracer) !== Tracer.nativeTracer,
     messages: yield* Queue.unbounded<Message, ConsumerError | Cause.Done>(),
     room: yield* Latch.make(false),
     reads: yield* Queue.unbounded<readonly [ReadonlyArray<ReadEntry>, Delivery]>(),

@@ -131,7 +131,8 @@ export const header = (
   expected: "",
   skip: settings.guarantee === "exactly-once",
   width,
-  mode
+  mode,
+  traceparent: ""
 })
 
 /** Cuts a batch into one write per stream, each expecting the mark the previous write to its stream leaves. */
@@ -141,20 +142,21 @@ export const planWrites = (
   now: number,
   self: InFlight
 ): Array<Write> => {
-  const byStream = new Map<string, { entries: Array<string>; top: Position.Position; markKey: string }>()
+  const byStream = new Map<string, { entries: Array<string>; top: Position.Position; markKey: string; count: number }>()
   for (const entry of entries) {
     let group = byStream.get(entry.stream)
     if (group === undefined) {
-      group = { entries: [], top: entry.position, markKey: entry.markKey }
+      group = { entries: [], top: entry.position, markKey: entry.markKey, count: 0 }
       byStream.set(entry.stream, group)
     }
+    group.count++
     for (const a of entry.args) group.entries.push(a)
     entry.args.length = 0
     group.top = Position.max(group.top, entry.position)
   }
   const width = entries[0]!.position.length
   const writes: Array<Write> = []
-  for (const [stream, { entries: args, top, markKey }] of byStream) {
+  for (const [stream, { entries: args, top, markKey, count }] of byStream) {
     const prior = book.known.get(stream)!
     const predecessor = prior.by !== undefined && !Deferred.isDoneUnsafe(prior.by.written) ? prior.by : undefined
     const h = header(book.settings, now, width, "")
@@ -171,7 +173,7 @@ export const planWrites = (
       predecessor,
       top,
       leaves,
-      count: args.length / Scripts.ENTRY_ARITY
+      count
     })
   }
   return writes

@@ -6,6 +6,7 @@
 import * as Result from "effect/Result"
 import type * as CdcEvent from "@redflow/core/CdcEvent"
 import * as Position from "@redflow/core/Position"
+import * as TraceContext from "@redflow/core/TraceContext"
 import { highWaterKey } from "../highWater.ts"
 import type { SinkSettings } from "./options.ts"
 
@@ -16,7 +17,8 @@ export interface Entry {
   readonly markKey: string
   readonly position: Position.Position
   /**
-   * The script's per-entry arguments (position, id, op, table, key, event, error; see `internal/scripts.ts`).
+   * The script's per-entry arguments (position, id, op, table, key, event, error, and with tracing on the event's
+   * own traceparent; see `internal/scripts.ts`).
    * Emptied once copied into a write's call, so the encoded event is not held longer than the write needs it.
    */
   readonly args: Array<string>
@@ -66,11 +68,20 @@ class EntryImpl implements Entry {
 /** What an entry costs besides its event and key: its other fields (position, id, op, table) and their framing. */
 export const ENTRY_OVERHEAD = 64
 
+/** What the `traceparent` field adds to an entry with tracing on: its name and its value (always 55 characters). */
+export const TRACE_BYTES = TraceContext.FIELD.length + TraceContext.LENGTH
+
 /** Turns events into entries, in order; `now` is the arrival time. */
 export type Prepare = (event: CdcEvent.CdcEvent, now: number) => Entry
 
-/** A preparer for one sink: it remembers the previous position (exactly-once needs increasing positions). */
-export const make = (settings: SinkSettings): Prepare => {
+/**
+ * A preparer for one sink: it remembers the previous position (exactly-once needs increasing positions). `traced`
+ * (a tracer is installed) gives every entry an eighth argument, the event's own traceparent ("" for the batch write
+ * span's), and counts the field in its bytes; untraced, entries are what they were before tracing existed.
+ */
+export const make = (settings: SinkSettings, traced: boolean): Prepare => {
+  const arity = traced ? 8 : 7
+  const overhead = traced ? ENTRY_OVERHEAD + TRACE_BYTES : ENTRY_OVERHEAD
   let previous: Position.Position | undefined
   // Stream names repeat: find each one's high-water key once.
   const markKeys = new Map<string, string | undefined>()
@@ -101,12 +112,13 @@ export const make = (settings: SinkSettings): Prepare => {
       }
     }
     // A dead-letter entry must fit a batch too: an event too large to write is named, not copied.
-    if (body.length + reason.length + ENTRY_OVERHEAD > settings.maxBytes) {
+    if (body.length + reason.length + overhead > settings.maxBytes) {
       reason = `${reason} (body left out: ${body.length} bytes)`
       body = JSON.stringify({ id: event.id, position: event.position, op: event.op, table: event.source.table })
     }
     const args = [event.position, event.id, event.op, event.source.table, "", body, reason]
-    const bytes = body.length + reason.length + ENTRY_OVERHEAD
+    if (traced) args.push(TraceContext.ofEvent(event) ?? "")
+    const bytes = body.length + reason.length + overhead
     return new EntryImpl(
       settings.deadLetterStream,
       deadLetterMarkKey,
@@ -159,7 +171,7 @@ export const make = (settings: SinkSettings): Prepare => {
         now
       )
     }
-    const bytes = encoded.length + key.length + ENTRY_OVERHEAD
+    const bytes = encoded.length + key.length + overhead
     if (bytes > settings.maxBytes) {
       return deadLetter(
         event,
@@ -169,7 +181,7 @@ export const make = (settings: SinkSettings): Prepare => {
         now
       )
     }
-    const args = new Array<string>(7)
+    const args = new Array<string>(arity)
     args[0] = event.position
     args[1] = event.id
     args[2] = event.op
@@ -177,6 +189,7 @@ export const make = (settings: SinkSettings): Prepare => {
     args[4] = key
     args[5] = encoded
     args[6] = ""
+    if (traced) args[7] = TraceContext.ofEvent(event) ?? ""
     return new EntryImpl(stream, markKey, event.position, args, bytes, false, now, channelOf(event))
   }
 }

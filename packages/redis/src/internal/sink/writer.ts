@@ -21,9 +21,11 @@ import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
+import * as Tracer from "effect/Tracer"
 import type * as CdcEvent from "@redflow/core/CdcEvent"
 import { type CheckpointError, CheckpointStore } from "@redflow/core/CheckpointStore"
 import * as Position from "@redflow/core/Position"
+import * as TraceContext from "@redflow/core/TraceContext"
 import * as FailurePolicy from "../../FailurePolicy.ts"
 import { RedisConnection, type RedisConnectionService } from "../../RedisConnection.ts"
 import { classify, type RedisError } from "../../RedisError.ts"
@@ -69,6 +71,8 @@ interface Handle {
   readonly batch: ReadonlyArray<Prepare.Entry>
   readonly self: Marks.InFlight
   readonly fiber: Fiber.Fiber<Written, RedisError | Marks.HighWaterMarkError>
+  /** Its `redflow.sink.write` span, with tracing on. */
+  readonly span: Tracer.Span | undefined
 }
 
 /** The state of one running sink. */
@@ -77,6 +81,11 @@ interface Writer<E> {
   readonly redis: RedisConnectionService
   readonly checkpoints: CheckpointStore["Service"]
   readonly scope: Scope.Scope
+  /**
+   * A tracer is installed (not Effect's native one, which exports nothing): writes and checkpoints get spans, and
+   * entries a `traceparent` field. Off, the write path makes no span and entries stay as they are.
+   */
+  readonly traced: boolean
   readonly policies: FailurePolicy.FailurePolicies
   readonly report: Report.Report
   readonly book: Marks.MarkBook
@@ -211,10 +220,19 @@ const recordResult = (
  * Writes one batch, retrying failed streams by the failure policies. A stream refused because an earlier batch in
  * flight has not applied yet (`written = -1`) is sent again, unconditionally, once that batch is through.
  */
-const writeBatch = <E>(w: Writer<E>, writes: ReadonlyArray<Marks.Write>, self: Marks.InFlight) =>
+const writeBatch = <E>(
+  w: Writer<E>,
+  writes: ReadonlyArray<Marks.Write>,
+  self: Marks.InFlight,
+  span: Tracer.Span | undefined
+) =>
   Effect.gen(function* () {
     const { book, settings } = w
     const startedAt = yield* Clock.currentTimeMillis
+    if (span !== undefined) {
+      const traceparent = TraceContext.format(span)
+      for (const write of writes) write.header.traceparent = traceparent
+    }
     const results = new Map<string, StreamResult>()
     const acknowledged: Array<Acknowledged> = []
     let pending = writes
@@ -268,11 +286,17 @@ const writeBatch = <E>(w: Writer<E>, writes: ReadonlyArray<Marks.Write>, self: M
       if (refused.length > 0) return yield* attempt
       return undefined
     })
-    const untrusted = yield* w.report.retried(
-      "batch write",
-      () => ({ streams: pending.map((c) => c.stream).join(","), attempt: attempts }),
-      attempt
-    )
+    const untrusted = yield* w.report
+      .retried("batch write", () => ({ streams: pending.map((c) => c.stream).join(","), attempt: attempts }), attempt)
+      .pipe(
+        Effect.ensuring(
+          Effect.sync(() => {
+            if (span === undefined) return
+            span.attribute("redflow.attempts", attempts)
+            span.attribute("redflow.retries", attempts - 1)
+          })
+        )
+      )
     if (untrusted !== undefined) return yield* Effect.fail(untrusted)
     yield* Deferred.succeed(self.written, undefined)
     yield* w.report.onWritten
@@ -389,6 +413,7 @@ const sendNext = <E>(w: Writer<E>) =>
     yield* Marks.learn(w.book, batch)
     const self: Marks.InFlight = { written: yield* Deferred.make<void>(), leaves: [] }
     const writes = Marks.planWrites(w.book, batch, yield* Clock.currentTimeMillis, self)
+    const span = w.traced ? yield* writeSpan(w, batch, writes) : undefined
     w.inFlight++
     w.uncommitted += batch.length
     if (w.pressure !== undefined && w.uncommitted * 2 >= w.settings.maxEvents)
@@ -397,16 +422,47 @@ const sendNext = <E>(w: Writer<E>) =>
     // The write's slot is free again once Redis has answered: the checkpoint that follows is not a write, and the
     // next batch must not wait for its I/O (a file store's fsync would then add to every event's latency). Started
     // at once, so the batch is on the socket before this fiber goes on, not a scheduler turn later.
+    const write = writeBatch(w, writes, self, span).pipe(Effect.ensuring(Semaphore.release(w.writes, 1)))
+    // The span ends with the write, before what follows it (notices, retention).
+    const written = span === undefined ? write : Effect.onExit(write, endSpan(span))
     const fiber = yield* Effect.forkIn(
-      writeBatch(w, writes, self).pipe(
-        Effect.ensuring(Semaphore.release(w.writes, 1)),
-        Effect.tap((written) => afterWrite(w, batch, written))
-      ),
+      Effect.tap(written, (result) => afterWrite(w, batch, result)),
       w.scope,
       { startImmediately: true }
     )
-    yield* Queue.offer(w.handles, { batch, self, fiber })
+    yield* Queue.offer(w.handles, { batch, self, fiber, span })
   })
+
+/**
+ * The span of a batch write, started as the batch is cut (its parent the sink's caller's span). Its `traceparent`
+ * is what the batch's entries carry unless their event has its own. Attempts and retries are set when it ends.
+ */
+const writeSpan = <E>(w: Writer<E>, batch: ReadonlyArray<Prepare.Entry>, writes: ReadonlyArray<Marks.Write>) => {
+  let bytes = 0
+  let deadLettered = 0
+  for (const e of batch) {
+    bytes += e.bytes
+    if (e.deadLetter) deadLettered++
+  }
+  const streams = writes.map((write) => write.stream)
+  return Effect.makeSpan("redflow.sink.write", {
+    kind: "producer",
+    attributes: {
+      "messaging.system": "redis",
+      "redflow.pipeline": w.settings.pipeline,
+      "redflow.streams": streams,
+      ...(streams.length === 1 ? { "redflow.stream": streams[0] } : {}),
+      "redflow.entries": batch.length,
+      "redflow.bytes": bytes,
+      "redflow.dead_lettered": deadLettered
+    }
+  })
+}
+
+const endSpan =
+  (span: Tracer.Span) =>
+  (exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
+    Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.end(now, exit)))
 
 // ---------------------------------------------------------------------------------------------------------------
 // Committer
@@ -482,7 +538,8 @@ const commit = <E>(
     const positions = group.map(({ handle }) => batchPosition(settings, handle.batch))
     let checkpoint = positions[0]!
     for (const p of positions) checkpoint = Position.max(checkpoint, p)
-    yield* w.checkpoints.commit(settings.pipeline, checkpoint)
+    const committing = w.checkpoints.commit(settings.pipeline, checkpoint)
+    yield* w.traced ? checkpointSpan(w, group, checkpoint, committing) : committing
     for (const { handle } of group) Marks.settleBatch(w.book, handle.self)
     w.inFlight -= group.length
     yield* w.report.inFlight(w.inFlight)
@@ -518,6 +575,30 @@ const commit = <E>(
     yield* w.report.committed(committed, checkpoint, committedAt)
     return committed as unknown as Arr.NonEmptyReadonlyArray<CommittedBatch>
   })
+
+/** The span of a checkpoint commit, linked to the write spans of the batches it covers. */
+const checkpointSpan = <E, A, X>(
+  w: Writer<E>,
+  group: ReadonlyArray<{ readonly handle: Handle }>,
+  checkpoint: Position.Position,
+  committing: Effect.Effect<A, X>
+) => {
+  let entries = 0
+  const links: Array<Tracer.SpanLink> = []
+  for (const { handle } of group) {
+    entries += handle.batch.length
+    if (handle.span !== undefined) links.push({ span: handle.span, attributes: {} })
+  }
+  return Effect.withSpan(committing, "redflow.sink.checkpoint", {
+    attributes: {
+      "redflow.pipeline": w.settings.pipeline,
+      "redflow.position": checkpoint,
+      "redflow.batches": group.length,
+      "redflow.entries": entries
+    },
+    links
+  })
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Start
@@ -576,18 +657,20 @@ export const start = <E, R>(
       )
     }
 
+    const traced = (yield* Tracer.Tracer) !== Tracer.nativeTracer
     const w: Writer<E> = {
       settings,
       redis,
       checkpoints,
       scope,
+      traced,
       policies,
       report,
       book,
       gate: Gate.all(gates.filter((g) => g !== Gate.open)),
       retention,
       streams,
-      prepare: Prepare.make(settings),
+      prepare: Prepare.make(settings, traced),
       queue: yield* Queue.bounded<Prepare.Entry, E | Cause.Done>(settings.maxEvents),
       buffered: yield* Semaphore.make(settings.maxBufferedBytes),
       window: yield* Semaphore.make(settings.maxEvents),
