@@ -162,7 +162,11 @@ export interface Message {
   /** The entry id. */
   readonly id: string
   readonly event: CdcEvent
-  /** The entry's raw fields (`event`, `id`, `op`, `table`, `key`). */
+  /**
+   * The entry's raw fields (`event`, `id`, `op`, `table`, `key`, and `traceparent` when the producer traced). For an
+   * entry the sink wrote by reference (`largeEvents: "reference"`), `ref` names the key its body was read from, and
+   * `event` is that body.
+   */
   readonly fields: Readonly<Record<string, string>>
   /** The entry's `key` field, when the sink wrote one. */
   readonly key: string | undefined

@@ -156,6 +156,25 @@ export interface Options {
   readonly trim?: TrimOptions
   /** Where events that cannot be routed or encoded go, with the reason. Default `redflow.dead-letter`. */
   readonly deadLetterStream?: string
+  /**
+   * The largest encoded event an entry carries in its `event` field. Default 1 MiB (at most `batch.maxBytes`): a
+   * consumer reads 100 entries at a time, so its reads stay within about 100 MiB, and a batch of 4 MiB still carries
+   * four of them. A larger event is handled by `largeEvents`.
+   */
+  readonly maxEventBytes?: number
+  /**
+   * What becomes of an event larger than `maxEventBytes`. `dead-letter` (default): it goes to the dead-letter stream,
+   * the reason naming its size (with its body while it fits a batch). `reference`: its body is stored under its own
+   * key in the stream's hash slot (`SET key body PX largeEventTtl`, in the same script call as the entry, so both or
+   * neither are written) and the entry carries that key in a `ref` field instead of `event`; `RedisStreamConsumer`
+   * reads the body back. An event larger than `batch.maxBytes` goes to the dead-letter stream either way.
+   */
+  readonly largeEvents?: "dead-letter" | "reference"
+  /**
+   * How long a body stored by reference lives (`PX`). Default 7 days. Keep it longer than any consumer group may lag:
+   * an entry read after its body expired goes to the consumer's dead-letter stream.
+   */
+  readonly largeEventTtl?: Duration.Input
   /** Overrides of the failure-policy table. */
   readonly policies?: Partial<FailurePolicy.FailurePolicies>
   /** WAIT for this many replicas (up to `timeout`) after each batch, before the checkpoint moves. */

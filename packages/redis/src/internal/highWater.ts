@@ -17,8 +17,18 @@ const hasHashTag = (key: string): boolean => {
 }
 
 /** The high-water hash key for `stream`, or `undefined` when no key in the same slot can be built from the name. */
-export const highWaterKey = (stream: string): string | undefined => {
-  if (hasHashTag(stream)) return `${stream}${SUFFIX}`
+export const highWaterKey = (stream: string): string | undefined => sameSlotKey(stream, SUFFIX)
+
+/** A key ending in `suffix` in `stream`'s hash slot, by the rules above; `undefined` when the name allows none. */
+export const sameSlotKey = (stream: string, suffix: string): string | undefined => {
+  if (hasHashTag(stream)) return `${stream}${suffix}`
   if (stream.includes("}")) return undefined
-  return `{${stream}}${SUFFIX}`
+  return `{${stream}}${suffix}`
 }
+
+/**
+ * Where the sink stores the body of an event written by reference (`largeEvents: "reference"`): the stream's slot,
+ * so the write script sets it with the entry, and the event's id, so a replayed event sets the same key again.
+ */
+export const bodyKey = (stream: string, eventId: string): string | undefined =>
+  sameSlotKey(stream, `:redflow:body:${eventId}`)

@@ -27,8 +27,11 @@
  * entry {@link ENTRY_ARITY} values: position, id, op, table, key ("" when none), event, error ("" when none; set on
  * dead-letter entries); with tracing on (the header's `traceparent` set), a {@link TRACED_ENTRY_ARITY}th: the
  * event's own `traceparent`, or "" for the header's (the batch write span). Each entry then gets a `traceparent`
- * field; with tracing off the entries and their arguments are as they were without it. {@link write} is the typed
- * descriptor: it lays a {@link WriteCall} out in that order.
+ * field; with tracing off the entries and their arguments are as they were without it. With references on (the
+ * header's `refTtl` set, `largeEvents: "reference"`), one more: the key to store the event's body under ("" to write
+ * it inline). Such an entry's body is `SET key body PX refTtl` and the entry carries `ref` = key instead of `event`;
+ * the keys are KEYS[3…] (the stream's hash slot). {@link write} is the typed descriptor: it lays a
+ * {@link WriteCall} out in that order.
  *
  * Answers a {@link WriteReply}. In `check` mode the script checks permissions and reads the mark (`lastId` is then
  * the mark's entry id), and writes nothing.
@@ -36,7 +39,7 @@
 import * as Script from "./script.ts"
 
 /**
- * The fixed part of a call's ARGV: the Lua source reads it as `ARGV[1]` … `ARGV[9]`, in the order of
+ * The fixed part of a call's ARGV: the Lua source reads it as `ARGV[1]` … `ARGV[10]`, in the order of
  * {@link headerArgs}.
  */
 export interface WriteHeader {
@@ -58,6 +61,8 @@ export interface WriteHeader {
    * {@link ENTRY_ARITY} values and get no `traceparent` field). Set once the write's span exists.
    */
   traceparent: string
+  /** The TTL (ms) of bodies stored by reference; "" = this sink stores none (entries carry no key argument). */
+  readonly refTtl: string
 }
 
 const headerArgs = (h: WriteHeader): Array<string> => [
@@ -69,10 +74,11 @@ const headerArgs = (h: WriteHeader): Array<string> => [
   h.skip ? "1" : "",
   String(h.width),
   h.mode,
-  h.traceparent
+  h.traceparent,
+  h.refTtl
 ]
 
-const HEADER_ARITY = 9
+const HEADER_ARITY = 10
 /** Values per entry in ARGV after the header. */
 export const ENTRY_ARITY = 7
 /** Values per entry when tracing is on: the event's own `traceparent` ("" for the batch's) is the last. */
@@ -89,6 +95,8 @@ export interface WriteCall {
    * longer than the write needs them (see `commands.ts`).
    */
   readonly entries: Array<string>
+  /** The keys of the bodies this call stores by reference (declared as KEYS, after the stream's and its mark's). */
+  readonly refs: ReadonlyArray<string>
 }
 
 /** `written` when the mark is not the expected one; `mark` is then the mark found. */
@@ -117,9 +125,10 @@ const SOURCE = `#!lua
 local stream, marks = KEYS[1], KEYS[2]
 local field, trim, op, threshold = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local expected, skip, width, mode = ARGV[5], ARGV[6] == "1", tonumber(ARGV[7]), ARGV[8]
-local traceparent = ARGV[9]
-local arity = ${ENTRY_ARITY}
-if traceparent ~= "" then arity = ${TRACED_ENTRY_ARITY} end
+local traceparent, refTtl = ARGV[9], ARGV[10]
+local arity, refAt = ${ENTRY_ARITY}, ${ENTRY_ARITY}
+if traceparent ~= "" then arity, refAt = ${TRACED_ENTRY_ARITY}, ${TRACED_ENTRY_ARITY} end
+if refTtl ~= "" then arity = arity + 1 end
 
 -- Before any write: may this user run every command of the script on these keys? (Redis >= 7.0)
 if redis.acl_check_cmd then
@@ -129,6 +138,12 @@ if redis.acl_check_cmd then
       return redis.error_reply("NOPERM this user has no permissions to run the '" .. string.lower(command[1]) ..
         "' command on key '" .. command[2] .. "' (the sink needs HGET and HSET on " .. marks ..
         " and XADD on " .. stream .. ")")
+    end
+  end
+  for k = 3, #KEYS do
+    if not redis.acl_check_cmd("SET", KEYS[k], "", "PX", "1") then
+      return redis.error_reply("NOPERM this user has no permissions to run the 'set' command on key '" .. KEYS[k] ..
+        "' (largeEvents: reference stores an event's body there, in the hash slot of " .. stream .. ")")
     end
   end
 end
@@ -151,10 +166,12 @@ if (mark or "") ~= expected then
   return { ${MARK_MISMATCH}, 0, "", mark or "" }
 end
 
-local added = {}
--- Undoes this call's entries, so that a failed call leaves the stream as it found it.
+local added, stored = {}, {}
+-- Undoes this call's entries (and the bodies it stored that were not there before), so that a failed call leaves
+-- the stream as it found it.
 local function fail(err, command, key)
   for _, id in ipairs(added) do redis.pcall("XDEL", stream, id) end
+  for _, ref in ipairs(stored) do redis.pcall("DEL", ref) end
   return redis.error_reply(err .. " (" .. command .. " on " .. key .. "; " .. #added ..
     " entries of this call removed again, nothing written)")
 end
@@ -174,8 +191,25 @@ for i = ${HEADER_ARITY + 1}, #ARGV, arity do
     skipped = skipped + 1
   else
     local key, err = ARGV[i + 4], ARGV[i + 6]
+    local ref = ""
+    if refTtl ~= "" then ref = ARGV[i + refAt] end
     local id
-    if traceparent == "" then
+    if ref ~= "" then
+      -- By reference: the body under its own key, the entry pointing to it. A key already there holds the same
+      -- event's body (a replay sets it again), so a failed call leaves it.
+      local existed = redis.pcall("EXISTS", ref)
+      local set = redis.pcall("SET", ref, ARGV[i + 5], "PX", refTtl)
+      if type(set) == "table" and set.err then return fail(set.err, "SET", ref) end
+      if existed == 0 then stored[#stored + 1] = ref end
+      local fields = { "ref", ref, "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3] }
+      if key ~= "" then fields[#fields + 1] = "key"; fields[#fields + 1] = key end
+      if traceparent ~= "" then
+        local tp = ARGV[i + 7]
+        if tp == "" then tp = traceparent end
+        fields[#fields + 1] = "traceparent"; fields[#fields + 1] = tp
+      end
+      id = xadd(unpack(fields))
+    elseif traceparent == "" then
       if err ~= "" then
         id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err)
       elseif key ~= "" then
@@ -220,7 +254,8 @@ return { written, skipped, lastId, mark or "", added[1] or "" }
 export const write: Script.Script<[call: WriteCall], WriteReply> = Script.make({
   name: "sink write",
   source: SOURCE,
-  keys: (call: WriteCall) => [call.stream, call.markKey],
+  keys: (call: WriteCall) =>
+    call.refs.length === 0 ? [call.stream, call.markKey] : [call.stream, call.markKey, ...call.refs],
   args: (call: WriteCall) => {
     const args = headerArgs(call.header)
     for (const value of call.entries) args.push(value)

@@ -4,7 +4,8 @@
  *
  * Before the byte bound, 2 MB events with Redis stopped took the process to 1 GB (every event of the run encoded and
  * queued: the queue and the window held up to `batch.maxEvents` events whatever their size), and 100 MB events were
- * queued and written whole, reaching 4 GB.
+ * queued and written whole, reaching 4 GB. The large events here stay under the sink's default `maxEventBytes`
+ * (1 MiB), so they are written inline.
  */
 import { readFileSync } from "node:fs"
 import { afterEach, describe, expect, it } from "vitest"
@@ -51,12 +52,13 @@ afterEach(async () => {
 })
 
 describe("memory is bounded by bytes (a redflow produce child, RSS from /proc)", () => {
-  it("2 MB events, Redis SIGSTOPped for 10 s: RSS stays under 600 MB, then every event lands once", async () => {
+  it("0.45 MB events, Redis SIGSTOPped for 10 s: RSS stays under 600 MB, then every event lands once", async () => {
     const server = await RedisTestServer.spawnRedisServer()
     servers.push(server)
     const stream = unique("mem2mb")
-    const events = 300
-    // Inserts carry one 2 MB row image, updates two (4 MB): about 900 MB in all, far more than the bound.
+    const events = 1200
+    // Inserts carry one 450 KB row image, updates two (900 KB, under maxEventBytes): about 700 MB in all, far more
+    // than the bound.
     const produce = start(
       [
         "produce",
@@ -67,7 +69,7 @@ describe("memory is bounded by bytes (a redflow produce child, RSS from /proc)",
         "--events",
         String(events),
         "--payload-bytes",
-        "2000000",
+        "450000",
         "--guarantee",
         "exactly-once"
       ],

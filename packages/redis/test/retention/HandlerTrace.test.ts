@@ -1,6 +1,7 @@
 /**
- * Traces across Redis: a producer span's `traceparent`, carried in the entry (XADDed by hand until the sink writes
- * it), is the parent of the consumer's `redflow.consume.handle` span; a malformed one is ignored and the entry still
+ * Traces across Redis: a producer span's `traceparent`, carried in the entry (XADDed by hand here, as a producer
+ * other than the sink would write it; the sink's own are in SinkTrace.test.ts), is the parent of the consumer's
+ * `redflow.consume.handle` span; a malformed one is ignored and the entry still
  * handled; under the native tracer (tracing off) the handler runs in no span.
  */
 import { expect, layer } from "@effect/vitest"

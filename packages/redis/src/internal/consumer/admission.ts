@@ -1,8 +1,10 @@
 /**
  * Admission: turning what a read returned into messages. Entries already in flight here are skipped (a claim can
  * return them), entries deleted from the stream are acknowledged (there is nothing left to process), entries past
- * `maxDeliveries` or that do not decode go to the dead-letter stream. Also the re-creation of a group destroyed
- * under the running consumer.
+ * `maxDeliveries` or that do not decode go to the dead-letter stream. An entry the sink wrote by reference (a `ref`
+ * field instead of `event`, `largeEvents: "reference"`) gets its body read back (one `MGET` per read); one whose body
+ * is gone (its TTL passed) goes to the dead-letter stream too, never to the handler as an empty event. Also the
+ * re-creation of a group destroyed under the running consumer.
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -14,6 +16,13 @@ import type { Delivery, Message } from "../../RedisStreamConsumer.ts"
 import * as Ledger from "./ledger.ts"
 import { annotations } from "./settings.ts"
 import type { LiveEntry, ReadEntry } from "./store.ts"
+
+/** The field of an entry whose event's body is stored under a key of its own (see the sink's `largeEvents`). */
+const REF_FIELD = "ref"
+
+/** Written by reference: the body must be read back before the entry can be decoded. */
+const isReference = (fields: Readonly<Record<string, string>>) =>
+  fields.event === undefined && fields[REF_FIELD] !== undefined
 
 /** The entry's event, or why it has none (a string, the dead-letter entry's error). */
 const eventOf = (ledger: Ledger.Ledger, fields: Readonly<Record<string, string>>): CdcEvent | string => {
@@ -43,6 +52,11 @@ const admitNew = (
   entries: ReadonlyArray<ReadEntry>,
   now: number
 ): Effect.Effect<Array<Message>, RedisError> => {
+  // A read with entries written by reference takes the checked path whole: their bodies are read back first, and the
+  // messages keep the stream's order.
+  for (const entry of entries) {
+    if (entry.fields !== undefined && isReference(entry.fields)) return admitChecked(ledger, entries, "new")
+  }
   const out: Array<Message> = []
   let undecodable: Array<readonly [LiveEntry, string]> | undefined
   let unusual: Array<ReadEntry> | undefined
@@ -88,6 +102,7 @@ const admitChecked = (ledger: Ledger.Ledger, entries: ReadonlyArray<ReadEntry>, 
     const live = fresh.filter((r): r is LiveEntry => r.fields !== undefined)
     const counts =
       delivery === "new" ? undefined : yield* Ledger.retrying(ledger, store.deliveries(live.map((r) => r.id)))
+    const bodies = yield* referencedBodies(ledger, live)
     const now = yield* Clock.currentTimeMillis
     const out: Array<Message> = []
     for (const entry of live) {
@@ -106,16 +121,45 @@ const admitChecked = (ledger: Ledger.Ledger, entries: ReadonlyArray<ReadEntry>, 
         yield* Ledger.deadLetter(ledger, entry, deliveries - 1, error, deliveries)
         continue
       }
-      const event = eventOf(ledger, entry.fields)
+      let fields = entry.fields
+      if (bodies !== undefined && isReference(fields)) {
+        const body = bodies.get(entry.id)
+        if (body === undefined) {
+          yield* Ledger.deadLetter(
+            ledger,
+            entry,
+            deliveries,
+            `the event's body under ${fields[REF_FIELD]} is gone (its TTL, the sink's largeEventTtl, passed before ` +
+              `the entry was consumed): the entry has no event`
+          )
+          continue
+        }
+        fields = { ...fields, event: body }
+      }
+      const event = eventOf(ledger, fields)
       if (typeof event === "string") {
         yield* Ledger.deadLetter(ledger, entry, deliveries, event)
         continue
       }
       ledger.inFlight.set(entry.id, now)
       ledger.held.set(entry.id, deliveries)
-      out.push(new Ledger.LedgerMessage(ledger, entry.id, event, entry.fields, deliveries, delivery))
+      out.push(new Ledger.LedgerMessage(ledger, entry.id, event, fields, deliveries, delivery))
     }
     if (out.length > 0) yield* Metric.update(ledger.metric.delivered, out.length)
+    return out
+  })
+
+/** The bodies of the entries written by reference, by entry id (absent: gone); `undefined` when there are none. */
+const referencedBodies = (ledger: Ledger.Ledger, entries: ReadonlyArray<LiveEntry>) =>
+  Effect.gen(function* () {
+    const refs = entries.filter((e) => isReference(e.fields))
+    if (refs.length === 0) return undefined
+    const bodies = yield* Ledger.retrying(ledger, ledger.store.bodies(refs.map((e) => e.fields[REF_FIELD]!)))
+    const out = new Map<string, string>()
+    refs.forEach((e, i) => {
+      const body = bodies[i]
+      if (body !== undefined) out.set(e.id, body)
+    })
     return out
   })
 

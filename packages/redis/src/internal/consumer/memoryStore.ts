@@ -42,6 +42,8 @@ export interface MemoryStream {
   readonly groups: Map<string, Group>
   /** The last errors of entries, as the consumer keeps them (`errorsKey`). */
   readonly errors: Map<string, string>
+  /** Event bodies stored by reference, by key. */
+  readonly bodies: Map<string, string>
   /** What was written to the dead-letter stream, as field records. */
   readonly deadLetters: Array<Record<string, string>>
   /** Reads blocked for new entries: completed by {@link append}. */
@@ -55,6 +57,7 @@ export const makeStream = (name: string): MemoryStream => ({
   entries: [],
   groups: new Map(),
   errors: new Map(),
+  bodies: new Map(),
   deadLetters: [],
   waiting: new Set(),
   lastMs: 0,
@@ -220,6 +223,7 @@ export const make = (stream: MemoryStream, settings: ConsumerSettings): Consumer
       }),
     recordError: (id, reason) => Effect.sync(() => void stream.errors.set(id, reason)),
     lastError: (id) => Effect.sync(() => stream.errors.get(id)),
+    bodies: (keys) => Effect.sync(() => keys.map((key) => stream.bodies.get(key))),
     fence: (id, deliveries) =>
       Effect.gen(function* () {
         const p = (yield* groupOrFail).pending.get(id)

@@ -61,6 +61,11 @@ export interface ConsumerStore {
   readonly recordError: (id: string, reason: string) => Effect.Effect<void, RedisError>
   readonly lastError: (id: string) => Effect.Effect<string | undefined, RedisError>
   /**
+   * `MGET` of the keys holding bodies of events written by reference (`largeEvents: "reference"`; the stream's hash
+   * slot), in order: `undefined` for one that is gone (its TTL passed).
+   */
+  readonly bodies: (keys: ReadonlyArray<string>) => Effect.Effect<Array<string | undefined>, RedisError>
+  /**
    * Makes sure the entry is still this consumer's, with `deliveries` as its count, and resets its idle time (so no
    * other consumer takes it over for `minIdle`): in one step, a script on the stream. `false` when another consumer
    * took it over or it was acknowledged since. Taken before an entry is copied to the dead-letter stream, so two
@@ -238,6 +243,19 @@ export const makeRedis = Effect.fnUntraced(function* (settings: ConsumerSettings
         StreamAdmin.command("HGET", errorsKey, [errorsKey, id], (reply) =>
           Predicate.isString(reply) ? reply : undefined
         )
+      ),
+    bodies: (keys) =>
+      onRedis(
+        StreamAdmin.command("MGET", keys[0]!, keys, (reply) => {
+          if (!Array.isArray(reply) || reply.length !== keys.length) {
+            throw new Error(`MGET of ${keys.length} event bodies answered ${JSON.stringify(reply)?.slice(0, 200)}`)
+          }
+          return reply.map((body, i) => {
+            if (body === null) return undefined
+            if (Predicate.isString(body)) return body
+            throw new Error(`MGET: the event body under ${keys[i]} is ${typeof body}, not a string`)
+          })
+        })
       ),
     fence: (id, deliveries) => onRedis(Script.run(fenceScript, stream, group, consumer, id, deliveries)),
     addDeadLetter: (fields) =>

@@ -132,7 +132,8 @@ export const header = (
   skip: settings.guarantee === "exactly-once",
   width,
   mode,
-  traceparent: ""
+  traceparent: "",
+  refTtl: settings.largeEvents === "reference" && mode === "" ? String(settings.largeEventTtlMs) : ""
 })
 
 /** Cuts a batch into one write per stream, each expecting the mark the previous write to its stream leaves. */
@@ -142,21 +143,25 @@ export const planWrites = (
   now: number,
   self: InFlight
 ): Array<Write> => {
-  const byStream = new Map<string, { entries: Array<string>; top: Position.Position; markKey: string; count: number }>()
+  const byStream = new Map<
+    string,
+    { entries: Array<string>; top: Position.Position; markKey: string; count: number; refs: Array<string> }
+  >()
   for (const entry of entries) {
     let group = byStream.get(entry.stream)
     if (group === undefined) {
-      group = { entries: [], top: entry.position, markKey: entry.markKey, count: 0 }
+      group = { entries: [], top: entry.position, markKey: entry.markKey, count: 0, refs: [] }
       byStream.set(entry.stream, group)
     }
     group.count++
+    if (entry.ref !== undefined) group.refs.push(entry.ref)
     for (const a of entry.args) group.entries.push(a)
     entry.args.length = 0
     group.top = Position.max(group.top, entry.position)
   }
   const width = entries[0]!.position.length
   const writes: Array<Write> = []
-  for (const [stream, { entries: args, top, markKey, count }] of byStream) {
+  for (const [stream, { entries: args, top, markKey, count, refs }] of byStream) {
     const prior = book.known.get(stream)!
     const predecessor = prior.by !== undefined && !Deferred.isDoneUnsafe(prior.by.written) ? prior.by : undefined
     const h = header(book.settings, now, width, "")
@@ -170,6 +175,7 @@ export const planWrites = (
       markKey,
       header: h,
       entries: args,
+      refs,
       predecessor,
       top,
       leaves,
@@ -295,7 +301,8 @@ export const checkFixedStreams = (book: MarkBook): Effect.Effect<void, RedisErro
         stream,
         markKey: highWaterKey(stream)!,
         header: header(book.settings, 0, 0, "check"),
-        entries: []
+        entries: [],
+        refs: []
       }))
     )
   )
@@ -357,7 +364,8 @@ const learnNew = (book: MarkBook, entries: ReadonlyArray<Entry>) =>
         stream: e.stream,
         markKey: e.markKey,
         header: header(book.settings, 0, e.position.length, "check"),
-        entries: []
+        entries: [],
+        refs: []
       })
     }
     if (calls.length === 0) return

@@ -33,7 +33,10 @@ export const defaults = {
   /** Times `maxBytes`. */
   bufferedBatches: 8,
   lingerMs: 0,
-  checkpointIntervalMs: 50
+  checkpointIntervalMs: 50,
+  maxEventBytes: 1024 * 1024,
+  largeEvents: "dead-letter",
+  largeEventTtlMs: 7 * 24 * 3600 * 1000
 } as const
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -80,6 +83,9 @@ export const OptionsSchema = Schema.Struct({
   maxLag: Schema.optionalKey(Schema.Struct({ group: NonEmptyString, entries: PositiveInt })),
   publish: Schema.optionalKey(Schema.Struct({ channel: Routing.Config })),
   deadLetterStream: Schema.optionalKey(NonEmptyString),
+  maxEventBytes: Schema.optionalKey(PositiveInt),
+  largeEvents: Schema.optionalKey(Schema.Literals(["dead-letter", "reference"])),
+  largeEventTtl: Schema.optionalKey(PositiveMillis),
   waitForReplicas: Schema.optionalKey(Schema.Struct({ replicas: PositiveInt, timeout: PositiveMillis })),
   onDataLoss: Schema.optionalKey(Schema.Literals(["fail", "continue"])),
   // Checked in full by MemoryGuard.make (its own Schema, same ConfigError shape) when the sink starts.
@@ -110,6 +116,10 @@ export interface SinkSettings {
     readonly threshold: (now: number) => string
   }
   readonly deadLetterStream: string
+  /** The largest event written inline; a larger one by `largeEvents`. */
+  readonly maxEventBytes: number
+  readonly largeEvents: "dead-letter" | "reference"
+  readonly largeEventTtlMs: number
   readonly policies: Partial<FailurePolicy.FailurePolicies>
   readonly waitForReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
   readonly onDataLoss: "fail" | "continue"
@@ -215,6 +225,15 @@ const resolve = (
       )
     }
 
+    const maxEventBytes = options.maxEventBytes ?? Math.min(defaults.maxEventBytes, maxBytes)
+    if (maxEventBytes > maxBytes) {
+      return yield* fail(
+        ["maxEventBytes"],
+        `must be at most batch.maxBytes (${maxBytes}), got ${maxEventBytes}: no batch could carry such an event`,
+        "raise batch.maxBytes or lower maxEventBytes"
+      )
+    }
+
     const t = options.trim ?? {}
     if (t.maxLen !== undefined && t.minId !== undefined) {
       return yield* fail(["trim"], "takes maxLen or minId, not both", "remove one of trim.maxLen and trim.minId")
@@ -300,6 +319,9 @@ const resolve = (
       checkpointIntervalMs: batch.checkpointInterval ?? defaults.checkpointIntervalMs,
       trim,
       deadLetterStream,
+      maxEventBytes,
+      largeEvents: options.largeEvents ?? defaults.largeEvents,
+      largeEventTtlMs: options.largeEventTtl ?? defaults.largeEventTtlMs,
       policies,
       waitForReplicas: wait === undefined ? undefined : { replicas: wait.replicas, timeoutMs: wait.timeout },
       onDataLoss: options.onDataLoss ?? defaults.onDataLoss,

@@ -7,7 +7,7 @@ import * as Result from "effect/Result"
 import type * as CdcEvent from "@redflow/core/CdcEvent"
 import * as Position from "@redflow/core/Position"
 import * as TraceContext from "@redflow/core/TraceContext"
-import { highWaterKey } from "../highWater.ts"
+import { bodyKey, highWaterKey } from "../highWater.ts"
 import type { SinkSettings } from "./options.ts"
 
 /** One event, ready to be written. */
@@ -27,6 +27,8 @@ export interface Entry {
   readonly arrivedAt: number
   /** The `publish` channel of its notice; `undefined` without `publish`, for a dead letter, or when it renders none. */
   readonly channel: string | undefined
+  /** With `largeEvents: "reference"`, the key the event's body is stored under (the entry then carries it in `ref`). */
+  readonly ref: string | undefined
 }
 
 /**
@@ -44,6 +46,7 @@ class EntryImpl implements Entry {
   readonly deadLetter: boolean
   readonly arrivedAt: number
   readonly channel: string | undefined
+  readonly ref: string | undefined
   constructor(
     stream: string,
     markKey: string,
@@ -52,7 +55,8 @@ class EntryImpl implements Entry {
     bytes: number,
     deadLetter: boolean,
     arrivedAt: number,
-    channel: string | undefined
+    channel: string | undefined,
+    ref: string | undefined
   ) {
     this.stream = stream
     this.markKey = markKey
@@ -62,6 +66,7 @@ class EntryImpl implements Entry {
     this.deadLetter = deadLetter
     this.arrivedAt = arrivedAt
     this.channel = channel
+    this.ref = ref
   }
 }
 
@@ -74,14 +79,26 @@ export const TRACE_BYTES = TraceContext.FIELD.length + TraceContext.LENGTH
 /** Turns events into entries, in order; `now` is the arrival time. */
 export type Prepare = (event: CdcEvent.CdcEvent, now: number) => Entry
 
+/** The field of an entry written by reference: the key holding the event's body. */
+export const REF_FIELD = "ref"
+
 /**
  * A preparer for one sink: it remembers the previous position (exactly-once needs increasing positions). `traced`
- * (a tracer is installed) gives every entry an eighth argument, the event's own traceparent ("" for the batch write
- * span's), and counts the field in its bytes; untraced, entries are what they were before tracing existed.
+ * (a tracer is installed) gives every entry one more argument, the event's own traceparent ("" for the batch write
+ * span's), and counts the field in its bytes; untraced, entries are what they were before tracing existed. With
+ * `largeEvents: "reference"` every entry has one more again: the key its body is stored under, "" when inline.
  */
 export const make = (settings: SinkSettings, traced: boolean): Prepare => {
-  const arity = traced ? 8 : 7
+  const references = settings.largeEvents === "reference"
+  const traceAt = 7
+  const refAt = traced ? 8 : 7
+  const arity = 7 + (traced ? 1 : 0) + (references ? 1 : 0)
   const overhead = traced ? ENTRY_OVERHEAD + TRACE_BYTES : ENTRY_OVERHEAD
+  /** The per-entry arguments after the first seven. */
+  const extra = (args: Array<string>, event: CdcEvent.CdcEvent, ref: string) => {
+    if (traced) args[traceAt] = TraceContext.ofEvent(event) ?? ""
+    if (references) args[refAt] = ref
+  }
   let previous: Position.Position | undefined
   // Stream names repeat: find each one's high-water key once.
   const markKeys = new Map<string, string | undefined>()
@@ -117,7 +134,7 @@ export const make = (settings: SinkSettings, traced: boolean): Prepare => {
       body = JSON.stringify({ id: event.id, position: event.position, op: event.op, table: event.source.table })
     }
     const args = [event.position, event.id, event.op, event.source.table, "", body, reason]
-    if (traced) args.push(TraceContext.ofEvent(event) ?? "")
+    extra(args, event, "")
     const bytes = body.length + reason.length + overhead
     return new EntryImpl(
       settings.deadLetterStream,
@@ -127,9 +144,19 @@ export const make = (settings: SinkSettings, traced: boolean): Prepare => {
       bytes,
       true,
       now,
+      undefined,
       undefined
     )
   }
+
+  const tooLargeForAnyBatch = (event: CdcEvent.CdcEvent, bytes: number, stream: string, encoded: string, now: number) =>
+    deadLetter(
+      event,
+      `event is ${bytes} bytes encoded, more than batch.maxBytes (${settings.maxBytes}): no batch can carry it to ` +
+        `stream "${stream}"; raise batch.maxBytes (and batch.maxBufferedBytes) or make the event smaller`,
+      encoded,
+      now
+    )
 
   return (event, now) => {
     if (
@@ -171,15 +198,25 @@ export const make = (settings: SinkSettings, traced: boolean): Prepare => {
         now
       )
     }
-    const bytes = encoded.length + key.length + overhead
-    if (bytes > settings.maxBytes) {
-      return deadLetter(
-        event,
-        `event is ${bytes} bytes encoded, more than batch.maxBytes (${settings.maxBytes}): no batch can carry it to ` +
-          `stream "${stream}"; raise batch.maxBytes (and batch.maxBufferedBytes) or make the event smaller`,
-        encoded,
-        now
-      )
+    let bytes = encoded.length + key.length + overhead
+    // Larger than any batch first: such an event is named, not copied, whatever `largeEvents` says.
+    if (bytes > settings.maxBytes) return tooLargeForAnyBatch(event, bytes, stream, encoded, now)
+    let ref = ""
+    if (encoded.length > settings.maxEventBytes) {
+      if (!references) {
+        return deadLetter(
+          event,
+          `event is ${encoded.length} bytes encoded, more than maxEventBytes (${settings.maxEventBytes}): not ` +
+            `written to stream "${stream}"; raise maxEventBytes (at most batch.maxBytes), or set ` +
+            `largeEvents: "reference" to store its body under a key of its own`,
+          encoded,
+          now
+        )
+      }
+      // The body goes with the batch (to its SET), so it counts in full; the entry adds the `ref` field.
+      ref = bodyKey(stream, event.id)!
+      bytes += REF_FIELD.length + ref.length
+      if (bytes > settings.maxBytes) return tooLargeForAnyBatch(event, bytes, stream, encoded, now)
     }
     const args = new Array<string>(arity)
     args[0] = event.position
@@ -189,7 +226,17 @@ export const make = (settings: SinkSettings, traced: boolean): Prepare => {
     args[4] = key
     args[5] = encoded
     args[6] = ""
-    if (traced) args[7] = TraceContext.ofEvent(event) ?? ""
-    return new EntryImpl(stream, markKey, event.position, args, bytes, false, now, channelOf(event))
+    if (arity > 7) extra(args, event, ref)
+    return new EntryImpl(
+      stream,
+      markKey,
+      event.position,
+      args,
+      bytes,
+      false,
+      now,
+      channelOf(event),
+      ref === "" ? undefined : ref
+    )
   }
 }
