@@ -286,17 +286,20 @@ const writeBatch = <E>(
       if (refused.length > 0) return yield* attempt
       return undefined
     })
-    const untrusted = yield* w.report
-      .retried("batch write", () => ({ streams: pending.map((c) => c.stream).join(","), attempt: attempts }), attempt)
-      .pipe(
-        Effect.ensuring(
+    const retried = w.report.retried(
+      "batch write",
+      () => ({ streams: pending.map((c) => c.stream).join(","), attempt: attempts }),
+      attempt
+    )
+    const untrusted = yield* span === undefined
+      ? retried
+      : Effect.ensuring(
+          retried,
           Effect.sync(() => {
-            if (span === undefined) return
             span.attribute("redflow.attempts", attempts)
             span.attribute("redflow.retries", attempts - 1)
           })
         )
-      )
     if (untrusted !== undefined) return yield* Effect.fail(untrusted)
     yield* Deferred.succeed(self.written, undefined)
     yield* w.report.onWritten
