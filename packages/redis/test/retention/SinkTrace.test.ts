@@ -5,7 +5,7 @@
  * entries carry no `traceparent` and their byte accounting is what it was.
  */
 import { expect, layer } from "@effect/vitest"
-import { Effect, Option, Stream, Tracer } from "effect"
+import { Effect, Option, Schedule, Stream, Tracer } from "effect"
 import type * as CdcEvent from "@redflow/core/CdcEvent"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as TraceContext from "@redflow/core/TraceContext"
@@ -13,7 +13,7 @@ import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as RedisConnection from "../../src/RedisConnection.ts"
 import * as RedisStreamConsumer from "../../src/RedisStreamConsumer.ts"
 import * as RedisStreamSink from "../../src/RedisStreamSink.ts"
-import { readStream, sinkLayers, uniquePrefix } from "../support.ts"
+import { readStream, sinkLayers, uniquePrefix, withClient } from "../support.ts"
 
 /** An in-memory tracer: keeps every span it makes, in order. */
 const collecting = () => {
@@ -168,6 +168,53 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("traces from the s
         const entry = entries.find((e) => e.id === l.attributes["redflow.entry.id"])!
         expect(TraceContext.format(l.span)).toBe(entry.fields.traceparent)
       }
+    })
+  )
+
+  it.effect("a write refused for real (OOM) and retried: its span counts the attempts and retries", () =>
+    Effect.gen(function* () {
+      const { url } = yield* RedisTestServer.RedisTestServer
+      const stream = uniquePrefix("trace.retry")
+      const { spans, tracer } = collecting()
+      const config = (value: string) =>
+        Effect.promise(() => withClient(url, (c) => c.config("SET", "maxmemory", value)))
+      // The first half is written (the sink has read the stream's mark); then the server is over maxmemory for a
+      // moment, so the next write is refused and retried.
+      const input = events()
+      const written = Effect.promise(() => withClient(url, (c) => c.xlen(stream)))
+      const source = Stream.concat(
+        Stream.fromIterable(input.slice(0, 6)),
+        Stream.fromEffect(
+          Effect.gen(function* () {
+            while ((yield* written) < 6) yield* Effect.sleep("20 millis")
+            yield* config("1")
+            yield* Effect.forkDetach(Effect.andThen(Effect.sleep("700 millis"), config("0")))
+          })
+        ).pipe(Stream.flatMap(() => Stream.fromIterable(input.slice(6))))
+      )
+      const summary = yield* source.pipe(
+        Stream.run(
+          RedisStreamSink.make({
+            stream,
+            pipeline: uniquePrefix("p"),
+            policies: { RedisOutOfMemory: Schedule.spaced("100 millis") }
+          })
+        ),
+        Effect.withSpan("app.produce"),
+        Effect.withTracer(tracer),
+        Effect.provide(sinkLayers(url))
+      )
+      expect(summary.written).toBe(COUNT)
+      const writes = spans.filter((s) => s.name === "redflow.sink.write")
+      expect(writes.length).toBe(2)
+      const [first, second] = writes as [Tracer.NativeSpan, Tracer.NativeSpan]
+      expect(attrs(first)).toMatchObject({ "redflow.entries": 6, "redflow.attempts": 1, "redflow.retries": 0 })
+      expect(attrs(second)["redflow.entries"]).toBe(6)
+      expect(attrs(second)["redflow.attempts"]).toBeGreaterThan(1)
+      expect(attrs(second)["redflow.retries"]).toBe((attrs(second)["redflow.attempts"] as number) - 1)
+      expect(second.status._tag).toBe("Ended")
+      // written once, whatever the tries
+      expect((yield* Effect.promise(() => readStream(url, stream))).length).toBe(COUNT)
     })
   )
 
