@@ -1,12 +1,14 @@
 /**
  * The monitoring of `produce`, `consume` and `run`: pipeline health always (the sink and the consumer report to it),
- * and the metrics endpoint when `--metrics-port` asks for one. The endpoint's HTTP server and Prometheus exposition
- * are loaded only then: a run without the flag does not pay for them at start.
+ * the metrics endpoint when `--metrics-port` asks for one, and OTLP trace export when the `OTEL_*` variables name an
+ * endpoint (`@redflow/core/Tracing`). The endpoint's HTTP server and Prometheus exposition, and the exporter, are
+ * loaded only then: a run without them does not pay for them at start.
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import type { ConfigError } from "@redflow/core/ConfigError"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Redis from "./redis.ts"
 
@@ -20,7 +22,26 @@ export const MetricsUrl = Context.Reference<Option.Option<string>>("@redflow/cli
  * --metrics-port) in every command: the user asked for that port, and a scraper looks there; only the demo's default
  * port falls back.
  */
-export const layer = (port: Option.Option<number>) => {
+export const layer = (port: Option.Option<number>) => Layer.merge(metricsAndHealth(port), tracing)
+
+/**
+ * Trace export by the `OTEL_*` variables, when one of them names an endpoint: the sink's and the consumer's spans,
+ * and the `traceparent` of each entry. Without one, nothing is loaded and the tracer stays the native one (off).
+ */
+const tracing = Layer.unwrap(
+  Effect.suspend((): Effect.Effect<Layer.Layer<never, ConfigError>> => {
+    const named = (name: string) => (process.env[name] ?? "").trim() !== ""
+    if (!named("OTEL_EXPORTER_OTLP_ENDPOINT") && !named("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
+      return Effect.succeed(Layer.empty)
+    }
+    return Effect.map(
+      Effect.promise(() => import("@redflow/core/Tracing")),
+      (Tracing) => Tracing.layer
+    )
+  })
+)
+
+const metricsAndHealth = (port: Option.Option<number>) => {
   const health = PipelineHealth.layer({ checks: [Redis.check] })
   if (Option.isNone(port)) return health
   return Layer.unwrap(
