@@ -323,8 +323,10 @@ const isTransient = (error: RedisError) =>
  * fail the wait.
  *
  * A renewal that fails because Redis is unreachable is tried again until a ttl has passed since the last renewal
- * that went through (counted from when it was sent, so the server's expiry is never earlier than ours); past it the
- * lease counts as lost: `lost` fails and the holder must stop writing.
+ * that went through (counted from when it was sent, so the server's expiry is never earlier than ours); past it one
+ * more renewal is sent, and if that fails too the lease counts as lost: `lost` fails and the holder must stop
+ * writing. A process that was paused past its ttl thus learns from Redis whether the lease is still its own (nobody
+ * took it: it goes on) or who took it.
  *
  * @since 0.1.0
  * @category constructors
@@ -402,10 +404,13 @@ export const acquire = (
         const deadline = renewedSentAt + ttlMs
         yield* Effect.sleep(Duration.millis(Math.max(1, Math.min(renewMs, deadline - now))))
         const sentAt = yield* Clock.currentTimeMillis
-        if (sentAt >= deadline) {
-          return yield* lose(new LeaseLost({ pipeline, reason: "unreachable" }))
-        }
+        // Past the deadline (Redis unreachable, or this process paused): one more renewal asks Redis. Still ours, it
+        // never expired and nobody took over; taken, the holder is named; failed, the lease may be anyone's now.
+        const late = sentAt >= deadline
         const result = yield* Script.run(renewScript, pipeline, value, ttlMs).pipe(Effect.result)
+        if (result._tag === "Failure" && late) {
+          return yield* lose(new LeaseLost({ pipeline, reason: "unreachable", cause: result.failure }))
+        }
         if (result._tag === "Failure") {
           yield* Effect.logWarning(
             "renewing the pipeline lease failed; trying again until its ttl",

@@ -50,6 +50,7 @@ import type { DurabilityError } from "./Durability.ts"
 import type * as MemoryGuard from "./MemoryGuard.ts"
 import type * as RedisStreamChannel from "./RedisStreamChannel.ts"
 import type * as StreamRetention from "./StreamRetention.ts"
+import type { LeaseFenced, LeaseLost } from "./PipelineLease.ts"
 import type { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 
@@ -216,13 +217,24 @@ export interface Options {
    * dead-lettered events are not announced. See `RedisStreamChannel.subscribe`.
    */
   readonly publish?: RedisStreamChannel.PublishOptions
+  /**
+   * One active writer per pipeline name (a standby that takes over): before its first write the sink acquires the
+   * pipeline's lease (`PipelineLease`), waiting as a standby while another process holds it (said once, with the
+   * holder's name), and renews it every `renewEvery` (default `ttl / 3`). Every write carries the lease's fencing
+   * token: a batch of a process whose lease was taken over (one paused past its `ttl`) is refused whole by the write
+   * script, nothing written, and the sink fails with `LeaseFenced`; a lease lost at a renewal fails it with
+   * `LeaseLost`. Neither is retried. Standalone and Sentinel only: on a Cluster the sink refuses it at start. Off by
+   * default. Use a checkpoint store the standby shares (`RedisCheckpointStore`), or it resumes from its own.
+   */
+  readonly lease?: { readonly ttl: Duration.Input; readonly renewEvery?: Duration.Input }
 }
 
 /**
  * @since 0.1.0
  * @category errors
  */
-export type SinkError = RedisError | CheckpointError | ConfigError | HighWaterMarkError | DurabilityError
+export type SinkError =
+  RedisError | CheckpointError | ConfigError | HighWaterMarkError | DurabilityError | LeaseFenced | LeaseLost
 
 /**
  * Checks sink options without connecting to Redis: fails with the `ConfigError` (component `RedisStreamSink`,

@@ -23,6 +23,11 @@
  * - a mark that is not `<position of the pipeline's width> <entry id>` answers `written = -2` with the raw value:
  *   corrupt, never a reason to skip.
  *
+ * With a pipeline lease (`PipelineLease`), the call also carries the lease's fencing token (`ARGV[11]`) and the fence
+ * key (the last of KEYS): before anything else, a token below the fence's answers `FENCED <current>` and writes nothing, so a
+ * writer that was paused past its lease cannot interleave its batch with the new holder's. Without a lease the token
+ * is "" and there is no third key.
+ *
  * KEYS are the stream and its high-water hash (same hash slot); ARGV is the call's {@link WriteHeader}, then per
  * entry {@link ENTRY_ARITY} values: position, id, op, table, key ("" when none), event, error ("" when none; set on
  * dead-letter entries); with tracing on (the header's `traceparent` set), a {@link TRACED_ENTRY_ARITY}th: the
@@ -36,10 +41,11 @@
  * Answers a {@link WriteReply}. In `check` mode the script checks permissions and reads the mark (`lastId` is then
  * the mark's entry id), and writes nothing.
  */
+import { fenceCheck } from "../PipelineLease.ts"
 import * as Script from "./script.ts"
 
 /**
- * The fixed part of a call's ARGV: the Lua source reads it as `ARGV[1]` … `ARGV[10]`, in the order of
+ * The fixed part of a call's ARGV: the Lua source reads it as `ARGV[1]` … `ARGV[11]`, in the order of
  * {@link headerArgs}.
  */
 export interface WriteHeader {
@@ -63,6 +69,8 @@ export interface WriteHeader {
   traceparent: string
   /** The TTL (ms) of bodies stored by reference; "" = this sink stores none (entries carry no key argument). */
   readonly refTtl: string
+  /** The pipeline lease's fencing token; "" = no lease (no fence key in KEYS). */
+  readonly token: string
 }
 
 const headerArgs = (h: WriteHeader): Array<string> => [
@@ -75,10 +83,11 @@ const headerArgs = (h: WriteHeader): Array<string> => [
   String(h.width),
   h.mode,
   h.traceparent,
-  h.refTtl
+  h.refTtl,
+  h.token
 ]
 
-const HEADER_ARITY = 10
+const HEADER_ARITY = 11
 /** Values per entry in ARGV after the header. */
 export const ENTRY_ARITY = 7
 /** Values per entry when tracing is on: the event's own `traceparent` ("" for the batch's) is the last. */
@@ -89,6 +98,8 @@ export interface WriteCall {
   readonly stream: string
   /** The stream's high-water hash. */
   readonly markKey: string
+  /** The pipeline lease's fence key, when the header carries a token. */
+  readonly fenceKey?: string
   readonly header: WriteHeader
   /**
    * {@link ENTRY_ARITY} values per entry ({@link TRACED_ENTRY_ARITY} with tracing on), flat. Emptied once the call is written, so the encoded events are not held
@@ -130,6 +141,12 @@ local arity, refAt = ${ENTRY_ARITY}, ${ENTRY_ARITY}
 if traceparent ~= "" then arity, refAt = ${TRACED_ENTRY_ARITY}, ${TRACED_ENTRY_ARITY} end
 if refTtl ~= "" then arity = arity + 1 end
 
+-- First of all: a writer whose lease was taken over writes nothing. Its fence key is the last of KEYS.
+local token, refsEnd = ARGV[11], #KEYS
+if token ~= "" then
+  refsEnd = #KEYS - 1
+${fenceCheck({ fenceKey: "KEYS[#KEYS]", token: "token" })}end
+
 -- Before any write: may this user run every command of the script on these keys? (Redis >= 7.0)
 if redis.acl_check_cmd then
   local needs = { { "HGET", marks, field }, { "HSET", marks, field, "0" }, { "XADD", stream, "*", "event", "" } }
@@ -140,7 +157,7 @@ if redis.acl_check_cmd then
         " and XADD on " .. stream .. ")")
     end
   end
-  for k = 3, #KEYS do
+  for k = 3, refsEnd do
     if not redis.acl_check_cmd("SET", KEYS[k], "", "PX", "1") then
       return redis.error_reply("NOPERM this user has no permissions to run the 'set' command on key '" .. KEYS[k] ..
         "' (largeEvents: reference stores an event's body there, in the hash slot of " .. stream .. ")")
@@ -255,7 +272,9 @@ export const write: Script.Script<[call: WriteCall], WriteReply> = Script.make({
   name: "sink write",
   source: SOURCE,
   keys: (call: WriteCall) =>
-    call.refs.length === 0 ? [call.stream, call.markKey] : [call.stream, call.markKey, ...call.refs],
+    call.fenceKey === undefined
+      ? [call.stream, call.markKey, ...call.refs]
+      : [call.stream, call.markKey, ...call.refs, call.fenceKey],
   args: (call: WriteCall) => {
     const args = headerArgs(call.header)
     for (const value of call.entries) args.push(value)

@@ -16,6 +16,7 @@ import * as Schema from "effect/Schema"
 import * as Position from "@redflow/core/Position"
 import type { RedisConnectionService } from "../../RedisConnection.ts"
 import type { RedisError } from "../../RedisError.ts"
+import * as PipelineLease from "../../PipelineLease.ts"
 import { highWaterKey } from "../highWater.ts"
 import * as Scripts from "../scripts.ts"
 import type { SinkSettings } from "./options.ts"
@@ -85,6 +86,14 @@ export interface MarkBook {
   readonly unsettled: Map<string, Map<Position.Position, number>>
   /** The checkpoint this run resumes from (exactly-once): a mark past it is verified at first contact. */
   resumedFrom: Option.Option<Position.Position>
+  /** The pipeline lease's fence key and this sink's token, sent with every call once the lease is held. */
+  fence: Fence | undefined
+}
+
+/** What every script call carries under a pipeline lease. */
+export interface Fence {
+  readonly key: string
+  readonly token: number
 }
 
 export const makeBook = (settings: SinkSettings, redis: RedisConnectionService, report: Report): MarkBook => ({
@@ -93,8 +102,18 @@ export const makeBook = (settings: SinkSettings, redis: RedisConnectionService, 
   report,
   known: new Map(),
   unsettled: new Map(),
-  resumedFrom: Option.none()
+  resumedFrom: Option.none(),
+  fence: undefined
 })
+
+/** A call's keys and header for the fence: the fence key, when a lease is held. */
+const fenced = (book: MarkBook) => (book.fence === undefined ? {} : { fenceKey: book.fence.key })
+
+/** The {@link PipelineLease.LeaseFenced} a failed call stands for, when the fence refused it. */
+export const fenceRefusal = (book: MarkBook, error: RedisError): PipelineLease.LeaseFenced | undefined =>
+  book.fence === undefined
+    ? undefined
+    : Option.getOrUndefined(PipelineLease.fenced(book.settings.pipeline, book.fence.token, error))
 
 const unsettle = (book: MarkBook, stream: string, mark: Position.Position) => {
   let marks = book.unsettled.get(stream)
@@ -118,22 +137,18 @@ export const settleBatch = (book: MarkBook, batch: InFlight): void => {
 }
 
 /** The script's header for a write, or for a check (no entries) with `mode: "check"`. */
-export const header = (
-  settings: SinkSettings,
-  now: number,
-  width: number,
-  mode: "" | "check"
-): Scripts.WriteHeader => ({
-  pipeline: settings.pipeline,
-  trimStrategy: settings.trim.strategy,
-  trimOperator: settings.trim.operator,
-  trimThreshold: settings.trim.threshold(now),
+export const header = (book: MarkBook, now: number, width: number, mode: "" | "check"): Scripts.WriteHeader => ({
+  pipeline: book.settings.pipeline,
+  trimStrategy: book.settings.trim.strategy,
+  trimOperator: book.settings.trim.operator,
+  trimThreshold: book.settings.trim.threshold(now),
   expected: "",
-  skip: settings.guarantee === "exactly-once",
+  skip: book.settings.guarantee === "exactly-once",
   width,
   mode,
   traceparent: "",
-  refTtl: settings.largeEvents === "reference" && mode === "" ? String(settings.largeEventTtlMs) : ""
+  refTtl: book.settings.largeEvents === "reference" && mode === "" ? String(book.settings.largeEventTtlMs) : "",
+  token: book.fence === undefined ? "" : String(book.fence.token)
 })
 
 /** Cuts a batch into one write per stream, each expecting the mark the previous write to its stream leaves. */
@@ -164,7 +179,7 @@ export const planWrites = (
   for (const [stream, { entries: args, top, markKey, count, refs }] of byStream) {
     const prior = book.known.get(stream)!
     const predecessor = prior.by !== undefined && !Deferred.isDoneUnsafe(prior.by.written) ? prior.by : undefined
-    const h = header(book.settings, now, width, "")
+    const h = header(book, now, width, "")
     h.expected = prior.mark
     const leaves = prior.mark === "" ? top : Position.max(prior.mark, top)
     book.known.set(stream, { mark: leaves, by: self })
@@ -173,6 +188,7 @@ export const planWrites = (
     writes.push({
       stream,
       markKey,
+      ...fenced(book),
       header: h,
       entries: args,
       refs,
@@ -268,15 +284,19 @@ const positionOf = (text: string): string | undefined => {
 const check = (
   book: MarkBook,
   calls: ReadonlyArray<Scripts.WriteCall>
-): Effect.Effect<Array<Scripts.WriteReply>, RedisError | HighWaterMarkError> =>
+): Effect.Effect<Array<Scripts.WriteReply>, RedisError | HighWaterMarkError | PipelineLease.LeaseFenced> =>
   Effect.gen(function* () {
     const replies = yield* send(book.redis, calls)
     const out: Array<Scripts.WriteReply> = []
     let worst: RedisError | undefined
     for (let i = 0; i < calls.length; i++) {
       const reply = replies[i]!
-      if ("_tag" in reply) worst = worse(worst, reply)
-      else if (reply.written === Scripts.MARK_MALFORMED) {
+      if ("_tag" in reply) {
+        // A newer holder took the pipeline over: no retry can mend it.
+        const refused = fenceRefusal(book, reply)
+        if (refused !== undefined) return refused
+        worst = worse(worst, reply)
+      } else if (reply.written === Scripts.MARK_MALFORMED) {
         return markError(book.settings, calls[i]!, "malformed", reply.mark)
       } else out.push(reply)
     }
@@ -293,14 +313,17 @@ const check = (
  * Before anything is written: may this user run the script's commands on the streams known now (constant names and
  * the dead-letter stream)? A stream named by a template is checked the same way at its first write.
  */
-export const checkFixedStreams = (book: MarkBook): Effect.Effect<void, RedisError | HighWaterMarkError> =>
+export const checkFixedStreams = (
+  book: MarkBook
+): Effect.Effect<void, RedisError | HighWaterMarkError | PipelineLease.LeaseFenced> =>
   Effect.asVoid(
     check(
       book,
       book.settings.fixedStreams.map((stream) => ({
         stream,
         markKey: highWaterKey(stream)!,
-        header: header(book.settings, 0, 0, "check"),
+        ...fenced(book),
+        header: header(book, 0, 0, "check"),
         entries: [],
         refs: []
       }))
@@ -363,7 +386,8 @@ const learnNew = (book: MarkBook, entries: ReadonlyArray<Entry>) =>
       calls.push({
         stream: e.stream,
         markKey: e.markKey,
-        header: header(book.settings, 0, e.position.length, "check"),
+        ...fenced(book),
+        header: header(book, 0, e.position.length, "check"),
         entries: [],
         refs: []
       })
@@ -386,7 +410,7 @@ const learnNew = (book: MarkBook, entries: ReadonlyArray<Entry>) =>
 export const learn = (
   book: MarkBook,
   entries: ReadonlyArray<Entry>
-): Effect.Effect<void, RedisError | HighWaterMarkError> => {
+): Effect.Effect<void, RedisError | HighWaterMarkError | PipelineLease.LeaseFenced> => {
   // Every batch but a stream's first returns at once, without a generator holding the batch (see prepare.ts on
   // what V8 does with objects that live long).
   for (const e of entries) if (!book.known.has(e.stream)) return learnNew(book, entries)

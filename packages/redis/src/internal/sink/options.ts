@@ -90,7 +90,8 @@ export const OptionsSchema = Schema.Struct({
   onDataLoss: Schema.optionalKey(Schema.Literals(["fail", "continue"])),
   // Checked in full by MemoryGuard.make (its own Schema, same ConfigError shape) when the sink starts.
   durability: Schema.optionalKey(Schema.Literals(["warn", "require", "ignore"])),
-  memoryGuard: Schema.optionalKey(Schema.Union([Schema.Literal(false), Schema.Record(Schema.String, Schema.Unknown)]))
+  memoryGuard: Schema.optionalKey(Schema.Union([Schema.Literal(false), Schema.Record(Schema.String, Schema.Unknown)])),
+  lease: Schema.optionalKey(Schema.Struct({ ttl: PositiveMillis, renewEvery: Schema.optionalKey(PositiveMillis) }))
 })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -130,6 +131,8 @@ export interface SinkSettings {
   readonly maxLag: StreamRetention.MaxLag | undefined
   /** `publish`: the channel router of the notices sent after each write; or `undefined`. */
   readonly publish: Routing.Router | undefined
+  /** The pipeline lease, in milliseconds, or `undefined` when it is off. */
+  readonly lease: { readonly ttlMs: number; readonly renewEveryMs: number } | undefined
   /** The memory guard's options, or `undefined` when it is off. */
   readonly memoryGuard: Omit<MemoryGuard.Options, "pipeline"> | undefined
   /** Stream names known before any event: constant templates and the dead-letter stream, checked at start. */
@@ -304,6 +307,19 @@ const resolve = (
       options.publish === undefined
         ? undefined
         : yield* compileRouting(["publish", "channel"], Routing.make(options.publish.channel))
+    let lease: SinkSettings["lease"] = undefined
+    if (options.lease !== undefined) {
+      const ttlMs = options.lease.ttl
+      const renewEveryMs = options.lease.renewEvery ?? Math.max(1, Math.floor(ttlMs / 3))
+      if (!(renewEveryMs < ttlMs)) {
+        return yield* fail(
+          ["lease", "renewEvery"],
+          `must be shorter than lease.ttl (${ttlMs} ms), got ${renewEveryMs} ms: the lease would expire between renewals`,
+          "renew a few times per ttl, e.g. ttl 10 seconds and renewEvery 3 seconds (the default is ttl / 3)"
+        )
+      }
+      lease = { ttlMs, renewEveryMs }
+    }
     const wait = options.waitForReplicas
     return {
       pipeline: options.pipeline ?? defaults.pipeline,
@@ -329,6 +345,7 @@ const resolve = (
       retention,
       maxLag: options.maxLag,
       publish,
+      lease,
       memoryGuard: options.memoryGuard === undefined || options.memoryGuard === false ? undefined : options.memoryGuard,
       fixedStreams: [...new Set([...constantStreams(route), deadLetterStream])]
     }

@@ -18,12 +18,15 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Tracer from "effect/Tracer"
 import type * as CdcEvent from "@redflow/core/CdcEvent"
 import { type CheckpointError, CheckpointStore } from "@redflow/core/CheckpointStore"
+import * as ConfigError from "@redflow/core/ConfigError"
+import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Position from "@redflow/core/Position"
 import * as TraceContext from "@redflow/core/TraceContext"
 import * as FailurePolicy from "../../FailurePolicy.ts"
@@ -35,9 +38,11 @@ import * as MemoryGuard from "../../MemoryGuard.ts"
 import * as RedisStreamChannel from "../../RedisStreamChannel.ts"
 import * as StreamAdmin from "../../StreamAdmin.ts"
 import * as StreamRetention from "../../StreamRetention.ts"
+import * as PipelineLease from "../../PipelineLease.ts"
 import * as Gate from "../gate.ts"
 import * as Scripts from "../scripts.ts"
 import * as Marks from "./marks.ts"
+import * as SinkOptions from "./options.ts"
 import type { SinkSettings } from "./options.ts"
 import * as Prepare from "./prepare.ts"
 import * as Report from "./report.ts"
@@ -66,11 +71,14 @@ interface Written {
   readonly startedAt: number
 }
 
+/** What a write returns rather than fails with, as no failure policy applies to it. */
+type Untrusted = Marks.HighWaterMarkError | PipelineLease.LeaseFenced
+
 /** A batch whose write has started. */
 interface Handle {
   readonly batch: ReadonlyArray<Prepare.Entry>
   readonly self: Marks.InFlight
-  readonly fiber: Fiber.Fiber<Written, RedisError | Marks.HighWaterMarkError>
+  readonly fiber: Fiber.Fiber<Written, RedisError | Marks.HighWaterMarkError | PipelineLease.LeaseFenced>
   /** Its `redflow.sink.write` span, with tracing on. */
   readonly span: Tracer.Span | undefined
 }
@@ -105,7 +113,10 @@ interface Writer<E> {
   /** Writes in flight: at most {@link WRITES_PER_WINDOW}. */
   readonly writes: Semaphore.Semaphore
   /** Writes started, in order, for the committer. */
-  readonly handles: Queue.Queue<Handle, E | Cause.Done | RedisError | Marks.HighWaterMarkError>
+  readonly handles: Queue.Queue<
+    Handle,
+    E | Cause.Done | RedisError | Marks.HighWaterMarkError | PipelineLease.LeaseFenced
+  >
   /** Events per write: a part of the window. */
   readonly batchEvents: number
   /** Entries taken from the queue that did not fit the previous batch's bounds. */
@@ -237,8 +248,8 @@ const writeBatch = <E>(
     const acknowledged: Array<Acknowledged> = []
     let pending = writes
     let attempts = 0
-    // A mark the sink cannot trust is returned, not failed: no failure policy applies to it.
-    const attempt: Effect.Effect<Marks.HighWaterMarkError | undefined, RedisError> = Effect.gen(function* () {
+    // A mark the sink cannot trust, or a fenced write, is returned, not failed: no failure policy applies to it.
+    const attempt: Effect.Effect<Untrusted | undefined, RedisError> = Effect.gen(function* () {
       attempts++
       const replies = yield* send(w.redis, pending)
       const failed: Array<Marks.Write> = []
@@ -248,6 +259,9 @@ const writeBatch = <E>(
         const reply = replies[i]!
         const write = pending[i]!
         if ("_tag" in reply) {
+          // A newer holder took the pipeline over: this call wrote nothing, and no retry may write it.
+          const fence = Marks.fenceRefusal(book, reply)
+          if (fence !== undefined) return fence
           failed.push(write)
           worst = worse(worst, reply)
           continue
@@ -507,7 +521,7 @@ const commit = <E>(
   w: Writer<E>
 ): Effect.Effect<
   Arr.NonEmptyReadonlyArray<CommittedBatch>,
-  E | Cause.Done | RedisError | Marks.HighWaterMarkError | CheckpointError
+  E | Cause.Done | RedisError | Marks.HighWaterMarkError | PipelineLease.LeaseFenced | CheckpointError
 > =>
   Effect.gen(function* () {
     const { settings } = w
@@ -615,6 +629,43 @@ const unverified = (settings: SinkSettings, error: RedisError) =>
         Effect.annotateLogs({ pipeline: settings.pipeline })
       )
 
+/** The condition a standby shows in health while it waits for the lease. */
+const standbyKey = (pipeline: string) => `${pipeline}/lease`
+
+/**
+ * Waits for the pipeline's lease (a standby waits here, before the sink has read anything) and holds it until the
+ * sink's scope closes. The fence key lives in the pipeline's hash slot and each stream in its own, so on a cluster
+ * one script call cannot check the fence with the stream: refused there.
+ */
+const holdLease = (settings: SinkSettings, redis: RedisConnectionService) =>
+  Effect.gen(function* () {
+    const { pipeline } = settings
+    const lease = settings.lease!
+    if (redis.topology === "cluster") {
+      return yield* ConfigError.make(
+        SinkOptions.COMPONENT,
+        ["lease"],
+        "is not supported on a Redis Cluster: the fence key and the streams live in different hash slots, so the " +
+          "write script cannot check the fencing token in the same call",
+        "use a standalone or Sentinel Redis for a pipeline with a standby, or run without lease"
+      )
+    }
+    const health = yield* Effect.serviceOption(PipelineHealth.PipelineHealth)
+    const holder = yield* PipelineLease.current(pipeline).pipe(Effect.orElseSucceed(() => Option.none()))
+    if (Option.isSome(health) && Option.isSome(holder)) {
+      yield* health.value.raise(standbyKey(pipeline), `standby: the lease is held by ${holder.value.holder}`, {
+        blocksReadiness: false
+      })
+    }
+    const held = yield* PipelineLease.acquire({
+      pipeline,
+      ttl: Duration.millis(lease.ttlMs),
+      renewEvery: Duration.millis(lease.renewEveryMs)
+    })
+    if (Option.isSome(health)) yield* health.value.clear(standbyKey(pipeline))
+    return held
+  })
+
 /**
  * Starts the write pipeline in the current scope. `feed` pushes the source's chunks through `offer`; the returned
  * effect yields the next committed batches, or fails with `Cause.Done` once the source ended and all is written.
@@ -630,6 +681,9 @@ export const start = <E, R>(
     const policies = FailurePolicy.make(settings.policies, redis.topology)
     const report = yield* Report.make(settings, redis, policies)
     const book = Marks.makeBook(settings, redis, report)
+    // Before the first call of the write script, even a check: a standby must not learn marks the holder still moves.
+    const lease = settings.lease === undefined ? undefined : yield* holdLease(settings, redis)
+    if (lease !== undefined) book.fence = { key: PipelineLease.fenceKey(settings.pipeline), token: lease.token }
     yield* Marks.checkFixedStreams(book)
     // Redis answered the first check, so a failure here is about CONFIG, not reachability: only `require` stops.
     if (settings.durability !== "ignore") {
@@ -678,7 +732,10 @@ export const start = <E, R>(
       buffered: yield* Semaphore.make(settings.maxBufferedBytes),
       window: yield* Semaphore.make(settings.maxEvents),
       writes: yield* Semaphore.make(WRITES_PER_WINDOW),
-      handles: yield* Queue.unbounded<Handle, E | Cause.Done | RedisError | Marks.HighWaterMarkError>(),
+      handles: yield* Queue.unbounded<
+        Handle,
+        E | Cause.Done | RedisError | Marks.HighWaterMarkError | PipelineLease.LeaseFenced
+      >(),
       batchEvents: Math.max(1, Math.ceil(settings.maxEvents / WRITES_PER_WINDOW)),
       leftover: [],
       inFlight: 0,
@@ -697,5 +754,6 @@ export const start = <E, R>(
       Effect.onExit((exit) => (Exit.isSuccess(exit) ? Queue.end(w.handles) : Queue.failCause(w.handles, exit.cause))),
       Effect.forkIn(scope)
     )
-    return commit(w)
+    // A lease lost at a renewal stops the sink at once; a write sent meanwhile is refused by the fence.
+    return lease === undefined ? commit(w) : Effect.raceFirst(commit(w), lease.lost)
   })
