@@ -2,6 +2,7 @@
  * Flags shared by several commands, and the global `--json` / `--verbose` settings.
  */
 import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Flag, GlobalFlag } from "effect/cli"
@@ -114,3 +115,45 @@ export const envelope = Flag.Literals("envelope", Envelope.formats).pipe(
   ),
   Flag.withDefault("native")
 )
+
+/** `--lease TTL`: run as one of several processes of a pipeline, one active and the others standing by. */
+export const lease = Flag.String("lease").pipe(
+  Flag.withMetavar("TTL"),
+  Flag.withDescription(
+    "Hold the pipeline's lease in Redis while writing (e.g. 5s): a second process with the same --pipeline waits as a standby and takes over within TTL when this one dies; a batch of a process paused past its lease is refused (LeaseFenced). Needs --checkpoint redis"
+  ),
+  Flag.optional
+)
+
+const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000 }
+
+/**
+ * A `--lease` value in milliseconds: `500ms`, `5s`, `1m`, or an Effect duration such as `5 seconds`. At least 3 ms,
+ * as the lease renews every third of it.
+ */
+export const leaseTtl = (value: string): Effect.Effect<number, UsageError> => {
+  const short = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(value.trim())
+  let ms: number | undefined
+  if (short !== null) ms = Number(short[1]) * UNITS[short[2]!]!
+  else {
+    try {
+      const d = Duration.fromInput(value as Duration.Input)
+      if (Option.isSome(d) && Duration.isFinite(d.value)) ms = Duration.toMillis(d.value)
+    } catch {
+      ms = undefined
+    }
+  }
+  return ms !== undefined && Number.isFinite(ms) && ms >= 3
+    ? Effect.succeed(Math.round(ms))
+    : Effect.fail(
+        new UsageError({ flag: "lease", message: `expected a time to live such as 5s or 500ms, got "${value}"` })
+      )
+}
+
+/** `--lease` needs a checkpoint the standby reads too: the one in Redis. */
+export const leaseNeedsRedisCheckpoint = new UsageError({
+  flag: "lease",
+  message:
+    "needs --checkpoint redis: a standby, possibly on another machine, must resume from the checkpoint the active " +
+    "process wrote, so the checkpoint has to live in Redis"
+})

@@ -2,6 +2,7 @@
  * `redflow produce`: the synthetic source into Redis Streams through the sink, resumable from a checkpoint file.
  */
 import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -14,6 +15,8 @@ import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Position from "@redflow/core/Position"
 import * as Routing from "@redflow/core/Routing"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
+import * as PipelineLease from "@redflow/redis/PipelineLease"
+import * as RedisCheckpointStore from "@redflow/redis/RedisCheckpointStore"
 import { RedisConnection } from "@redflow/redis/RedisConnection"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { UsageError } from "./errors.ts"
@@ -41,6 +44,7 @@ export interface ProduceInput extends OperatorFlags.OperatorFlags {
   readonly pipeline: string
   readonly seed: number
   readonly metricsPort: Option.Option<number>
+  readonly lease: Option.Option<string>
 }
 
 const decodeSourceOptions = ConfigError.decoder("SyntheticSource", SyntheticSource.Options)
@@ -139,12 +143,15 @@ export const streamLengths = (streams: Iterable<string>) =>
     )
   )
 
+/** Where `--checkpoint` keeps checkpoints, as a phrase: the file, or the Redis hash for `redis`. */
+const checkpointPlace = (value: string): string => (value === "redis" ? "Redis hash redflow:checkpoints" : value)
+
 /**
  * The summary's checkpoint line. Without --checkpoint the checkpoint lived in memory and is gone with the process:
  * it is not reported as a checkpoint a re-run could resume from.
  */
 export const checkpointLine = (file: Option.Option<string>, at: string | undefined): string =>
-  Option.match(file, {
+  Option.match(Option.map(file, checkpointPlace), {
     onNone: () =>
       `checkpoint: not saved (no --checkpoint FILE: running the command again starts from the first event)` +
       (at === undefined ? "" : `; delivered through ${at}`),
@@ -157,6 +164,12 @@ export const run = (input: ProduceInput) =>
     const json = yield* Flags.Json
     const url = yield* Flags.resolveRedisUrl(input.redis)
     const source = yield* sourceOptions(input)
+    const leaseMs = Option.isSome(input.lease)
+      ? Option.some(yield* Flags.leaseTtl(input.lease.value))
+      : Option.none<number>()
+    if (Option.isSome(leaseMs) && !Option.contains(input.checkpoint, "redis")) {
+      return yield* Flags.leaseNeedsRedisCheckpoint
+    }
     const base: RedisStreamSink.Options = {
       stream: input.stream,
       pipeline: input.pipeline,
@@ -164,30 +177,56 @@ export const run = (input: ProduceInput) =>
       envelope: input.envelope,
       ...Option.match(input.batchSize, { onNone: () => ({}), onSome: (n) => ({ batch: { maxEvents: n } }) }),
       ...Option.match(input.maxlen, { onNone: () => ({}), onSome: (n) => ({ trim: { maxLen: n } }) }),
-      ...Option.match(input.key, { onNone: () => ({}), onSome: (k) => ({ key: k }) })
+      ...Option.match(input.key, { onNone: () => ({}), onSome: (k) => ({ key: k }) }),
+      ...Option.match(leaseMs, { onNone: () => ({}), onSome: (ms) => ({ lease: { ttl: Duration.millis(ms) } }) })
     }
     const sink: RedisStreamSink.Options = { ...base, ...(yield* OperatorFlags.sinkOptions(input, base.trim)) }
     yield* validateSink(sink)
     const checkpoints = Option.match(input.checkpoint, {
       onNone: () => CheckpointStore.layerMemory,
-      onSome: (path) => CheckpointStore.layerFile(path)
+      onSome: (path) => (path === "redis" ? RedisCheckpointStore.layer() : CheckpointStore.layerFile(path))
     })
+    const place = Option.getOrElse(Option.map(input.checkpoint, checkpointPlace), () => "")
 
     return yield* Effect.gen(function* () {
       yield* Monitoring.announce(json)
       const store = yield* CheckpointStore.CheckpointStore
-      const from = yield* store.load(input.pipeline)
       const stop = yield* Shutdown.drainOnSignal
       const startedAt = yield* Clock.currentTimeMillis
       const tally = emptyTally()
-      const resumedFrom = sequenceOf(from)
       const target = input.events
-      if (!json && Option.isSome(from)) {
-        yield* Output.print(
-          resumedFrom! >= target
-            ? `checkpoint ${input.checkpoint.pipe(Option.getOrElse(() => ""))} is at event ${resumedFrom}: nothing left to produce`
-            : `resuming after event ${Output.count(resumedFrom!)} (checkpoint ${input.checkpoint.pipe(Option.getOrElse(() => ""))})`
+      let from = Option.none<Position.Position>()
+      let resumedFrom: number | null = null
+      // Where the run starts. Under a lease it is read once the sink holds the lease (the source's first pull comes
+      // after it): a standby must resume from the checkpoint the active process left, not the one it found at start.
+      const loadFrom = Effect.gen(function* () {
+        from = yield* store.load(input.pipeline)
+        resumedFrom = sequenceOf(from)
+        if (Option.isSome(leaseMs)) {
+          process.stderr.write(
+            `redflow: pipeline ${input.pipeline}: holding the lease` +
+              `${resumedFrom === null ? "" : `, resuming after event ${resumedFrom}`}\n`
+          )
+        }
+        if (!json && Option.isSome(from)) {
+          yield* Output.print(
+            resumedFrom! >= target
+              ? `checkpoint ${place} is at event ${resumedFrom}: nothing left to produce`
+              : `resuming after event ${Output.count(resumedFrom!)} (checkpoint ${place})`
+          )
+        }
+        return from
+      })
+      if (Option.isNone(leaseMs)) yield* loadFrom
+      else {
+        const holder = yield* PipelineLease.current(input.pipeline).pipe(
+          Effect.orElseSucceed(() => Option.none<{ readonly holder: string }>())
         )
+        if (Option.isSome(holder)) {
+          process.stderr.write(
+            `redflow: pipeline ${input.pipeline}: standby: the lease is held by ${holder.value.holder}; waiting to take over\n`
+          )
+        }
       }
       // events/s since the line before, as in consume and demo: a stalled run shows 0, not a fading average.
       let last = { at: startedAt, events: 0 }
@@ -199,10 +238,12 @@ export const run = (input: ProduceInput) =>
           return `produced ${Output.count(done)}/${Output.count(target)} events · ${Output.count(perSecond)} events/s · ${tally.batches} batches`
         })
       )
-      yield* SyntheticSource.make({
-        ...source,
-        ...Option.match(from, { onNone: () => ({}), onSome: (p) => ({ from: p }) })
-      }).pipe(
+      const events = (start: Option.Option<Position.Position>) =>
+        SyntheticSource.make({
+          ...source,
+          ...Option.match(start, { onNone: () => ({}), onSome: (p) => ({ from: p }) })
+        })
+      yield* (Option.isNone(leaseMs) ? events(from) : Stream.unwrap(Effect.map(loadFrom, events))).pipe(
         Stream.interruptWhen(stop),
         RedisStreamSink.deliver(sink),
         Stream.runForEach((batch) => Effect.sync(() => addBatch(tally, batch))),

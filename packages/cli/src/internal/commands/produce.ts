@@ -41,10 +41,13 @@ export const command = Command.make(
     ),
     envelope: Flags.envelope,
     checkpoint: Flag.String("checkpoint").pipe(
-      Flag.withMetavar("FILE"),
-      Flag.withDescription("Checkpoint file: a re-run resumes after the last checkpointed event"),
+      Flag.withMetavar("FILE|redis"),
+      Flag.withDescription(
+        "Where checkpoints are kept: a file, or redis (the hash redflow:checkpoints); a re-run resumes after the last checkpointed event"
+      ),
       Flag.optional
     ),
+    lease: Flags.lease,
     batchSize: Flags.intAtLeast("batch-size", 1, "events per batch").pipe(
       Flag.withMetavar("N"),
       Flag.withDescription(
