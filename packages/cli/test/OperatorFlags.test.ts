@@ -101,6 +101,41 @@ describe("redflow produce: --trim acked, --maxlen, --publish", () => {
     }
   }, 120_000)
 
+  it("--max-event-bytes with --large-events reference: bodies stored under keys with the TTL, the entries point at them", async () => {
+    const stream = unique("large")
+    const result = await run([
+      "produce",
+      "--redis",
+      server.url,
+      "--stream",
+      stream,
+      "--events",
+      "20",
+      "--payload-bytes",
+      "4000",
+      "--max-event-bytes",
+      "2000",
+      "--large-events",
+      "reference",
+      "--large-event-ttl",
+      "2h",
+      "--durability",
+      "ignore"
+    ])
+    expect(result.code, result.stderr).toBe(0)
+    const entries = await withClient(server.url, (c) => c.xrange(stream, "-", "+"))
+    expect(entries).toHaveLength(20)
+    for (const [, fields] of entries) {
+      expect(fields).not.toContain("event")
+      const ref = fields[fields.indexOf("ref") + 1]!
+      const [body, ttl] = await withClient(server.url, (c) => Promise.all([c.get(ref), c.pttl(ref)]))
+      // The whole event is there, over the bound; it expires within the two hours asked for.
+      expect(body?.length ?? 0).toBeGreaterThan(4000)
+      expect(ttl).toBeGreaterThan(0)
+      expect(ttl).toBeLessThanOrEqual(2 * 3_600_000)
+    }
+  }, 120_000)
+
   it("a bad operator flag exits 2 naming it, in produce and in run", async () => {
     const produce = ["produce", "--redis", server.url, "--stream", "s", "--events", "5"]
     const runCommand = [
@@ -122,6 +157,10 @@ describe("redflow produce: --trim acked, --maxlen, --publish", () => {
       [[...produce, "--memory-guard=0.5:0.7"], /--memory-guard: LOW must be .* below HIGH/],
       [[...produce, "--publish", "cdc.${nope}"], /--publish: .*nope/],
       [[...produce, "--durability", "always"], /--durability/],
+      [[...produce, "--large-events", "drop"], /--large-events/],
+      [[...produce, "--large-event-ttl", "soon"], /--large-event-ttl: expected a time to live/],
+      [[...produce, "--max-event-bytes", "0"], /--max-event-bytes/],
+      [[...produce, "--max-event-bytes", "99999999999"], /--max-event-bytes: /],
       [[...runCommand, "--on-lag", "trim"], /--on-lag: only applies with trim.acked/],
       [[...runCommand, "--max-lag", ":5"], /--max-lag: expected GROUP:ENTRIES/],
       [[...runCommand, "--memory-guard=2"], /--memory-guard: HIGH must be/]

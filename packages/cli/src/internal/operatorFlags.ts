@@ -1,14 +1,17 @@
 /**
  * The sink's operator flags shared by `redflow run` and `redflow produce`: acked trimming (`--trim acked`,
  * `--on-lag`), consumer-lag backpressure (`--max-lag GROUP:ENTRIES`), notices (`--publish CHANNEL`), the memory guard
- * (`--memory-guard[=HIGH[:LOW]]`) and the durability check (`--durability`). {@link sinkOptions} turns them into the
+ * (`--memory-guard[=HIGH[:LOW]]`), the durability check (`--durability`) and oversized events (`--max-event-bytes`,
+ * `--large-events`, `--large-event-ttl`). {@link sinkOptions} turns them into the
  * sink's options; the sink checks them, and a rejection names the flag (see `optionFlags.ts`).
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Flag } from "effect/cli"
 import type * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { UsageError } from "./errors.ts"
+import { intAtLeast } from "./flags.ts"
 
 /** The value a bare `--memory-guard` stands for: the guard's own defaults. */
 const DEFAULT_GUARD = "default"
@@ -54,6 +57,27 @@ export const flags = {
       "What to do when Redis can lose acknowledged writes on a restart (AOF off, appendfsync no): warn (default), require (refuse to start), ignore"
     ),
     Flag.optional
+  ),
+  maxEventBytes: intAtLeast("max-event-bytes", 1, "the largest encoded event, in bytes").pipe(
+    Flag.withMetavar("BYTES"),
+    Flag.withDescription(
+      "An event larger than this, encoded, is handled by --large-events (default 1048576, at most the batch's byte bound)"
+    ),
+    Flag.optional
+  ),
+  largeEvents: Flag.Literals("large-events", ["dead-letter", "reference"]).pipe(
+    Flag.withMetavar("dead-letter|reference"),
+    Flag.withDescription(
+      "An event over --max-event-bytes: dead-letter (default; the entry names its size) or reference (its body stored under a key with a TTL, the entry pointing at it; RedisStreamConsumer reads it back)"
+    ),
+    Flag.optional
+  ),
+  largeEventTtl: Flag.String("large-event-ttl").pipe(
+    Flag.withMetavar("TTL"),
+    Flag.withDescription(
+      "How long a referenced body is kept (e.g. 12h, 7d or 30m; default 7d): a consumer later than that finds it gone and dead-letters the entry"
+    ),
+    Flag.optional
   )
 } as const
 
@@ -64,6 +88,9 @@ export interface OperatorFlags {
   readonly publish: Option.Option<string>
   readonly memoryGuard: Option.Option<string>
   readonly durability: Option.Option<"warn" | "require" | "ignore">
+  readonly maxEventBytes: Option.Option<number>
+  readonly largeEvents: Option.Option<"dead-letter" | "reference">
+  readonly largeEventTtl: Option.Option<string>
 }
 
 export const none: OperatorFlags = {
@@ -72,7 +99,10 @@ export const none: OperatorFlags = {
   maxLag: Option.none(),
   publish: Option.none(),
   memoryGuard: Option.none(),
-  durability: Option.none()
+  durability: Option.none(),
+  maxEventBytes: Option.none(),
+  largeEvents: Option.none(),
+  largeEventTtl: Option.none()
 }
 
 /** `GROUP:ENTRIES`, split at the last colon (a group name may hold one). */
@@ -86,6 +116,31 @@ const parseMaxLag = (text: string): Effect.Effect<RedisStreamSink.Options["maxLa
         new UsageError({
           flag: "max-lag",
           message: `expected GROUP:ENTRIES, a consumer group and an entry count >= 1 such as billing:10000, got ${JSON.stringify(text)}`
+        })
+      )
+}
+
+const TTL_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** A `--large-event-ttl` value in milliseconds: `30m`, `12h`, `7d`, or an Effect duration such as `2 days`. */
+const parseTtl = (text: string): Effect.Effect<number, UsageError> => {
+  const short = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim())
+  let ms: number | undefined
+  if (short !== null) ms = Number(short[1]) * TTL_UNITS[short[2]!]!
+  else {
+    try {
+      const d = Duration.fromInput(text as Duration.Input)
+      if (Option.isSome(d) && Duration.isFinite(d.value)) ms = Duration.toMillis(d.value)
+    } catch {
+      ms = undefined
+    }
+  }
+  return ms !== undefined && Number.isFinite(ms) && ms >= 1
+    ? Effect.succeed(Math.round(ms))
+    : Effect.fail(
+        new UsageError({
+          flag: "large-event-ttl",
+          message: `expected a time to live such as 12h, 7d or 30m, got ${JSON.stringify(text)}`
         })
       )
 }
@@ -137,13 +192,16 @@ export const origins = (input: OperatorFlags): Record<string, string> => {
   if (Option.isSome(input.publish)) out["sink.publish.channel"] = "--publish"
   if (Option.isSome(input.memoryGuard)) out["sink.memoryGuard"] = "--memory-guard"
   if (Option.isSome(input.durability)) out["sink.durability"] = "--durability"
+  if (Option.isSome(input.maxEventBytes)) out["sink.maxEventBytes"] = "--max-event-bytes"
+  if (Option.isSome(input.largeEvents)) out["sink.largeEvents"] = "--large-events"
+  if (Option.isSome(input.largeEventTtl)) out["sink.largeEventTtl"] = "--large-event-ttl"
   return out
 }
 
 /** The sink options these flags set. */
 export type OperatorOptions = Pick<
   RedisStreamSink.Options,
-  "trim" | "maxLag" | "publish" | "memoryGuard" | "durability"
+  "trim" | "maxLag" | "publish" | "memoryGuard" | "durability" | "maxEventBytes" | "largeEvents" | "largeEventTtl"
 >
 
 /**
@@ -168,5 +226,10 @@ export const sinkOptions = (
     if (Option.isSome(input.publish)) options.publish = { channel: input.publish.value }
     if (Option.isSome(input.memoryGuard)) options.memoryGuard = yield* parseGuard(input.memoryGuard.value)
     if (Option.isSome(input.durability)) options.durability = input.durability.value
+    if (Option.isSome(input.maxEventBytes)) options.maxEventBytes = input.maxEventBytes.value
+    if (Option.isSome(input.largeEvents)) options.largeEvents = input.largeEvents.value
+    if (Option.isSome(input.largeEventTtl)) {
+      options.largeEventTtl = Duration.millis(yield* parseTtl(input.largeEventTtl.value))
+    }
     return options
   })

@@ -37,7 +37,10 @@ const FLAG_OF_OPTION: Readonly<Record<string, Readonly<Record<string, string>>>>
     publish: "publish",
     "publish.channel": "publish",
     memoryGuard: "memory-guard",
-    durability: "durability"
+    durability: "durability",
+    maxEventBytes: "max-event-bytes",
+    largeEvents: "large-events",
+    largeEventTtl: "large-event-ttl"
   },
   PostgresSource: {
     url: "source",
