@@ -4,7 +4,7 @@
  * `JSON.stringify`, XADD pipelines of 500), in both guarantees. Contenders alternate within each round; each ratio
  * is the plain script's wall time over redflow's in the same round, and the figure is the median of the rounds.
  *
- *   pnpm exec node bench/process.ts [--events N] [--rounds N] [--profile] [--json]
+ *   pnpm exec node bench/process.ts [--events N] [--rounds N] [--before DIR] [--profile] [--json]
  *
  * `--profile` runs `redflow produce` once per guarantee under `--cpu-prof` and prints its summary instead.
  * `redflow` is the workspace's `packages/cli/src/bin.ts` on its type-stripped sources. Redis: `REDIS_URL` when set,
@@ -29,6 +29,10 @@ const rounds = option("--rounds", 3)
 const PAYLOAD = 1024
 const benchDir = import.meta.dirname
 const bin = Path.join(benchDir, "..", "packages", "cli", "src", "bin.ts")
+// `--before DIR`: also time DIR's `redflow produce` (another checkout, say main) in the same rounds, at-least-once.
+const beforeIndex = argv.indexOf("--before")
+const beforeBin =
+  beforeIndex >= 0 ? Path.join(Path.resolve(argv[beforeIndex + 1]!), "packages", "cli", "src", "bin.ts") : undefined
 
 const server = process.env.REDIS_URL === undefined ? await RedisTestServer.spawnRedisServer() : undefined
 const url = process.env.REDIS_URL ?? server!.url
@@ -48,13 +52,13 @@ const run = (args: ReadonlyArray<string>): Promise<number> =>
     )
   })
 
-type Contender = "plain" | "at-least-once" | "exactly-once"
+type Contender = "plain" | "at-least-once" | "exactly-once" | "before at-least-once"
 const argsOf = (c: Contender, prefix: string, extra: ReadonlyArray<string> = []): Array<string> =>
   c === "plain"
     ? [Path.join(benchDir, "process", "plain.ts"), url, prefix, String(events), String(PAYLOAD)]
     : [
         ...extra,
-        bin,
+        c === "before at-least-once" ? beforeBin! : bin,
         "produce",
         "--redis",
         url,
@@ -65,7 +69,7 @@ const argsOf = (c: Contender, prefix: string, extra: ReadonlyArray<string> = [])
         "--payload-bytes",
         String(PAYLOAD),
         "--guarantee",
-        c,
+        c === "before at-least-once" ? "at-least-once" : c,
         "--pipeline",
         prefix
       ]
@@ -98,10 +102,20 @@ try {
     }
   } else {
     const contenders: Array<Contender> = ["plain", "at-least-once", "exactly-once"]
+    if (beforeBin !== undefined) contenders.push("before at-least-once")
     const loadBefore = load()
     await timed("plain", `bench.${runId}.warm`) // warm the server and the file cache
-    const ms: Record<Contender, Array<number>> = { plain: [], "at-least-once": [], "exactly-once": [] }
-    const ratios: Record<"at-least-once" | "exactly-once", Array<number>> = { "at-least-once": [], "exactly-once": [] }
+    const ms: Record<Contender, Array<number>> = {
+      plain: [],
+      "at-least-once": [],
+      "exactly-once": [],
+      "before at-least-once": []
+    }
+    const ratios: Record<Exclude<Contender, "plain">, Array<number>> = {
+      "at-least-once": [],
+      "exactly-once": [],
+      "before at-least-once": []
+    }
     for (let r = 0; r < rounds; r++) {
       const order = contenders.map((_, i) => contenders[(i + r) % contenders.length]!)
       const round: Partial<Record<Contender, number>> = {}
@@ -110,7 +124,7 @@ try {
         ms[c].push(round[c]!)
         process.stderr.write(`[process] round ${r + 1}/${rounds} ${c}: ${round[c]!.toFixed(0)} ms (load ${load()})\n`)
       }
-      for (const c of ["at-least-once", "exactly-once"] as const) ratios[c].push(round.plain! / round[c]!)
+      for (const c of contenders) if (c !== "plain") ratios[c].push(round.plain! / round[c]!)
     }
     const result = {
       events,

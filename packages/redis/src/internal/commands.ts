@@ -12,11 +12,87 @@ import type { Client } from "../RedisConnection.ts"
 export type Reply = [Error | null, unknown]
 
 /**
+ * Arguments already in RESP bytes (`$<length>\r\n<value>\r\n` each), encoded once when an entry is prepared: a
+ * write sends them as they are, however often it is retried. ioredis would otherwise re-encode every string argument
+ * on every write (with Buffer arguments it copies them twice more, into the command and again into the pipeline).
+ */
+export class Framed {
+  /** `count` arguments, framed, in `parts` (one part per entry). */
+  readonly parts: ReadonlyArray<Buffer>
+  readonly count: number
+  constructor(parts: ReadonlyArray<Buffer>, count: number) {
+    this.parts = parts
+    this.count = count
+  }
+}
+
+export type Arg = string | number | Framed
+
+const CRLF = "\r\n"
+
+/** Frames `values` as RESP bulk strings into one buffer (allocated from Node's pool when small). */
+export const frame = (values: ReadonlyArray<string>, lengths: ReadonlyArray<number>): Buffer => {
+  let total = 0
+  for (let i = 0; i < values.length; i++) {
+    const n = lengths[i]!
+    total += n + String(n).length + 5
+  }
+  const out = Buffer.allocUnsafe(total)
+  let at = 0
+  for (let i = 0; i < values.length; i++) {
+    at += out.write(`$${lengths[i]!}${CRLF}`, at, "latin1")
+    at += out.write(values[i]!, at, "utf8")
+    at += out.write(CRLF, at, "latin1")
+  }
+  return out
+}
+
+/** Frames `values` as RESP bulk strings into one buffer, measuring their UTF-8 lengths. */
+export const frameValues = (values: ReadonlyArray<string>): Buffer => {
+  const lengths = new Array<number>(values.length)
+  for (let i = 0; i < values.length; i++) lengths[i] = Buffer.byteLength(values[i]!)
+  return frame(values, lengths)
+}
+
+/**
+ * A command with {@link Framed} arguments: written as one buffer, the framed parts copied in as they are and the
+ * other arguments encoded once.
+ */
+class FramedCommand extends Command {
+  /** ioredis turns every argument that is not a string or a Buffer into a string when the command is made. */
+  override stringifyArguments(): void {
+    const args = this.args as Array<unknown>
+    for (let i = 0; i < args.length; i++) if (!(args[i] instanceof Framed)) args[i] = String(args[i])
+  }
+
+  override toWritable(): Buffer {
+    let count = 0
+    for (const a of this.args as Array<unknown>) count += a instanceof Framed ? a.count : 1
+    const parts: Array<Buffer> = []
+    let text = `*${count + 1}${CRLF}$${this.name.length}${CRLF}${this.name}${CRLF}`
+    for (const a of this.args as Array<unknown>) {
+      if (a instanceof Framed) {
+        parts.push(Buffer.from(text, "utf8"))
+        text = ""
+        for (const part of a.parts) parts.push(part)
+      } else {
+        const s = String(a)
+        text += `$${Buffer.byteLength(s)}${CRLF}${s}${CRLF}`
+      }
+    }
+    if (text !== "") parts.push(Buffer.from(text, "utf8"))
+    return Buffer.concat(parts)
+  }
+}
+
+/**
  * A command with string replies, as ioredis's own `client.<command>(…)` methods make it. It takes `args` over: the
  * command keeps a copy, and `args` is emptied.
  */
-export const make = (name: string, args: Array<string | number>): Command => {
-  const command = new Command(name, args, { replyEncoding: "utf8" })
+export const make = (name: string, args: Array<Arg>): Command => {
+  const command = args.some((a) => a instanceof Framed)
+    ? new FramedCommand(name, args as Array<string>, { replyEncoding: "utf8" })
+    : new Command(name, args as Array<string | number>, { replyEncoding: "utf8" })
   args.length = 0
   return command
 }
