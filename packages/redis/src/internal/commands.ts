@@ -6,6 +6,7 @@
  * and are promoted to the old generation. Emptying the arguments once the reply is in lets them die young
  * (bench/RESULTS.md, "What the outage RSS is made of", has the measurements).
  */
+import * as Net from "node:net"
 import { Command } from "ioredis"
 import type { Client } from "../RedisConnection.ts"
 
@@ -65,7 +66,13 @@ class FramedCommand extends Command {
     for (let i = 0; i < args.length; i++) if (!(args[i] instanceof Framed)) args[i] = String(args[i])
   }
 
-  override toWritable(): Buffer {
+  /**
+   * On a socket, the parts are written as they are, corked so that Node hands them to the kernel in one `writev`:
+   * ioredis writes what this returns right after (see its `Redis.sendCommand`), and nothing else is written in
+   * between. Into anything else they are copied into one buffer. Never queued in an ioredis pipeline, which passes the
+   * socket here while it collects the bytes for a later write ({@link pipeline} sends such commands one by one).
+   */
+  override toWritable(socket?: unknown): Buffer {
     let count = 0
     for (const a of this.args as Array<unknown>) count += a instanceof Framed ? a.count : 1
     const parts: Array<Buffer> = []
@@ -81,9 +88,15 @@ class FramedCommand extends Command {
       }
     }
     if (text !== "") parts.push(Buffer.from(text, "utf8"))
-    return Buffer.concat(parts)
+    if (!(socket instanceof Net.Socket) || parts.length === 1) return Buffer.concat(parts)
+    socket.cork()
+    for (let i = 0; i < parts.length - 1; i++) socket.write(parts[i]!)
+    process.nextTick(uncork, socket)
+    return parts[parts.length - 1]!
   }
 }
+
+const uncork = (socket: Net.Socket) => socket.uncork()
 
 /**
  * A command with string replies, as ioredis's own `client.<command>(…)` methods make it. It takes `args` over: the
@@ -115,15 +128,22 @@ export const send = (client: Client, command: Command): Promise<unknown> =>
     }
   )
 
-/** Sends the commands in one pipeline (one round trip); their arguments are released once it settles. */
+/**
+ * Sends the commands in one round trip; their arguments are released once it settles. When any
+ * command has {@link Framed} arguments they are all sent one by one in the same tick (they reach the socket back to
+ * back, so still in one round trip): an ioredis pipeline would copy their bytes into one more buffer, and a framed
+ * command writes its parts to the socket itself.
+ */
 export const pipeline = async (client: Client, commands: ReadonlyArray<Command>): Promise<Array<Reply>> => {
-  if (commands.length === 1) {
-    return [
-      await send(client, commands[0]!).then(
-        (r): Reply => [null, r],
-        (e: Error): Reply => [e, null]
+  if (commands.length === 1 || commands.some((c) => c instanceof FramedCommand)) {
+    return Promise.all(
+      commands.map((command) =>
+        send(client, command).then(
+          (r): Reply => [null, r],
+          (e: Error): Reply => [e, null]
+        )
       )
-    ]
+    )
   }
   // A pipeline is a Commander: `sendCommand` queues a command made here, as its own `evalsha(…)` would.
   const p = client.pipeline() as unknown as { sendCommand(c: Command): void; exec(): Promise<Array<Reply> | null> }
