@@ -80,6 +80,22 @@ export const eventId = (source: Pick<Source, "connector" | "name" | "db">, posit
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`
 }
 
+/**
+ * Ids for events numbered by a sequence (the synthetic source), without a hash per event: a UUID (version 8 layout)
+ * whose first 60 bits come from the SHA-1 of the source identity, computed once here, and whose last 53 are the
+ * sequence. The same on every replay, distinct for distinct sequences (up to `Number.MAX_SAFE_INTEGER`), and never
+ * equal to an {@link eventId} (whose version digit is 5).
+ */
+export const sequenceEventIds = (source: Pick<Source, "connector" | "name" | "db">): ((sequence: number) => string) => {
+  const h = createHash("sha1").update(`${source.connector}\u0000${source.name}\u0000${source.db}`).digest("hex")
+  const prefix = `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-8`
+  return (sequence) => {
+    const high = Math.floor(sequence / 2 ** 48)
+    const low = sequence - high * 2 ** 48
+    return `${prefix}${high.toString(16).padStart(3, "0")}-${low.toString(16).padStart(12, "0")}`
+  }
+}
+
 /** Builds an event, deriving its `id` from the source and position. */
 export const make = (fields: Omit<CdcEvent, "id">): CdcEvent => ({
   id: eventId(fields.source, fields.position),

@@ -143,8 +143,11 @@ describe("SyntheticSource", () => {
     Effect.gen(function* () {
       const events = yield* collect({ count: 5000, connector: "pg", name: "main", db: "app" })
       assert.strictEqual(new Set(events.map((e) => e.id)).size, events.length)
+      const idOf = CdcEvent.sequenceEventIds({ connector: "pg", name: "main", db: "app" })
       for (const e of events.slice(0, 50)) {
-        assert.strictEqual(e.id, CdcEvent.eventId({ connector: "pg", name: "main", db: "app" }, e.position))
+        assert.strictEqual(e.id, idOf(Number(Position.toSequence(e.position))))
+        assert.match(e.id, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+        assert.notStrictEqual(e.id, CdcEvent.eventId({ connector: "pg", name: "main", db: "app" }, e.position))
         assert.strictEqual(e.source.connector, "pg")
         assert.strictEqual(e.source.name, "main")
         assert.strictEqual(e.source.db, "app")
@@ -163,6 +166,23 @@ describe("SyntheticSource", () => {
       )
     })
   )
+
+  it("sequence ids stay distinct where the sequence needs more than 48 bits, up to the largest safe integer", () => {
+    const idOf = CdcEvent.sequenceEventIds({ connector: "synthetic", name: "synthetic", db: "shop" })
+    const sequences = [
+      1,
+      2 ** 48 - 1,
+      2 ** 48,
+      2 ** 48 + 1,
+      2 ** 52,
+      Number.MAX_SAFE_INTEGER - 1,
+      Number.MAX_SAFE_INTEGER
+    ]
+    const ids = sequences.map(idOf)
+    assert.strictEqual(new Set(ids).size, sequences.length)
+    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-8[0-9a-f]{3}-[0-9a-f]{12}$/)
+    assert.strictEqual(idOf(Number.MAX_SAFE_INTEGER).slice(-17), "801f-ffffffffffff")
+  })
 
   it.effect("every event is a valid CdcEvent, with realistic columns per table", () =>
     Effect.gen(function* () {

@@ -191,6 +191,43 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamSink a
     })
   )
 
+  it.effect(
+    "batch.maxBytes counts UTF-8 bytes: multi-byte text lands byte for byte, an event over the bound is dead-lettered",
+    () =>
+      Effect.gen(function* () {
+        const { url } = yield* RedisTestServer.RedisTestServer
+        const prefix = uniquePrefix("utf8")
+        const events = Array.from(yield* Stream.runCollect(SyntheticSource.make({ count: 3, tables: ["orders"] })))
+        const withNotes = (e: CdcEvent.CdcEvent, notes: string): CdcEvent.CdcEvent => ({
+          ...e,
+          after: e.after === null ? null : { ...e.after, notes },
+          before: e.before === null ? null : { ...e.before, notes }
+        })
+        // 1,000 euro signs: 1,000 UTF-16 units, 3,000 UTF-8 bytes; 1,400 of them: 4,200 bytes, over a 4,000 bound.
+        const fits = withNotes(events[0]!, "€".repeat(1000))
+        const over = withNotes(events[1]!, "€".repeat(1400))
+        const mixed = withNotes(events[2]!, "é😀ß".repeat(100))
+        expect(JSON.stringify(over).length).toBeLessThan(4000)
+        const summary = yield* Stream.fromIterable([fits, over, mixed]).pipe(
+          Stream.run(
+            RedisStreamSink.make({
+              stream: `${prefix}.\${source.table}`,
+              deadLetterStream: `${prefix}.dead`,
+              batch: { maxBytes: 4000 }
+            })
+          ),
+          Effect.provide(sinkLayers(url))
+        )
+        expect(summary.events).toBe(3)
+        expect(summary.deadLettered).toBe(1)
+        const entries = yield* Effect.promise(() => readStream(url, `${prefix}.orders`))
+        expect(entries.map((e) => Envelope.native.decodeSync(e.fields.event!))).toEqual([fits, mixed])
+        const dead = yield* Effect.promise(() => readStream(url, `${prefix}.dead`))
+        expect(dead.map((d) => d.fields.id)).toEqual([over.id])
+        expect(dead[0]!.fields.error).toContain("more than batch.maxBytes (4000)")
+      })
+  )
+
   it.effect("an event whose stream or key cannot be resolved goes to the dead-letter stream; the rest goes on", () =>
     Effect.gen(function* () {
       const { url } = yield* RedisTestServer.RedisTestServer

@@ -16,7 +16,7 @@
  *   would need per-row state, which an O(1), constant-memory generator cannot keep.
  */
 import type { CdcEvent, Row, Source, Transaction } from "../CdcEvent.ts"
-import { eventId } from "../CdcEvent.ts"
+import { sequenceEventIds } from "../CdcEvent.ts"
 import * as Position from "../Position.ts"
 import { hash, hashString, pick } from "./hash.ts"
 
@@ -383,7 +383,7 @@ export const make = (options: GeneratorOptions): Generator => {
   }
 
   const { connector, name, db } = options
-  const identity = { connector, name, db }
+  const idOf = sequenceEventIds({ connector, name, db })
   const schema = options.schema
   const transactionSize = options.transactionSize
 
@@ -448,7 +448,7 @@ export const make = (options: GeneratorOptions): Generator => {
         : txId === undefined
           ? { connector, name, db, schema, table: table.name, ts_ms, sequence: n }
           : { connector, name, db, schema, table: table.name, ts_ms, txId, sequence: n }
-    const id = eventId(identity, position)
+    const id = idOf(n)
     return transaction === undefined
       ? { id, op, before, after, source, ts_ms, position }
       : { id, op, before, after, source, ts_ms, transaction, position }

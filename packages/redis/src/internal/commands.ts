@@ -6,17 +6,106 @@
  * and are promoted to the old generation. Emptying the arguments once the reply is in lets them die young
  * (bench/RESULTS.md, "What the outage RSS is made of", has the measurements).
  */
+import * as Net from "node:net"
 import { Command } from "ioredis"
 import type { Client } from "../RedisConnection.ts"
 
 export type Reply = [Error | null, unknown]
 
 /**
+ * Arguments already in RESP bytes (`$<length>\r\n<value>\r\n` each), encoded once when an entry is prepared: a
+ * write sends them as they are, however often it is retried. ioredis would otherwise re-encode every string argument
+ * on every write (with Buffer arguments it copies them twice more, into the command and again into the pipeline).
+ */
+export class Framed {
+  /** `count` arguments, framed, in `parts` (one part per entry). */
+  readonly parts: ReadonlyArray<Buffer>
+  readonly count: number
+  constructor(parts: ReadonlyArray<Buffer>, count: number) {
+    this.parts = parts
+    this.count = count
+  }
+}
+
+export type Arg = string | number | Framed
+
+const CRLF = "\r\n"
+
+/** Frames `values` as RESP bulk strings into one buffer (allocated from Node's pool when small). */
+export const frame = (values: ReadonlyArray<string>, lengths: ReadonlyArray<number>): Buffer => {
+  let total = 0
+  for (let i = 0; i < values.length; i++) {
+    const n = lengths[i]!
+    total += n + String(n).length + 5
+  }
+  const out = Buffer.allocUnsafe(total)
+  let at = 0
+  for (let i = 0; i < values.length; i++) {
+    at += out.write(`$${lengths[i]!}${CRLF}`, at, "latin1")
+    at += out.write(values[i]!, at, "utf8")
+    at += out.write(CRLF, at, "latin1")
+  }
+  return out
+}
+
+/** Frames `values` as RESP bulk strings into one buffer, measuring their UTF-8 lengths. */
+export const frameValues = (values: ReadonlyArray<string>): Buffer => {
+  const lengths = new Array<number>(values.length)
+  for (let i = 0; i < values.length; i++) lengths[i] = Buffer.byteLength(values[i]!)
+  return frame(values, lengths)
+}
+
+/**
+ * A command with {@link Framed} arguments: written as one buffer, the framed parts copied in as they are and the
+ * other arguments encoded once.
+ */
+class FramedCommand extends Command {
+  /** ioredis turns every argument that is not a string or a Buffer into a string when the command is made. */
+  override stringifyArguments(): void {
+    const args = this.args as Array<unknown>
+    for (let i = 0; i < args.length; i++) if (!(args[i] instanceof Framed)) args[i] = String(args[i])
+  }
+
+  /**
+   * On a socket, the parts are written as they are, corked so that Node hands them to the kernel in one `writev`:
+   * ioredis writes what this returns right after (see its `Redis.sendCommand`), and nothing else is written in
+   * between. Into anything else they are copied into one buffer. Never queued in an ioredis pipeline, which passes the
+   * socket here while it collects the bytes for a later write ({@link pipeline} sends such commands one by one).
+   */
+  override toWritable(socket?: unknown): Buffer {
+    let count = 0
+    for (const a of this.args as Array<unknown>) count += a instanceof Framed ? a.count : 1
+    const parts: Array<Buffer> = []
+    let text = `*${count + 1}${CRLF}$${this.name.length}${CRLF}${this.name}${CRLF}`
+    for (const a of this.args as Array<unknown>) {
+      if (a instanceof Framed) {
+        parts.push(Buffer.from(text, "utf8"))
+        text = ""
+        for (const part of a.parts) parts.push(part)
+      } else {
+        const s = String(a)
+        text += `$${Buffer.byteLength(s)}${CRLF}${s}${CRLF}`
+      }
+    }
+    if (text !== "") parts.push(Buffer.from(text, "utf8"))
+    if (!(socket instanceof Net.Socket) || parts.length === 1) return Buffer.concat(parts)
+    socket.cork()
+    for (let i = 0; i < parts.length - 1; i++) socket.write(parts[i]!)
+    process.nextTick(uncork, socket)
+    return parts[parts.length - 1]!
+  }
+}
+
+const uncork = (socket: Net.Socket) => socket.uncork()
+
+/**
  * A command with string replies, as ioredis's own `client.<command>(…)` methods make it. It takes `args` over: the
  * command keeps a copy, and `args` is emptied.
  */
-export const make = (name: string, args: Array<string | number>): Command => {
-  const command = new Command(name, args, { replyEncoding: "utf8" })
+export const make = (name: string, args: Array<Arg>): Command => {
+  const command = args.some((a) => a instanceof Framed)
+    ? new FramedCommand(name, args as Array<string>, { replyEncoding: "utf8" })
+    : new Command(name, args as Array<string | number>, { replyEncoding: "utf8" })
   args.length = 0
   return command
 }
@@ -39,15 +128,22 @@ export const send = (client: Client, command: Command): Promise<unknown> =>
     }
   )
 
-/** Sends the commands in one pipeline (one round trip); their arguments are released once it settles. */
+/**
+ * Sends the commands in one round trip; their arguments are released once it settles. When any
+ * command has {@link Framed} arguments they are all sent one by one in the same tick (they reach the socket back to
+ * back, so still in one round trip): an ioredis pipeline would copy their bytes into one more buffer, and a framed
+ * command writes its parts to the socket itself.
+ */
 export const pipeline = async (client: Client, commands: ReadonlyArray<Command>): Promise<Array<Reply>> => {
-  if (commands.length === 1) {
-    return [
-      await send(client, commands[0]!).then(
-        (r): Reply => [null, r],
-        (e: Error): Reply => [e, null]
+  if (commands.length === 1 || commands.some((c) => c instanceof FramedCommand)) {
+    return Promise.all(
+      commands.map((command) =>
+        send(client, command).then(
+          (r): Reply => [null, r],
+          (e: Error): Reply => [e, null]
+        )
       )
-    ]
+    )
   }
   // A pipeline is a Commander: `sendCommand` queues a command made here, as its own `evalsha(…)` would.
   const p = client.pipeline() as unknown as { sendCommand(c: Command): void; exec(): Promise<Array<Reply> | null> }

@@ -17,7 +17,7 @@ import type { RedisError } from "../RedisError.ts"
 import * as StreamAdmin from "../StreamAdmin.ts"
 import * as Commands from "./commands.ts"
 
-type Arg = string | number
+type Arg = Commands.Arg
 
 /** A Lua script taking `Params`, answering an `A`. */
 export interface Script<Params extends ReadonlyArray<unknown>, A> {
@@ -90,15 +90,21 @@ export const mendNoScript = async <Params extends ReadonlyArray<unknown>>(
   )
 }
 
+/** The arguments of a call sent through `StreamAdmin.command`, which takes no {@link Commands.Framed} ones. */
+const plain = (args: ReadonlyArray<Arg>): ReadonlyArray<string | number> => {
+  if (args.some((a) => a instanceof Commands.Framed)) throw new Error("framed arguments are for pipelined calls only")
+  return args as ReadonlyArray<string | number>
+}
+
 /** Runs the script on the connection in context: `EVALSHA`, and `EVAL` once when the server answers `NOSCRIPT`. */
 export const run = <Params extends ReadonlyArray<unknown>, A>(
   script: Script<Params, A>,
   ...params: Params
 ): Effect.Effect<A, RedisError, RedisConnection> => {
   const key = script.keys(...params)[0] ?? script.name
-  return StreamAdmin.command("EVALSHA", key, commandArgs(script.sha, script, params), script.parse).pipe(
+  return StreamAdmin.command("EVALSHA", key, plain(commandArgs(script.sha, script, params)), script.parse).pipe(
     Effect.catchIf(isNoScript, () =>
-      StreamAdmin.command("EVAL", key, commandArgs(script.source, script, params), script.parse)
+      StreamAdmin.command("EVAL", key, plain(commandArgs(script.source, script, params)), script.parse)
     )
   )
 }

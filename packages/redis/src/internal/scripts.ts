@@ -42,6 +42,7 @@
  * the mark's entry id), and writes nothing.
  */
 import { fenceCheck } from "../PipelineLease.ts"
+import * as Commands from "./commands.ts"
 import * as Script from "./script.ts"
 
 /**
@@ -102,10 +103,13 @@ export interface WriteCall {
   readonly fenceKey?: string
   readonly header: WriteHeader
   /**
-   * {@link ENTRY_ARITY} values per entry ({@link TRACED_ENTRY_ARITY} with tracing on), flat. Emptied once the call is written, so the encoded events are not held
-   * longer than the write needs them (see `commands.ts`).
+   * One part per entry: its {@link ENTRY_ARITY} values ({@link TRACED_ENTRY_ARITY} with tracing on, one more with
+   * references on) in RESP bytes (`Commands.frameValues`). Emptied once the call is written, so the encoded events
+   * are not held longer than the write needs them (see `commands.ts`).
    */
-  readonly entries: Array<string>
+  readonly entries: Array<Buffer>
+  /** How many values the parts of `entries` hold in all. */
+  readonly values: number
   /** The keys of the bodies this call stores by reference (declared as KEYS, after the stream's and its mark's). */
   readonly refs: ReadonlyArray<string>
 }
@@ -275,9 +279,9 @@ export const write: Script.Script<[call: WriteCall], WriteReply> = Script.make({
     call.fenceKey === undefined
       ? [call.stream, call.markKey, ...call.refs]
       : [call.stream, call.markKey, ...call.refs, call.fenceKey],
-  args: (call: WriteCall) => {
-    const args = headerArgs(call.header)
-    for (const value of call.entries) args.push(value)
+  args: (call: WriteCall): Array<Commands.Arg> => {
+    const args: Array<Commands.Arg> = headerArgs(call.header)
+    if (call.entries.length > 0) args.push(new Commands.Framed(call.entries.slice(), call.values))
     return args
   },
   parse: (reply): WriteReply => {

@@ -17,6 +17,7 @@ import * as Position from "@redflow/core/Position"
 import type { RedisConnectionService } from "../../RedisConnection.ts"
 import type { RedisError } from "../../RedisError.ts"
 import * as PipelineLease from "../../PipelineLease.ts"
+import * as Commands from "../commands.ts"
 import { highWaterKey } from "../highWater.ts"
 import * as Scripts from "../scripts.ts"
 import type { SinkSettings } from "./options.ts"
@@ -160,23 +161,32 @@ export const planWrites = (
 ): Array<Write> => {
   const byStream = new Map<
     string,
-    { entries: Array<string>; top: Position.Position; markKey: string; count: number; refs: Array<string> }
+    {
+      entries: Array<Buffer>
+      top: Position.Position
+      markKey: string
+      count: number
+      values: number
+      refs: Array<string>
+    }
   >()
   for (const entry of entries) {
     let group = byStream.get(entry.stream)
     if (group === undefined) {
-      group = { entries: [], top: entry.position, markKey: entry.markKey, count: 0, refs: [] }
+      group = { entries: [], top: entry.position, markKey: entry.markKey, count: 0, values: 0, refs: [] }
       byStream.set(entry.stream, group)
     }
     group.count++
     if (entry.ref !== undefined) group.refs.push(entry.ref)
-    for (const a of entry.args) group.entries.push(a)
+    // Encoded into RESP bytes once, here: a retry of the write sends the same bytes (see `commands.ts`).
+    group.entries.push(Commands.frameValues(entry.args))
+    group.values += entry.args.length
     entry.args.length = 0
     group.top = Position.max(group.top, entry.position)
   }
   const width = entries[0]!.position.length
   const writes: Array<Write> = []
-  for (const [stream, { entries: args, top, markKey, count, refs }] of byStream) {
+  for (const [stream, { entries: args, top, markKey, count, values, refs }] of byStream) {
     const prior = book.known.get(stream)!
     const predecessor = prior.by !== undefined && !Deferred.isDoneUnsafe(prior.by.written) ? prior.by : undefined
     const h = header(book, now, width, "")
@@ -191,6 +201,7 @@ export const planWrites = (
       ...fenced(book),
       header: h,
       entries: args,
+      values,
       refs,
       predecessor,
       top,
@@ -325,6 +336,7 @@ export const checkFixedStreams = (
         ...fenced(book),
         header: header(book, 0, 0, "check"),
         entries: [],
+        values: 0,
         refs: []
       }))
     )
@@ -389,6 +401,7 @@ const learnNew = (book: MarkBook, entries: ReadonlyArray<Entry>) =>
         ...fenced(book),
         header: header(book, 0, e.position.length, "check"),
         entries: [],
+        values: 0,
         refs: []
       })
     }

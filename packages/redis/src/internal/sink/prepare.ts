@@ -129,13 +129,13 @@ export const make = (settings: SinkSettings, traced: boolean): Prepare => {
       }
     }
     // A dead-letter entry must fit a batch too: an event too large to write is named, not copied.
-    if (body.length + reason.length + overhead > settings.maxBytes) {
-      reason = `${reason} (body left out: ${body.length} bytes)`
+    if (Buffer.byteLength(body) + Buffer.byteLength(reason) + overhead > settings.maxBytes) {
+      reason = `${reason} (body left out: ${Buffer.byteLength(body)} bytes)`
       body = JSON.stringify({ id: event.id, position: event.position, op: event.op, table: event.source.table })
     }
     const args = [event.position, event.id, event.op, event.source.table, "", body, reason]
     extra(args, event, "")
-    const bytes = body.length + reason.length + overhead
+    const bytes = Buffer.byteLength(body) + Buffer.byteLength(reason) + overhead
     return new EntryImpl(
       settings.deadLetterStream,
       deadLetterMarkKey,
@@ -198,15 +198,17 @@ export const make = (settings: SinkSettings, traced: boolean): Prepare => {
         now
       )
     }
-    let bytes = encoded.length + key.length + overhead
+    // UTF-8 bytes, as written: what batch.maxBytes and batch.maxBufferedBytes count.
+    const encodedBytes = Buffer.byteLength(encoded)
+    let bytes = encodedBytes + Buffer.byteLength(key) + overhead
     // Larger than any batch first: such an event is named, not copied, whatever `largeEvents` says.
     if (bytes > settings.maxBytes) return tooLargeForAnyBatch(event, bytes, stream, encoded, now)
     let ref = ""
-    if (encoded.length > settings.maxEventBytes) {
+    if (encodedBytes > settings.maxEventBytes) {
       if (!references) {
         return deadLetter(
           event,
-          `event is ${encoded.length} bytes encoded, more than maxEventBytes (${settings.maxEventBytes}): not ` +
+          `event is ${encodedBytes} bytes encoded, more than maxEventBytes (${settings.maxEventBytes}): not ` +
             `written to stream "${stream}"; raise maxEventBytes (at most batch.maxBytes), or set ` +
             `largeEvents: "reference" to store its body under a key of its own`,
           encoded,
