@@ -125,14 +125,18 @@ export const lease = Flag.String("lease").pipe(
   Flag.optional
 )
 
-const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000 }
+const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 
 /**
- * A `--lease` value in milliseconds: `500ms`, `5s`, `1m`, or an Effect duration such as `5 seconds`. At least 3 ms,
- * as the lease renews every third of it.
+ * A time flag's value in milliseconds: `500ms`, `5s`, `1m`, `12h`, `7d`, or an Effect duration such as `5 seconds`;
+ * at least `min` ms. A value it cannot read fails naming `flag`, with `examples` of what it takes.
  */
-export const leaseTtl = (value: string): Effect.Effect<number, UsageError> => {
-  const short = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(value.trim())
+export const millisOf = (
+  flag: string,
+  value: string,
+  options: { readonly min: number; readonly examples: string }
+): Effect.Effect<number, UsageError> => {
+  const short = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim())
   let ms: number | undefined
   if (short !== null) ms = Number(short[1]) * UNITS[short[2]!]!
   else {
@@ -143,12 +147,16 @@ export const leaseTtl = (value: string): Effect.Effect<number, UsageError> => {
       ms = undefined
     }
   }
-  return ms !== undefined && Number.isFinite(ms) && ms >= 3
+  return ms !== undefined && Number.isFinite(ms) && ms >= options.min
     ? Effect.succeed(Math.round(ms))
     : Effect.fail(
-        new UsageError({ flag: "lease", message: `expected a time to live such as 5s or 500ms, got "${value}"` })
+        new UsageError({ flag, message: `expected a time to live such as ${options.examples}, got "${value}"` })
       )
 }
+
+/** A `--lease` value in milliseconds; at least 3 ms, as the lease renews every third of it. */
+export const leaseTtl = (value: string): Effect.Effect<number, UsageError> =>
+  millisOf("lease", value, { min: 3, examples: "5s or 500ms" })
 
 /** `--lease` needs a checkpoint the standby reads too: the one in Redis. */
 export const leaseNeedsRedisCheckpoint = new UsageError({

@@ -11,7 +11,7 @@ import * as Option from "effect/Option"
 import { Flag } from "effect/cli"
 import type * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { UsageError } from "./errors.ts"
-import { intAtLeast } from "./flags.ts"
+import { intAtLeast, millisOf } from "./flags.ts"
 
 /** The value a bare `--memory-guard` stands for: the guard's own defaults. */
 const DEFAULT_GUARD = "default"
@@ -120,31 +120,6 @@ const parseMaxLag = (text: string): Effect.Effect<RedisStreamSink.Options["maxLa
       )
 }
 
-const TTL_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
-
-/** A `--large-event-ttl` value in milliseconds: `30m`, `12h`, `7d`, or an Effect duration such as `2 days`. */
-const parseTtl = (text: string): Effect.Effect<number, UsageError> => {
-  const short = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim())
-  let ms: number | undefined
-  if (short !== null) ms = Number(short[1]) * TTL_UNITS[short[2]!]!
-  else {
-    try {
-      const d = Duration.fromInput(text as Duration.Input)
-      if (Option.isSome(d) && Duration.isFinite(d.value)) ms = Duration.toMillis(d.value)
-    } catch {
-      ms = undefined
-    }
-  }
-  return ms !== undefined && Number.isFinite(ms) && ms >= 1
-    ? Effect.succeed(Math.round(ms))
-    : Effect.fail(
-        new UsageError({
-          flag: "large-event-ttl",
-          message: `expected a time to live such as 12h, 7d or 30m, got ${JSON.stringify(text)}`
-        })
-      )
-}
-
 /** `HIGH[:LOW]` as shares of maxmemory; the guard itself checks their range. */
 const parseGuard = (text: string): Effect.Effect<{ highWater?: number; lowWater?: number }, UsageError> => {
   if (text === DEFAULT_GUARD) return Effect.succeed({})
@@ -229,7 +204,9 @@ export const sinkOptions = (
     if (Option.isSome(input.maxEventBytes)) options.maxEventBytes = input.maxEventBytes.value
     if (Option.isSome(input.largeEvents)) options.largeEvents = input.largeEvents.value
     if (Option.isSome(input.largeEventTtl)) {
-      options.largeEventTtl = Duration.millis(yield* parseTtl(input.largeEventTtl.value))
+      options.largeEventTtl = Duration.millis(
+        yield* millisOf("large-event-ttl", input.largeEventTtl.value, { min: 1, examples: "12h, 7d or 30m" })
+      )
     }
     return options
   })

@@ -413,15 +413,7 @@ export interface RunFlags extends OperatorFlags.OperatorFlags {
 
 /** No flags given: the file decides. */
 export const noFlags: RunFlags = {
-  trim: Option.none(),
-  onLag: Option.none(),
-  maxLag: Option.none(),
-  publish: Option.none(),
-  memoryGuard: Option.none(),
-  durability: Option.none(),
-  maxEventBytes: Option.none(),
-  largeEvents: Option.none(),
-  largeEventTtl: Option.none(),
+  ...OperatorFlags.none,
   config: Option.none(),
   source: Option.none(),
   tables: Option.none(),
