@@ -746,12 +746,16 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
               stream,
               group: "g",
               consumer: name,
-              concurrency: 3,
-              minIdle: "200 millis",
-              claimInterval: "50 millis",
+              // As many handlers as entries: whichever consumer reads an entry hands it to a handler at once, so
+              // nothing waits read ahead (an entry waiting there longer than minIdle may rightly be taken over).
+              concurrency: 6,
+              // The handler takes 2.5 × minIdle; the heartbeat (every minIdle / 4) keeps its entries from looking
+              // idle, with room for a stall of most of a second on a loaded machine.
+              minIdle: "1 second",
+              claimInterval: "100 millis",
               handler: (event) =>
                 Effect.sync(() => calls.set(event.id, (calls.get(event.id) ?? 0) + 1)).pipe(
-                  Effect.andThen(Effect.sleep("700 millis"))
+                  Effect.andThen(Effect.sleep("2500 millis"))
                 )
             }).pipe(Effect.forkChild)
           const fibers = yield* Effect.all([consumer("a"), consumer("b")])
