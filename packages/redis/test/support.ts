@@ -1,6 +1,6 @@
 /** Helpers shared by the Redis integration tests: reading streams back, unique names, the usual layers. */
 import { Cluster, Redis } from "ioredis"
-import { Layer } from "effect"
+import { Layer, Tracer } from "effect"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as RedisConnection from "../src/RedisConnection.ts"
 
@@ -72,3 +72,16 @@ export const withClient = async <A>(url: string, f: (client: Redis) => Promise<A
 /** A connection to `url` and an in-memory checkpoint store. */
 export const sinkLayers = (url: string, options: Omit<RedisConnection.Options, "url"> = {}) =>
   Layer.mergeAll(RedisConnection.layer({ url, ...options }), CheckpointStore.layerMemory)
+
+/** An in-memory tracer: keeps every span it makes, in order. */
+export const collecting = () => {
+  const spans: Array<Tracer.NativeSpan> = []
+  const tracer = Tracer.make({
+    span(options) {
+      const span = new Tracer.NativeSpan(options)
+      spans.push(span)
+      return span
+    }
+  })
+  return { spans, tracer }
+}

@@ -5,27 +5,14 @@
  * handled; under the native tracer (tracing off) the handler runs in no span.
  */
 import { expect, layer } from "@effect/vitest"
-import { Effect, Option, Stream, Tracer } from "effect"
+import { Effect, Option, Stream } from "effect"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as TraceContext from "@redflow/core/TraceContext"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as RedisConnection from "../../src/RedisConnection.ts"
 import * as RedisStreamConsumer from "../../src/RedisStreamConsumer.ts"
 import * as RedisStreamSink from "../../src/RedisStreamSink.ts"
-import { readStream, sinkLayers, uniquePrefix, withClient } from "../support.ts"
-
-/** A tracer that keeps every span it makes, in order. */
-const collecting = () => {
-  const spans: Array<Tracer.NativeSpan> = []
-  const tracer = Tracer.make({
-    span(options) {
-      const span = new Tracer.NativeSpan(options)
-      spans.push(span)
-      return span
-    }
-  })
-  return { spans, tracer }
-}
+import { collecting, readStream, sinkLayers, uniquePrefix, withClient } from "../support.ts"
 
 /** Writes `count` events with the sink to a scratch stream, then copies them to `stream` with extra fields each. */
 const produce = (url: string, stream: string, extra: ReadonlyArray<Record<string, string>>) =>

@@ -13,20 +13,7 @@ import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as RedisConnection from "../../src/RedisConnection.ts"
 import * as RedisStreamConsumer from "../../src/RedisStreamConsumer.ts"
 import * as RedisStreamSink from "../../src/RedisStreamSink.ts"
-import { readStream, sinkLayers, uniquePrefix, withClient } from "../support.ts"
-
-/** An in-memory tracer: keeps every span it makes, in order. */
-const collecting = () => {
-  const spans: Array<Tracer.NativeSpan> = []
-  const tracer = Tracer.make({
-    span(options) {
-      const span = new Tracer.NativeSpan(options)
-      spans.push(span)
-      return span
-    }
-  })
-  return { spans, tracer }
-}
+import { collecting, readStream, sinkLayers, uniquePrefix, withClient } from "../support.ts"
 
 const COUNT = 12
 const events = (): Array<CdcEvent.CdcEvent> =>
