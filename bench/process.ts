@@ -4,17 +4,21 @@
  * `JSON.stringify`, XADD pipelines of 500), in both guarantees. Contenders alternate within each round; each ratio
  * is the plain script's wall time over redflow's in the same round, and the figure is the median of the rounds.
  *
- *   pnpm exec node bench/process.ts [--events N] [--rounds N] [--before DIR] [--profile] [--json]
+ *   pnpm exec node bench/process.ts [--events N] [--rounds N] [--via sources|compiled] [--app DIR] [--before DIR]
+ *                                   [--profile] [--json]
  *
  * `--profile` runs `redflow produce` once per guarantee under `--cpu-prof` and prints its summary instead.
- * `redflow` is the workspace's `packages/cli/src/bin.ts` on its type-stripped sources. Redis: `REDIS_URL` when set,
- * else a `redis-server` spawned on a free port.
+ * `redflow` is the workspace's `packages/cli/src/bin.ts` on its type-stripped sources (`--via sources`, the default),
+ * or the compiled bin as npm installs it (`--via compiled`: the packages packed and installed into a temp app by
+ * `src/CompiledApp.ts`; `--app DIR` reuses such an app). `pnpm bench` runs this as its `process` section. Redis:
+ * `REDIS_URL` when set, else a `redis-server` spawned on a free port.
  */
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs/promises"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import * as CompiledApp from "./src/CompiledApp.ts"
 import { format as formatProfile, summarize as summarizeProfile } from "./src/ProfileSummary.ts"
 import { connect, deleteMatching, totalLength } from "./src/RedisClient.ts"
 import { median } from "./src/Stats.ts"
@@ -28,7 +32,21 @@ const events = option("--events", 600_000)
 const rounds = option("--rounds", 3)
 const PAYLOAD = 1024
 const benchDir = import.meta.dirname
-const bin = Path.join(benchDir, "..", "packages", "cli", "src", "bin.ts")
+const via = (() => {
+  const i = argv.indexOf("--via")
+  const v = i >= 0 ? argv[i + 1] : argv.includes("--app") ? "compiled" : "sources"
+  if (v !== "sources" && v !== "compiled") throw new Error(`--via takes sources or compiled, got ${v}`)
+  return v
+})()
+const appIndex = argv.indexOf("--app")
+const bin =
+  via === "sources"
+    ? Path.join(benchDir, "..", "packages", "cli", "src", "bin.ts")
+    : CompiledApp.binOf(
+        appIndex >= 0
+          ? Path.resolve(argv[appIndex + 1]!)
+          : CompiledApp.install((line) => process.stderr.write(`[process] ${line}\n`))
+      )
 // `--before DIR`: also time DIR's `redflow produce` (another checkout, say main) in the same rounds, at-least-once.
 const beforeIndex = argv.indexOf("--before")
 const beforeBin =
@@ -127,6 +145,7 @@ try {
       for (const c of contenders) if (c !== "plain") ratios[c].push(round.plain! / round[c]!)
     }
     const result = {
+      via,
       events,
       payloadBytes: PAYLOAD,
       rounds,
@@ -142,7 +161,7 @@ try {
     if (argv.includes("--json")) process.stdout.write(`${JSON.stringify(result)}\n`)
     else {
       process.stdout.write(
-        `Whole process, ${events} events of ${PAYLOAD} B, median of ${rounds} rounds, load ${result.load.join(" → ")}\n\n` +
+        `Whole process (${via}), ${events} events of ${PAYLOAD} B, median of ${rounds} rounds, load ${result.load.join(" → ")}\n\n` +
           `| contender | ms | events/s | ratio (target ≥ 1.5) | per round |\n|---|---|---|---|---|\n` +
           result.contenders
             .map(

@@ -11,8 +11,9 @@
  *   pnpm bench --profile sink-alo  CPU profile of one contender (sink-alo, sink-eo, sink-alo-memory, baseline,
  *                                  consumer, consumer-baseline), written to bench/results/*.cpuprofile and summarized
  *
- * Other options: --events N (per throughput run), --rounds N, --only ceiling,throughput,consumer,latency,outage,
- * --outage-seconds N. Redis: `REDIS_URL` when set, else a `redis-server` spawned on a free port (stopped at the end).
+ * Other options: --events N (per throughput run), --rounds N, --only ceiling,throughput,process,consumer,latency,outage,
+ * --outage-seconds N, --via sources|compiled (the `process` section's redflow: the compiled bin as npm installs it by
+ * default in a full run, the type-stripped sources with --quick; see `process.ts`). Redis: `REDIS_URL` when set, else a `redis-server` spawned on a free port (stopped at the end).
  */
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs/promises"
@@ -42,7 +43,7 @@ console.log = (...args: Array<unknown>) => console.error(...args)
 // Options
 // ---------------------------------------------------------------------------------------------------------------
 
-const SECTIONS = ["ceiling", "throughput", "consumer", "latency", "outage"] as const
+const SECTIONS = ["ceiling", "throughput", "process", "consumer", "latency", "outage"] as const
 type Section = (typeof SECTIONS)[number]
 const PROFILES = ["sink-alo", "sink-eo", "sink-alo-memory", "baseline", "consumer", "consumer-baseline"] as const
 type ProfileTarget = (typeof PROFILES)[number]
@@ -78,6 +79,11 @@ const config = {
     warmupEvents: quick ? 10_000 : 20_000,
     rounds: numberOption("--rounds") ?? (quick ? 3 : 7),
     batch: Throughput.BATCH
+  },
+  process: {
+    events: quick ? 60_000 : 300_000,
+    rounds: numberOption("--rounds") ?? (quick ? 3 : 5),
+    via: value("--via") ?? (quick ? "sources" : "compiled")
   },
   consumer: {
     events: numberOption("--events") ?? (quick ? 30_000 : 200_000),
@@ -401,6 +407,36 @@ const latency = async (ctx: Context) => {
   }
 }
 
+/**
+ * The whole process (`process.ts` as a child, its JSON on stdout): `redflow produce` from spawn to exit against a
+ * plain script doing the same work, in both guarantees, on this run's server.
+ */
+const wholeProcess = async (ctx: Context): Promise<Report.ProcessFigure> => {
+  const args = [
+    Path.join(benchDir, "process.ts"),
+    "--json",
+    "--events",
+    String(config.process.events),
+    "--rounds",
+    String(config.process.rounds),
+    "--via",
+    config.process.via
+  ]
+  log("process", `redflow produce (${config.process.via}) against the plain script, ${config.process.events} events`)
+  const child = ChildProcess.spawn(process.execPath, args, {
+    env: { ...process.env, REDIS_URL: ctx.url },
+    stdio: ["ignore", "pipe", 2]
+  })
+  let stdout = ""
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()))
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)))
+  if (code !== 0) throw new Error(`process.ts exited with ${code}`)
+  const result = JSON.parse(stdout.trim().split("\n").pop()!) as Report.ProcessFigure
+  for (const c of result.contenders)
+    log("process", `${c.contender}: ${c.eventsPerSecond} events/s, ratio ${c.ratio} (${c.perRound.join(" ")})`)
+  return result
+}
+
 /** One outage run in a child process (so its RSS is the sink's alone). */
 const outageRun = async (ctx: Context, index: number): Promise<Outage.Result> => {
   const method: Outage.Method = ctx.server.pid !== undefined ? "sigstop" : "blackhole"
@@ -587,6 +623,7 @@ const main = async () => {
       },
       ...(runs("ceiling") ? { ceiling: await withLoad(async () => ceiling(ctx)) } : {}),
       ...(runs("throughput") ? { throughput: await withLoad(() => throughput(ctx)) } : {}),
+      ...(runs("process") ? { process: await withLoad(() => wholeProcess(ctx)) } : {}),
       ...(runs("consumer") ? { consumer: await withLoad(() => consumer(ctx)) } : {}),
       ...(runs("latency") ? { latency: await withLoad(() => latency(ctx)) } : {}),
       ...(runs("outage") ? { outage: await withLoad(() => outage(ctx)) } : {})
