@@ -22,11 +22,13 @@ import * as Path from "node:path"
 import type { Redis } from "ioredis"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as Ceiling from "./src/Ceiling.ts"
+import * as CompiledApp from "./src/CompiledApp.ts"
 import * as Consumer from "./src/Consumer.ts"
 import { collect } from "./src/Gc.ts"
 import * as Latency from "./src/Latency.ts"
 import * as Machine from "./src/Machine.ts"
 import type * as Outage from "./src/Outage.ts"
+import * as OutageProcess from "./src/OutageProcess.ts"
 import * as Payload from "./src/Payload.ts"
 import * as Profile from "./src/Profile.ts"
 import { format as formatProfile, summarize as summarizeProfile } from "./src/ProfileSummary.ts"
@@ -123,6 +125,15 @@ interface Context {
   readonly client: Redis
   readonly payload: Payload.Payload
   readonly dir: string
+}
+
+/** The `redflow` bin the `process` section and the whole-process outage run: compiled (installed once) or sources. */
+let installedApp: string | undefined
+const compiledApp = (): string => (installedApp ??= CompiledApp.install((line) => log("compiled", line)))
+const redflowBin = (via: string): string => {
+  if (via === "sources") return Path.join(benchDir, "..", "packages", "cli", "src", "bin.ts")
+  if (via !== "compiled") throw new Error(`--via takes sources or compiled, got ${via}`)
+  return CompiledApp.binOf(compiledApp())
 }
 
 type ConsumerModule = typeof import("./src/ConsumerModule.ts")
@@ -419,8 +430,7 @@ const wholeProcess = async (ctx: Context): Promise<Report.ProcessFigure> => {
     String(config.process.events),
     "--rounds",
     String(config.process.rounds),
-    "--via",
-    config.process.via
+    ...(config.process.via === "compiled" ? ["--app", compiledApp()] : ["--via", "sources"])
   ]
   log("process", `redflow produce (${config.process.via}) against the plain script, ${config.process.events} events`)
   const child = ChildProcess.spawn(process.execPath, args, {
@@ -482,6 +492,32 @@ const outage = async (ctx: Context) => {
       `run ${i + 1}: RSS before ${r.rssMB.before} MB, peak during outage ${r.rssMB.peakDuringOutage} MB, peak catching up ${r.rssMB.peakCatchUp} MB, after ${r.rssMB.afterStart} → ${r.rssMB.afterEnd} MB`
     )
   }
+  const wholeProcess: Array<OutageProcess.Result> = []
+  if (ctx.server.pid !== undefined) {
+    // The same outage for `redflow produce` as a user runs it, with Node's defaults and with a smaller young generation.
+    for (const nodeOptions of [[], ["--max-semi-space-size=8"]]) {
+      log("outage", `whole process (${config.process.via}), node options: ${nodeOptions.join(" ") || "none"}`)
+      const r = await OutageProcess.run(
+        {
+          url: ctx.url,
+          pid: ctx.server.pid,
+          bin: redflowBin(config.process.via),
+          nodeOptions,
+          rate: config.outage.rate,
+          beforeSeconds: config.outage.beforeSeconds,
+          outageSeconds: config.outage.outageSeconds,
+          afterSeconds: config.outage.afterSeconds,
+          prefix: `bench.${runId}.outage-process.${wholeProcess.length}`
+        },
+        (message) => log("outage", `  ${message}`)
+      )
+      log(
+        "outage",
+        `  peak RSS before ${r.rssMB.peakBefore} MB, during the outage ${r.rssMB.peakDuringOutage} MB, after ${r.rssMB.peakAfter} MB`
+      )
+      wholeProcess.push(r)
+    }
+  }
   const med = (f: (r: Outage.Result) => number) => round(median(perRun.map(f)), 1)
   const worst = (f: (r: Outage.Result) => number) => round(Math.max(...perRun.map(f)), 1)
   return {
@@ -513,6 +549,7 @@ const outage = async (ctx: Context) => {
     },
     backlogAtRecovery: med((r) => r.backlogAtRecovery),
     catchUpSeconds: med((r) => r.catchUpSeconds),
+    wholeProcess: { via: config.process.via, runs: wholeProcess },
     perRun: perRun.map(({ samples: _samples, ...rest }) => rest),
     samples: perRun.map((r) => r.samples)
   }
