@@ -65,8 +65,10 @@ export interface SubscriptionEntry {
 /**
  * A plain `XREAD` subscription (no group, no acknowledgement): every entry after `from`, then new ones as they
  * arrive. `$` is resolved to the stream's last id at the start, so nothing added between two reads is missed, and
- * the stream resumes from the last id it emitted after a Redis error. Entries that do not decode are skipped with a
- * warning (a subscription has no dead-letter stream: use a group for that).
+ * the stream resumes from the last id it emitted after a Redis error. An entry the sink wrote by reference
+ * (`largeEvents: "reference"`: a `ref` field naming the key of its body) gets its body read back, with one `MGET` per
+ * read. Entries that do not decode, and those whose body is gone (read after `largeEventTtl`), are skipped with a
+ * warning that names them (a subscription has no dead-letter stream: use a group for that).
  *
  * @since 0.1.0
  * @category constructors
@@ -101,13 +103,19 @@ export const subscribe = (
           const entries = yield* retrying(StreamAdmin.read(stream, cursor, { count, block: blockMs }))
           if (entries.length === 0) continue
           cursor = entries[entries.length - 1]!.id
+          const bodies = yield* retrying(referencedBodies(entries))
           const out: Array<SubscriptionEntry> = []
           for (const entry of entries) {
             const fields = entry.fields ?? {}
+            const body = fields.event ?? bodies.get(entry.id)
             const decoded =
-              fields.event === undefined
-                ? Result.fail("the entry has no event field")
-                : Result.mapError(envelope.decodeResult(fields.event), (e) => e.message)
+              body !== undefined
+                ? Result.mapError(envelope.decodeResult(body), (e) => e.message)
+                : fields[REF_FIELD] !== undefined
+                  ? Result.fail(
+                      `its body, written by reference under ${fields[REF_FIELD]}, is gone (kept for the sink's largeEventTtl)`
+                    )
+                  : Result.fail("the entry has no event field")
             if (Result.isFailure(decoded)) {
               yield* Effect.logWarning(`skipping entry ${entry.id} of ${stream}: ${decoded.failure}`)
               continue
@@ -120,3 +128,31 @@ export const subscribe = (
       return Stream.fromPull(Effect.succeed(pull))
     })
   )
+
+/** The field of an entry whose event's body the sink stored under a key of its own (`largeEvents: "reference"`). */
+const REF_FIELD = "ref"
+
+/**
+ * The bodies of a read's entries written by reference, by entry id, in one `MGET` (the keys share the stream's hash
+ * slot); an entry whose body is gone has none.
+ */
+const referencedBodies = (
+  entries: ReadonlyArray<StreamAdmin.GroupEntry>
+): Effect.Effect<ReadonlyMap<string, string>, RedisError, RedisConnection> => {
+  const refs = entries.filter((e) => e.fields?.event === undefined && e.fields?.[REF_FIELD] !== undefined)
+  if (refs.length === 0) return Effect.succeed(new Map())
+  const keys = refs.map((e) => e.fields![REF_FIELD]!)
+  return StreamAdmin.command("MGET", keys[0]!, keys, (reply) => {
+    if (!Array.isArray(reply) || reply.length !== keys.length) {
+      throw new Error(`MGET of ${keys.length} event bodies answered ${JSON.stringify(reply)?.slice(0, 200)}`)
+    }
+    const out = new Map<string, string>()
+    reply.forEach((body, i) => {
+      if (body === null) return
+      if (typeof body !== "string")
+        throw new Error(`MGET: the event body under ${keys[i]} is ${typeof body}, not a string`)
+      out.set(refs[i]!.id, body)
+    })
+    return out
+  })
+}

@@ -14,6 +14,7 @@ import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as RedisConnection from "../../src/RedisConnection.ts"
 import * as RedisStreamConsumer from "../../src/RedisStreamConsumer.ts"
 import * as RedisStreamSink from "../../src/RedisStreamSink.ts"
+import * as RedisStreamSubscription from "../../src/RedisStreamSubscription.ts"
 import { readStream, sinkLayers, uniquePrefix, withClient } from "../support.ts"
 
 const MAX_EVENT = 4096
@@ -123,6 +124,38 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("events larger tha
         const big = handled.find((m) => m.id === entries[2]!.id)!
         expect(big.fields.event).toBe(JSON.stringify(input[2]))
         expect(big.fields.ref).toBe(entries[2]!.fields.ref)
+      })
+  )
+
+  it.effect(
+    "by reference, read by a plain subscription: every event whole, in order; a body gone is skipped, never half-read",
+    () =>
+      Effect.gen(function* () {
+        const { url } = yield* RedisTestServer.RedisTestServer
+        const stream = uniquePrefix("large.sub")
+        const input = events([1, 6])
+        yield* write(url, input, {
+          stream,
+          pipeline: uniquePrefix("p"),
+          maxEventBytes: MAX_EVENT,
+          largeEvents: "reference",
+          largeEventTtl: "1 hour"
+        })
+        const read = (count: number) =>
+          RedisStreamSubscription.subscribe({ stream, from: "0-0", count: 3 }).pipe(
+            Stream.take(count),
+            Stream.runCollect,
+            Effect.provide(RedisConnection.layer({ url }))
+          )
+        const all = yield* read(8)
+        expect(all.map((e) => e.event)).toEqual(input)
+        expect(all[1]!.fields.ref).toBeDefined()
+        expect(all[1]!.fields.event).toBeUndefined()
+
+        // The body of event 6 gone (its TTL passed, or deleted): the other seven are read, that one is not.
+        yield* Effect.promise(() => withClient(url, (c) => c.del(all[6]!.fields.ref!)))
+        const after = yield* read(7)
+        expect(after.map((e) => e.event.id)).toEqual(input.filter((_, i) => i !== 6).map((e) => e.id))
       })
   )
 
