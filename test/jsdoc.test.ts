@@ -53,14 +53,23 @@ const resolve = (exports: Record<string, Target>, subpath: string): string | nul
   return target.replaceAll("*", subpath.slice(prefix.length, subpath.length - suffix.length))
 }
 
+/** The `.ts` files under a directory, dependencies and build output aside. */
 const walk = (dir: string): Array<string> =>
   Fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
     entry.isDirectory()
-      ? walk(Path.join(dir, entry.name))
+      ? ["node_modules", "dist", "results"].includes(entry.name)
+        ? []
+        : walk(Path.join(dir, entry.name))
       : entry.name.endsWith(".ts")
         ? [Path.join(dir, entry.name)]
         : []
   )
+
+/** The workspace's own `.ts` files: sources, tests, examples, benchmarks and scripts, relative to the root. */
+const workspaceSources = (): Array<string> =>
+  ["packages", "test", "examples", "bench", "scripts"]
+    .flatMap((dir) => walk(Path.join(root, dir)))
+    .map((file) => Path.relative(root, file))
 
 /** The subpaths of an `exports` map that lead to a file: each key read back through the map, as Node would. */
 const subpathsOf = (exports: Record<string, Target>, file: string): Array<string> =>
@@ -182,16 +191,29 @@ describe("the public surface", () => {
   afterAll(() => api?.close())
 
   for (const pkg of packages) {
-    it(`@redflow/${pkg}: the public modules are the files its exports reach, internal/ aside, index.ts among them`, () => {
-      const modules = publicModules(pkg)
-      expect(modules).toContain(`packages/${pkg}/src/index.ts`)
-      expect(modules.filter((file) => file.includes("/internal/"))).toEqual([])
+    it(`@redflow/${pkg}: the public modules, the files its exports reach, are those at the top of src/`, () => {
+      const src = Path.join(root, "packages", pkg, "src")
+      const topLevel = Fs.readdirSync(src)
+        .filter((name) => name.endsWith(".ts"))
+        .map((name) => `packages/${pkg}/src/${name}`)
+        .sort()
+      expect(publicModules(pkg)).toEqual(topLevel)
     })
 
     it(`@redflow/${pkg}: the published exports keep internal/ closed`, () => {
       const { exports } = manifest(pkg).publishConfig
       expect(resolve(exports, "./internal/anything")).toBeNull()
       expect(resolve(exports, "./index")).not.toBeNull()
+    })
+
+    it(`@redflow/${pkg}: the workspace exports open internal/ exactly when a workspace file imports through them`, () => {
+      const importers = workspaceSources().filter((file) =>
+        Fs.readFileSync(Path.join(root, file), "utf8").includes(`from "@redflow/${pkg}/internal/`)
+      )
+      const opens = resolve(manifest(pkg).exports, "./internal/anything") !== null
+      expect(opens, `@redflow/${pkg}/internal/* is imported by: ${importers.join(", ") || "nothing"}`).toBe(
+        importers.length > 0
+      )
     })
 
     it(`@redflow/${pkg}: every export of a public module has a JSDoc with a description, @since and @category`, () => {
