@@ -8,15 +8,44 @@ import { createHash } from "node:crypto"
 import * as Schema from "effect/Schema"
 import { Position } from "./Position.ts"
 
-/** `c` create, `u` update, `d` delete, `r` read (snapshot), `t` truncate. */
+/**
+ * `c` create, `u` update, `d` delete, `r` read (snapshot), `t` truncate.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export const Op = Schema.Literals(["c", "u", "d", "r", "t"])
+
+/**
+ * The operation of an event: `c` create, `u` update, `d` delete, `r` read (snapshot), `t` truncate.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Op = typeof Op.Type
 
-/** A row image: column name to value. */
+/**
+ * A row image: column name to value.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export const Row = Schema.Record(Schema.String, Schema.Unknown)
+
+/**
+ * A row image: column name to value.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Row = typeof Row.Type
 
-/** Where an event comes from, with the source's own position fields (all optional, per connector). */
+/**
+ * Where an event comes from, with the source's own position fields (all optional, per connector).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export const Source = Schema.Struct({
   connector: Schema.String,
   name: Schema.String,
@@ -33,13 +62,34 @@ export const Source = Schema.Struct({
   gtid: Schema.optionalKey(Schema.String),
   sequence: Schema.optionalKey(Schema.Number)
 })
+
+/**
+ * Where an event comes from, with the source's own position fields.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Source = typeof Source.Type
 
+/**
+ * The transaction an event belongs to (Debezium's `transaction` block): its id, the event's order in the transaction,
+ * and its order among the transaction's events of the same table.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export const Transaction = Schema.Struct({
   id: Schema.String,
   total_order: Schema.Number,
   data_collection_order: Schema.Number
 })
+
+/**
+ * The transaction an event belongs to; see {@link Transaction}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Transaction = typeof Transaction.Type
 
 /**
@@ -49,6 +99,9 @@ export type Transaction = typeof Transaction.Type
  * ```ts
  * const event = CdcEvent.make({ op: "c", before: null, after: { id: 1 }, source, ts_ms: Date.now(), position })
  * ```
+ *
+ * @since 0.1.0
+ * @category models
  */
 export const CdcEvent = Schema.Struct({
   id: Schema.String,
@@ -65,12 +118,29 @@ export const CdcEvent = Schema.Struct({
   unchanged: Schema.optionalKey(Schema.Array(Schema.String)),
   position: Position
 })
+
+/**
+ * A change event, as decoded by the {@link CdcEvent} schema.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type CdcEvent = typeof CdcEvent.Type
+
+/**
+ * A change event as JSON carries it: the encoded side of the {@link CdcEvent} schema.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type CdcEventEncoded = typeof CdcEvent.Encoded
 
 /**
  * The deterministic event id: a UUID (version 5 layout) over the source identity and the position, so a replayed
  * event keeps its id and consumers can dedupe on it.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const eventId = (source: Pick<Source, "connector" | "name" | "db">, position: Position): string => {
   const h = createHash("sha1")
@@ -85,6 +155,9 @@ export const eventId = (source: Pick<Source, "connector" | "name" | "db">, posit
  * whose first 60 bits come from the SHA-1 of the source identity, computed once here, and whose last 53 are the
  * sequence. The same on every replay, distinct for distinct sequences (up to `Number.MAX_SAFE_INTEGER`), and never
  * equal to an {@link eventId} (whose version digit is 5).
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const sequenceEventIds = (source: Pick<Source, "connector" | "name" | "db">): ((sequence: number) => string) => {
   const h = createHash("sha1").update(`${source.connector}\u0000${source.name}\u0000${source.db}`).digest("hex")
@@ -96,14 +169,37 @@ export const sequenceEventIds = (source: Pick<Source, "connector" | "name" | "db
   }
 }
 
-/** Builds an event, deriving its `id` from the source and position. */
+/**
+ * Builds an event, deriving its `id` from the source and position.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (fields: Omit<CdcEvent, "id">): CdcEvent => ({
   id: eventId(fields.source, fields.position),
   ...fields
 })
 
-/** The row image a key is taken from: `after`, or `before` for a delete. */
+/**
+ * The row image a key is taken from: `after`, or `before` for a delete.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const row = (event: CdcEvent): Row | null => event.after ?? event.before
 
+/**
+ * Decodes an unknown value (parsed JSON, say) into a {@link CdcEvent}, failing with a `SchemaError`.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
 export const decodeUnknown = Schema.decodeUnknownEffect(CdcEvent)
+
+/**
+ * Decodes an unknown value into a {@link CdcEvent}, throwing on invalid input.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
 export const decodeUnknownSync = Schema.decodeUnknownSync(CdcEvent)

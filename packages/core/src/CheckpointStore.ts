@@ -24,6 +24,9 @@ import * as Position from "./Position.ts"
 /**
  * A checkpoint that could not be read or written. `open` is the check a store makes when it is built, that it will
  * be able to write (its `key` is then the store's, not a checkpoint's): found before a pipeline writes anything.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class CheckpointError extends Schema.TaggedError<CheckpointError>()("CheckpointError", {
   operation: Schema.Literals(["open", "load", "commit"]),
@@ -49,6 +52,9 @@ export class CheckpointError extends Schema.TaggedError<CheckpointError>()("Chec
  * const from = yield* store.load("orders-pipeline") // Option<Position>
  * yield* store.commit("orders-pipeline", lastDelivered)
  * ```
+ *
+ * @since 0.1.0
+ * @category services
  */
 export class CheckpointStore extends Context.Service<
   CheckpointStore,
@@ -60,7 +66,12 @@ export class CheckpointStore extends Context.Service<
   }
 >()("@redflow/core/CheckpointStore") {}
 
-/** What the in-memory store holds, for tests and diagnostics. */
+/**
+ * What the in-memory store holds, for tests and diagnostics.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class MemoryCheckpoints extends Context.Service<
   MemoryCheckpoints,
   {
@@ -68,7 +79,12 @@ export class MemoryCheckpoints extends Context.Service<
   }
 >()("@redflow/core/CheckpointStore/MemoryCheckpoints") {}
 
-/** An in-memory store over a `Ref`, with its contents exposed. */
+/**
+ * An in-memory store over a `Ref`, with its contents exposed.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const makeMemory = (
   initial: Iterable<readonly [string, Position.Position]> = []
 ): Effect.Effect<{ readonly store: CheckpointStore["Service"]; readonly contents: MemoryCheckpoints["Service"] }> =>
@@ -80,7 +96,12 @@ export const makeMemory = (
     contents: MemoryCheckpoints.of({ contents: Ref.get(ref) })
   }))
 
-/** An in-memory store, starting from `initial`; also provides {@link MemoryCheckpoints}. */
+/**
+ * An in-memory store, starting from `initial`; also provides {@link MemoryCheckpoints}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerMemoryFrom = (
   initial: Iterable<readonly [string, Position.Position]>
 ): Layer.Layer<CheckpointStore | MemoryCheckpoints> =>
@@ -90,14 +111,31 @@ export const layerMemoryFrom = (
     )
   )
 
-/** An empty in-memory store; also provides {@link MemoryCheckpoints}. */
+/**
+ * An empty in-memory store; also provides {@link MemoryCheckpoints}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerMemory: Layer.Layer<CheckpointStore | MemoryCheckpoints> = layerMemoryFrom([])
 
-/** The checkpoint file's content. */
+/**
+ * The checkpoint file's content.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export const FileContent = Schema.Struct({
   version: Schema.Literal(1),
   checkpoints: Schema.Record(Schema.String, Position.Position)
 })
+
+/**
+ * The checkpoint file's content; see {@link FileContent}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type FileContent = typeof FileContent.Type
 
 const decodeFileContent = Schema.decodeUnknownResult(FileContent)
@@ -129,6 +167,9 @@ const isErrno = (e: unknown, code: string): boolean =>
  * ```ts
  * program.pipe(Effect.provide(CheckpointStore.layerFile("/var/lib/redflow/checkpoints.json")))
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const makeFile = (path: string): Effect.Effect<CheckpointStore["Service"], CheckpointError> =>
   Effect.suspend(() => {
@@ -298,6 +339,11 @@ const writeAtomically = async (file: CheckpointFile, text: string): Promise<void
   if (file.directory !== "none") await file.directory.sync()
 }
 
-/** A store in one JSON file; see {@link makeFile}. */
+/**
+ * A store in one JSON file; see {@link makeFile}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layerFile = (path: string): Layer.Layer<CheckpointStore, CheckpointError> =>
   Layer.effect(CheckpointStore, makeFile(path))

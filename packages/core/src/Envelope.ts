@@ -19,14 +19,36 @@ import * as Schema from "effect/Schema"
 import * as CdcEvent from "./CdcEvent.ts"
 import * as Position from "./Position.ts"
 
-/** The envelope formats. */
+/**
+ * The envelope formats.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export const Format = Schema.Literals(["native", "debezium", "cloudevents"])
+
+/**
+ * An envelope format: `native`, `debezium` or `cloudevents`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Format = typeof Format.Type
 
-/** The format names, for validating configuration. */
+/**
+ * The format names, for validating configuration.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const formats: ReadonlyArray<Format> = Format.literals
 
-/** A stored envelope that is not valid JSON, has the wrong shape, or carries an invalid event. */
+/**
+ * A stored envelope that is not valid JSON, has the wrong shape, or carries an invalid event.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class EnvelopeDecodeError extends Schema.TaggedError<EnvelopeDecodeError>()("EnvelopeDecodeError", {
   format: Format,
   reason: Schema.String
@@ -36,7 +58,12 @@ export class EnvelopeDecodeError extends Schema.TaggedError<EnvelopeDecodeError>
   }
 }
 
-/** An event that JSON cannot represent (a `bigint` or a cycle in a row, a timestamp out of range). */
+/**
+ * An event that JSON cannot represent (a `bigint` or a cycle in a row, a timestamp out of range).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class EnvelopeEncodeError extends Schema.TaggedError<EnvelopeEncodeError>()("EnvelopeEncodeError", {
   format: Format,
   eventId: Schema.String,
@@ -47,6 +74,13 @@ export class EnvelopeEncodeError extends Schema.TaggedError<EnvelopeEncodeError>
   }
 }
 
+/**
+ * How events are written to and read from a stream entry: one format's encoder and decoder. Get one with
+ * {@link make}, or use {@link native}, {@link debezium} or {@link cloudevents}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Envelope {
   readonly format: Format
   /** The MIME type of the encoded text. */
@@ -65,13 +99,28 @@ export interface Envelope {
 
 const OP_NAMES: Record<CdcEvent.Op, string> = { c: "create", u: "update", d: "delete", r: "read", t: "truncate" }
 
-/** The CloudEvents `type` of an operation: `io.redflow.cdc.create` and so on. */
+/**
+ * The CloudEvents `type` of an operation: `io.redflow.cdc.create` and so on.
+ *
+ * @since 0.1.0
+ * @category cloudevents
+ */
 export const cloudEventType = (op: CdcEvent.Op): string => `io.redflow.cdc.${OP_NAMES[op]}`
 
-/** The CloudEvents `source` of an event: `/redflow/<connector>/<name>`. */
+/**
+ * The CloudEvents `source` of an event: `/redflow/<connector>/<name>`.
+ *
+ * @since 0.1.0
+ * @category cloudevents
+ */
 export const cloudEventSource = (source: CdcEvent.Source): string => `/redflow/${source.connector}/${source.name}`
 
-/** The CloudEvents `subject`: `<db>.<table>`, or `<db>.<schema>.<table>` when the source has a schema. */
+/**
+ * The CloudEvents `subject`: `<db>.<table>`, or `<db>.<schema>.<table>` when the source has a schema.
+ *
+ * @since 0.1.0
+ * @category cloudevents
+ */
 export const cloudEventSubject = (source: CdcEvent.Source): string =>
   source.schema === undefined ? `${source.db}.${source.table}` : `${source.db}.${source.schema}.${source.table}`
 
@@ -221,7 +270,12 @@ const indent = (message: string): string => message.replaceAll("\n", "\n  ")
 
 const errorMessage = (e: unknown): string => (Predicate.isError(e) ? e.message : String(e))
 
-/** Builds the envelope of a format. */
+/**
+ * Builds the envelope of a format.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (format: Format = "native"): Envelope => {
   const fail = (reason: string) => Result.fail(new EnvelopeDecodeError({ format, reason }))
 
@@ -303,9 +357,26 @@ export const make = (format: Format = "native"): Envelope => {
   }
 }
 
-/** The native envelope. */
+/**
+ * The native envelope.
+ *
+ * @since 0.1.0
+ * @category envelopes
+ */
 export const native: Envelope = make("native")
-/** The Debezium envelope. */
+
+/**
+ * The Debezium envelope.
+ *
+ * @since 0.1.0
+ * @category envelopes
+ */
 export const debezium: Envelope = make("debezium")
-/** The CloudEvents envelope. */
+
+/**
+ * The CloudEvents envelope.
+ *
+ * @since 0.1.0
+ * @category envelopes
+ */
 export const cloudevents: Envelope = make("cloudevents")

@@ -35,6 +35,12 @@ import { PrometheusMetrics } from "effect/observability"
 import * as Metrics from "./Metrics.ts"
 import { PipelineHealth } from "./PipelineHealth.ts"
 
+/**
+ * Options of {@link layer}: where the server listens and the prefix of metric names.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /** TCP port. Default 9000; `0` takes a free port (read it from {@link MetricsServer}). */
   readonly port?: number
@@ -44,9 +50,20 @@ export interface Options {
   readonly prefix?: string
 }
 
+/**
+ * The port the server listens on when {@link Options.port} is not given.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const DEFAULT_PORT = 9000
 
-/** The server could not start: a bad option, or the port could not be bound. */
+/**
+ * The server could not start: a bad option, or the port could not be bound.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class MetricsServerError extends Schema.TaggedError<MetricsServerError>()("MetricsServerError", {
   reason: Schema.Literals(["invalid-option", "address-in-use", "listen-failed"]),
   /** The option at fault for `invalid-option`. */
@@ -55,7 +72,12 @@ export class MetricsServerError extends Schema.TaggedError<MetricsServerError>()
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-/** Where the running server listens. */
+/**
+ * Where the running server listens.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface MetricsServerInfo {
   readonly host: string
   readonly port: number
@@ -64,16 +86,32 @@ export interface MetricsServerInfo {
   readonly prefix: string
 }
 
+/**
+ * The running metrics server: where it listens ({@link MetricsServerInfo}). Provided by {@link layer}.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class MetricsServer extends Context.Service<MetricsServer, MetricsServerInfo>()("@redflow/core/MetricsServer") {}
 
-/** Age of the last checkpoint commit, per sink: what an operator alerts on when a pipeline stalls. */
+/**
+ * Age of the last checkpoint commit, per sink: what an operator alerts on when a pipeline stalls.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const checkpointAge = Metric.gauge("sink_checkpoint_age_seconds", {
   description: "Seconds since the last checkpoint commit, as of the scrape"
 })
 
 const PROMETHEUS_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
 
-/** Sets every sink's checkpoint-age gauge from its last commit time (the `sink_checkpoint_timestamp_seconds` gauge). */
+/**
+ * Sets every sink's checkpoint-age gauge from its last commit time (the `sink_checkpoint_timestamp_seconds` gauge).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const refreshCheckpointAge: Effect.Effect<void> = Effect.gen(function* () {
   const now = (yield* Clock.currentTimeMillis) / 1000
   const snapshot = yield* Metric.snapshot
@@ -90,6 +128,9 @@ export const refreshCheckpointAge: Effect.Effect<void> = Effect.gen(function* ()
 
 /**
  * The `/metrics` body: the checkpoint ages refreshed, then every metric formatted by Effect's Prometheus formatter.
+ *
+ * @since 0.1.0
+ * @category utils
  */
 export const scrape = (prefix: string = Metrics.DEFAULT_PREFIX): Effect.Effect<string> =>
   Effect.andThen(refreshCheckpointAge, PrometheusMetrics.format(prefix === "" ? {} : { prefix }))
@@ -162,6 +203,9 @@ const errnoOf = (cause: unknown): string | undefined => {
 /**
  * Serves `/metrics`, `/health` and `/ready` for as long as the layer lives. Needs a {@link PipelineHealth}; fails
  * with {@link MetricsServerError} (`address-in-use` when the port is taken) before anything is served.
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<MetricsServer, MetricsServerError, PipelineHealth> =>
   Layer.unwrap(

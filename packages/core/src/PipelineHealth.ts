@@ -34,9 +34,18 @@ import * as Ref from "effect/Ref"
 /**
  * Where a component is in its life. `retrying`: running, but its last attempt failed and is being tried again
  * (Redis down, say); alive, not ready.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export type ComponentState = "starting" | "running" | "retrying" | "stopped" | "failed"
 
+/**
+ * What the health report says of one component: its state, since when, and its last error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ComponentStatus {
   readonly state: ComponentState
   /** When the component entered this state (ISO 8601). */
@@ -47,7 +56,12 @@ export interface ComponentStatus {
   readonly lastErrorAt?: string
 }
 
-/** A readiness check: succeeds when the dependency answers. Its error (or a timeout) makes the app not ready. */
+/**
+ * A readiness check: succeeds when the dependency answers. Its error (or a timeout) makes the app not ready.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Check<R = never> {
   readonly name: string
   readonly run: Effect.Effect<unknown, unknown, R>
@@ -55,6 +69,12 @@ export interface Check<R = never> {
   readonly timeout?: Duration.Input
 }
 
+/**
+ * The outcome of one readiness {@link Check}: whether it answered, how long it took, and its error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface CheckResult {
   readonly ok: boolean
   readonly latencyMs: number
@@ -77,7 +97,12 @@ export interface Condition {
   readonly since: string
 }
 
-/** The `/health` body. */
+/**
+ * The `/health` body.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface HealthReport {
   readonly status: "ok" | "failed"
   readonly uptimeSeconds: number
@@ -86,7 +111,12 @@ export interface HealthReport {
   readonly conditions?: Readonly<Record<string, Condition>>
 }
 
-/** The `/ready` body. */
+/**
+ * The `/ready` body.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ReadinessReport {
   readonly status: "ready" | "not-ready"
   /** Why not ready, one line per reason; empty when ready. */
@@ -97,6 +127,13 @@ export interface ReadinessReport {
   readonly conditions?: Readonly<Record<string, Condition>>
 }
 
+/**
+ * What {@link PipelineHealth} offers: components report their state and conditions, and the metrics server reads the
+ * health and readiness reports.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface PipelineHealthService {
   /** Sets a component's state; `error` is recorded as its last error. */
   readonly set: (component: string, state: ComponentState, error?: string) => Effect.Effect<void>
@@ -131,11 +168,23 @@ export interface PipelineHealthService {
   readonly readiness: Effect.Effect<ReadinessReport>
 }
 
+/**
+ * The pipeline's health: the state of each component, the conditions raised, and the readiness checks. Built by
+ * {@link make} or {@link layer}.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class PipelineHealth extends Context.Service<PipelineHealth, PipelineHealthService>()(
   "@redflow/core/PipelineHealth"
 ) {}
 
-/** A readable one-line description of an error or a failure cause. */
+/**
+ * A readable one-line description of an error or a failure cause.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const describeError = (error: unknown): string => {
   if (Cause.isCause(error)) {
     if (Cause.hasInterruptsOnly(error)) return "interrupted"
@@ -152,7 +201,12 @@ export const describeError = (error: unknown): string => {
 
 const iso = (ms: number) => new Date(ms).toISOString()
 
-/** Builds the service; the checks run in the context this effect runs in. */
+/**
+ * Builds the service; the checks run in the context this effect runs in.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = <R = never>(
   options: { readonly checks?: ReadonlyArray<Check<R>> } = {}
 ): Effect.Effect<PipelineHealthService, never, R> =>
@@ -312,6 +366,9 @@ export const make = <R = never>(
 /**
  * A {@link PipelineHealth} with these readiness checks. The layer captures the checks' requirements when it is
  * built, e.g. the `RedisConnection` a PING runs on.
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layer = <R = never>(
   options: { readonly checks?: ReadonlyArray<Check<R>> } = {}
@@ -325,6 +382,9 @@ export const layer = <R = never>(
  * ```ts
  * source.pipe(Stream.run(RedisStreamSink.make({ stream: "orders", pipeline: "orders" })), PipelineHealth.track("orders"))
  * ```
+ *
+ * @since 0.1.0
+ * @category combinators
  */
 export const track =
   (component: string) =>

@@ -15,7 +15,12 @@ import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as CdcEvent from "./CdcEvent.ts"
 
-/** The variables a template may use, besides row columns. */
+/**
+ * The variables a template may use, besides row columns.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const variables = [
   "op",
   "id",
@@ -30,12 +35,22 @@ export const variables = [
   "db"
 ] as const
 
-/** Row-column variables: `after.<column>`, `before.<column>`, and `key.<column>` (read from `after ?? before`). */
+/**
+ * Row-column variables: `after.<column>`, `before.<column>`, and `key.<column>` (read from `after ?? before`).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
 export const rowVariables = ["after.<column>", "before.<column>", "key.<column>"] as const
 
 const ALLOWED = [...variables, ...rowVariables].join(", ")
 
-/** A template that is malformed or uses an unknown variable. */
+/**
+ * A template that is malformed or uses an unknown variable.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RoutingConfigError extends Schema.TaggedError<RoutingConfigError>()("RoutingConfigError", {
   template: Schema.String,
   /** Where the template sits in a routing configuration, e.g. `tables["orders"]`. */
@@ -49,7 +64,12 @@ export class RoutingConfigError extends Schema.TaggedError<RoutingConfigError>()
   }
 }
 
-/** A template that cannot be resolved for one event. */
+/**
+ * A template that cannot be resolved for one event.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RoutingUnresolved extends Schema.TaggedError<RoutingUnresolved>()("RoutingUnresolved", {
   template: Schema.String,
   variable: Schema.String,
@@ -61,7 +81,12 @@ export class RoutingUnresolved extends Schema.TaggedError<RoutingUnresolved>()("
   }
 }
 
-/** A compiled template. */
+/**
+ * A compiled template.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Template {
   /** The template text. */
   readonly template: string
@@ -223,17 +248,28 @@ const compileResult = (template: string, route?: string): Result.Result<Template
  * const stream = yield* Routing.compile("cdc.${source.db}.${source.table}")
  * stream.render(event) // Result.succeed("cdc.shop.orders")
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const compile = (template: string): Effect.Effect<Template, RoutingConfigError> =>
   Effect.suspend(() => Effect.fromResult(compileResult(template)))
 
-/** Compiles a template, throwing {@link RoutingConfigError}. */
+/**
+ * Compiles a template, throwing {@link RoutingConfigError}.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const compileSync = (template: string): Template => Result.getOrThrow(compileResult(template))
 
 /**
  * A routing configuration: one template for every event, or a template per table with a default. A table key is a
  * table name or `qualifier.table`, where the qualifier matches `source.schema`, or `source.db` for sources without
  * schemas (MySQL); a qualified match wins over a plain one.
+ *
+ * @since 0.1.0
+ * @category models
  */
 export const Config = Schema.Union([
   Schema.String,
@@ -242,9 +278,21 @@ export const Config = Schema.Union([
     tables: Schema.optionalKey(Schema.Record(Schema.String, Schema.String))
   })
 ])
+
+/**
+ * A routing configuration, as decoded by the {@link Config} schema.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Config = typeof Config.Type
 
-/** A compiled routing configuration. */
+/**
+ * A compiled routing configuration.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Router {
   readonly default: Template
   /** The per-table templates by their configuration key. */
@@ -313,9 +361,17 @@ const makeResult = (config: Config): Result.Result<Router, RoutingConfigError> =
  * const streams = yield* Routing.make({ default: "cdc.${table}", tables: { orders: "orders.events" } })
  * const keys = yield* Routing.make("${key.id}")
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (config: Config): Effect.Effect<Router, RoutingConfigError> =>
   Effect.suspend(() => Effect.fromResult(makeResult(config)))
 
-/** Compiles a routing configuration, throwing {@link RoutingConfigError}. */
+/**
+ * Compiles a routing configuration, throwing {@link RoutingConfigError}.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const makeSync = (config: Config): Router => Result.getOrThrow(makeResult(config))

@@ -28,6 +28,9 @@ import type { Position } from "./Position.ts"
  * const source: Source = SyntheticSource.source({ count: 1000 })
  * const events = source.stream(yield* checkpoints.load(source.name))
  * ```
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface Source<E = never, R = never> {
   /** A stable name, used as the checkpoint key. */
@@ -46,6 +49,9 @@ export interface Source<E = never, R = never> {
  * ```ts
  * yield* source.stream(from).pipe(Stream.run(RedisStreamSink.make(options)), Source.acknowledgeCommits(source, "orders"))
  * ```
+ *
+ * @since 0.1.0
+ * @category combinators
  */
 export const acknowledgeCommits =
   (source: Pick<Source<unknown, unknown>, "acknowledge">, key: string) =>

@@ -25,7 +25,12 @@ import * as Synthetic from "./internal/synthetic.ts"
 const NonNegativeInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
 
-/** Options of {@link make}; every field is optional (defaults in {@link defaults}). */
+/**
+ * Options of {@link make}; every field is optional (defaults in {@link defaults}).
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export const Options = Schema.Struct({
   /** Table names. `customers`, `orders` and `payments` get realistic columns, other names a generic row. */
   tables: Schema.optionalKey(Schema.Array(Schema.NonEmptyString).check(Schema.isMinLength(1))),
@@ -50,8 +55,21 @@ export const Options = Schema.Struct({
   /** Timestamp of sequence 0: event `n` has `ts_ms = baseTimeMs + n`. */
   baseTimeMs: Schema.optionalKey(Schema.Int)
 })
+
+/**
+ * Options of {@link make}, as decoded by the {@link Options} schema.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export type Options = typeof Options.Type
 
+/**
+ * The values of the options {@link make} is not given.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export const defaults = {
   tables: ["customers", "orders", "payments"],
   seed: 1,
@@ -97,6 +115,9 @@ const generatorOf = (o: Options): Synthetic.Generator =>
  * const first1000 = SyntheticSource.make({ count: 1000, seed: 7 })
  * const resumed = SyntheticSource.make({ count: 1000, seed: 7, from: Position.fromSequence(500) }) // 501..1000
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}): Stream.Stream<CdcEvent> =>
   Stream.suspend(() => {
@@ -149,6 +170,9 @@ export const make = (options: Options = {}): Stream.Stream<CdcEvent> =>
  * const source = SyntheticSource.source({ count: 10_000 })
  * const stream = source.stream(Option.some(Position.fromSequence(42))) // sequences 43..10000
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const source = (options: Options = {}): Source => ({
   name: options.name ?? defaults.name,
@@ -158,7 +182,12 @@ export const source = (options: Options = {}): Source => ({
   }
 })
 
-/** The event at sequence `n` (1-based) of a run with these options, without running a stream. */
+/**
+ * The event at sequence `n` (1-based) of a run with these options, without running a stream.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const eventAt = (n: number, options: Omit<Options, "from" | "count" | "ratePerSecond"> = {}): CdcEvent => {
   if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`a synthetic sequence is an integer >= 1, got ${n}`)
   // Callers look up many events with one options object: build its generator (padding text included) once.

@@ -12,6 +12,9 @@ import type { PostgresValueError } from "./internal/Values.ts"
  * exist, a published table without a replica identity, a publication or slot that does not fit, a database that does
  * not exist. Found at start, before anything is read; it names the server and the fix. The CLI exits 2. (An option
  * that is simply malformed, found before connecting, is a `ConfigError` with component `PostgresSource`.)
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class PostgresConfigError extends Schema.TaggedError<PostgresConfigError>()("PostgresConfigError", {
   /** The option or server setting at fault, e.g. `tables`, `wal_level`, `slot`. */
@@ -30,6 +33,9 @@ export class PostgresConfigError extends Schema.TaggedError<PostgresConfigError>
 /**
  * The server refused who we are: a wrong password, a role without `REPLICATION` (or `LOGIN`), no `SELECT` on a
  * table, no right to create the publication. The CLI exits 3.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class PostgresPermissionError extends Schema.TaggedError<PostgresPermissionError>()("PostgresPermissionError", {
   server: Schema.String,
@@ -44,7 +50,12 @@ export class PostgresPermissionError extends Schema.TaggedError<PostgresPermissi
   }
 }
 
-/** Another process streams from the replication slot (a slot has one reader at a time). */
+/**
+ * Another process streams from the replication slot (a slot has one reader at a time).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class PostgresSlotInUse extends Schema.TaggedError<PostgresSlotInUse>()("PostgresSlotInUse", {
   server: Schema.String,
   slot: Schema.String,
@@ -62,6 +73,9 @@ export class PostgresSlotInUse extends Schema.TaggedError<PostgresSlotInUse>()("
 /**
  * The server could not be reached or dropped the connection, and the retry policy gave up. Nothing is lost: the
  * slot keeps the WAL from its confirmed point, and a restart resumes from the checkpoint.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class PostgresUnavailable extends Schema.TaggedError<PostgresUnavailable>()("PostgresUnavailable", {
   server: Schema.String,
@@ -76,6 +90,9 @@ export class PostgresUnavailable extends Schema.TaggedError<PostgresUnavailable>
 /**
  * The replication stream said something the source cannot accept: a message it cannot decode, a change for a table
  * it has no description of, a value of the wrong form, WAL the slot no longer has. Never skipped: the source stops.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class PostgresProtocolError extends Schema.TaggedError<PostgresProtocolError>()("PostgresProtocolError", {
   server: Schema.String,
@@ -87,6 +104,12 @@ export class PostgresProtocolError extends Schema.TaggedError<PostgresProtocolEr
   }
 }
 
+/**
+ * Every way the PostgreSQL source fails, one tagged class per failure mode.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export type PostgresError =
   | PostgresConfigError
   | PostgresPermissionError

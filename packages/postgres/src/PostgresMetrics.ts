@@ -6,36 +6,99 @@
  */
 import * as Metric from "effect/Metric"
 
+/**
+ * `source_events_total`: change events read from PostgreSQL (snapshot rows included), by op.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const events = Metric.counter("source_events_total", {
   description: "Change events read from PostgreSQL (snapshot rows included), by op",
   incremental: true
 })
+/**
+ * `source_transactions_total`: committed transactions read from the replication stream.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const transactions = Metric.counter("source_transactions_total", {
   description: "Committed transactions read from the replication stream",
   incremental: true
 })
+/**
+ * `source_replication_lag_bytes`: the server's WAL position minus the slot's confirmed point, the WAL not yet durable
+ * downstream.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const lagBytes = Metric.gauge("source_replication_lag_bytes", {
   description: "The server's WAL position minus the slot's confirmed point: WAL not yet durable downstream"
 })
+/**
+ * `source_replication_lag_seconds`: now minus the commit time of the last transaction read; 0 when everything read is
+ * durable.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const lagSeconds = Metric.gauge("source_replication_lag_seconds", {
   description: "Now minus the commit time of the last transaction read; 0 when everything read is durable"
 })
+/**
+ * `source_slot_retained_wal_bytes`: WAL the server keeps for the slot (its current WAL position minus the slot's
+ * restart LSN).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const retainedWalBytes = Metric.gauge("source_slot_retained_wal_bytes", {
   description: "WAL the server keeps for the slot (current WAL position minus the slot's restart LSN)"
 })
+/**
+ * `source_slot_retained_wal_over_bound`: 1 while the slot retains more WAL than `maxRetainedWalBytes`, else 0.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const retainedWalOverBound = Metric.gauge("source_slot_retained_wal_over_bound", {
   description: "1 while the slot retains more WAL than maxRetainedWalBytes, else 0"
 })
+/**
+ * `source_snapshot_rows_total`: rows read by the initial snapshot, by table.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const snapshotRows = Metric.counter("source_snapshot_rows_total", {
   description: "Rows read by the initial snapshot, by table",
   incremental: true
 })
+/**
+ * `source_snapshot_tables_done`: tables the initial snapshot has finished.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const snapshotTables = Metric.gauge("source_snapshot_tables_done", {
   description: "Tables the initial snapshot has finished"
 })
+/**
+ * `source_snapshot_tables_total`: tables the initial snapshot reads.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const snapshotTablesTotal = Metric.gauge("source_snapshot_tables_total", {
   description: "Tables the initial snapshot reads"
 })
+/**
+ * `source_reconnects_total`: replication connections opened again after a failure.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
 export const reconnects = Metric.counter("source_reconnects_total", {
   description: "Replication connections opened again after a failure",
   incremental: true

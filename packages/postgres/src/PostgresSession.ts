@@ -25,15 +25,36 @@ import type { ReplicationError } from "./internal/ReplicationClient.ts"
 import * as Session from "./internal/Session.ts"
 import * as Setup from "./internal/Setup.ts"
 
-/** A failed statement: `code` is the SQLSTATE when the server answered, absent when the connection went. */
+/**
+ * A failed statement: `code` is the SQLSTATE when the server answered, absent when the connection went.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export type { ReplicationError }
 
-/** A row: every column as the server's text form, or null. */
+/**
+ * A row: every column as the server's text form, or null.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Row = Session.Row
 
-/** An open session; `query` runs one statement with `$1…` parameters. */
+/**
+ * An open session; `query` runs one statement with `$1…` parameters.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type PostgresSession = Session.Session
 
+/**
+ * Options of {@link make}: the server's URL, a password, and the `application_name` the session shows.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /** `postgres://user@host:port/db`; a password in it is used, but prefer `password`. */
   readonly url: string
@@ -42,15 +63,37 @@ export interface Options {
   readonly applicationName?: string | undefined
 }
 
+/**
+ * Why a session could not be opened, classified as the source classifies it: a refused role, a missing database, or a
+ * server out of reach.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export type ConnectError = PostgresPermissionError | PostgresConfigError | PostgresUnavailable
 
-/** `host:port/db` of a connection URL, without the user or the password: what messages name. */
+/**
+ * `host:port/db` of a connection URL, without the user or the password: what messages name.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const serverOf: (url: string) => string = Session.serverOf
 
-/** An identifier quoted for SQL: `quoteIdent('my "t"')` is `"my ""t"""`. */
+/**
+ * An identifier quoted for SQL: `quoteIdent('my "t"')` is `"my ""t"""`.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const quoteIdent: (name: string) => string = Setup.quoteIdent
 
-/** The role a URL connects as: its user, else `PGUSER`, else `postgres` (as libpq and `pg` choose it). */
+/**
+ * The role a URL connects as: its user, else `PGUSER`, else `postgres` (as libpq and `pg` choose it).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const userOf = (url: string): string => {
   try {
     return decodeURIComponent(new URL(url).username) || process.env.PGUSER || "postgres"
@@ -59,7 +102,12 @@ export const userOf = (url: string): string => {
   }
 }
 
-/** Opens a session for the scope (closed when the scope closes). */
+/**
+ * Opens a session for the scope (closed when the scope closes).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (options: Options): Effect.Effect<PostgresSession, ConnectError, Scope.Scope> =>
   Session.make(options).pipe(
     Effect.mapError((error) => Setup.classifyConnectError(error, Session.serverOf(options.url), userOf(options.url)))

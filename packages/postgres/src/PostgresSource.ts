@@ -35,6 +35,13 @@ import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as PostgresMetrics from "./PostgresMetrics.ts"
 import { PostgresConfigError, type PostgresError, PostgresProtocolError, PostgresUnavailable } from "./PostgresError.ts"
 
+/**
+ * Options of {@link make}: the server and the tables to read, the names of the slot and the publication, the
+ * initial snapshot, a warning bound on retained WAL, how long to retry, and how much is held in memory.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /** `postgres://user@host:port/db`. A password in the URL works; `password` (a `Redacted`) is preferred. */
   readonly url: string
@@ -51,7 +58,7 @@ export interface Options {
   readonly snapshot?: "initial" | "never" | undefined
   /** Rows per snapshot query. Default 10,000. */
   readonly snapshotChunkRows?: number | undefined
-  /** A warning and `postgres_slot_retained_wal_bytes` over this bound. Default 1 GiB. */
+  /** Over this bound, a warning and `source_slot_retained_wal_over_bound` 1. Default 1 GiB. */
   readonly maxRetainedWalBytes?: number | undefined
   /** Reconnect backoff, as the sink's: exponential from 200 ms, capped at 10 s, giving up after `retryFor`. */
   readonly retryFor?: Duration.Input | undefined
@@ -63,7 +70,12 @@ export interface Options {
 // The source
 // ---------------------------------------------------------------------------------------------------------------
 
-/** A {@link Source} of PostgreSQL changes, told what is durable downstream by {@link Source.acknowledgeCommits}. */
+/**
+ * A {@link Source} of PostgreSQL changes, told what is durable downstream by {@link Source.acknowledgeCommits}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface PostgresSource extends Source.Source<PostgresError> {
   readonly acknowledge: (position: Position.Position) => Effect.Effect<void>
   readonly slot: string
@@ -254,6 +266,9 @@ const isAtOrBefore = (a: Position.Position, b: Position.Position | undefined) =>
  *   Source.acknowledgeCommits(source, "orders")
  * )
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (
   options: Options

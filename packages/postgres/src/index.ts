@@ -5,7 +5,25 @@
  *
  * @since 0.1.0
  */
+
+/**
+ * The PostgreSQL source: changes of chosen tables by logical replication, as a resumable `Source`.
+ *
+ * @since 0.1.0
+ */
 export * as PostgresSource from "./PostgresSource.ts"
+
+/**
+ * The PostgreSQL source's metrics, as Effect `Metric`s.
+ *
+ * @since 0.1.0
+ */
 export * as PostgresMetrics from "./PostgresMetrics.ts"
+
+/**
+ * A plain SQL session on the server a `PostgresSource` reads, with the source's connection settings.
+ *
+ * @since 0.1.0
+ */
 export * as PostgresSession from "./PostgresSession.ts"
 export * from "./PostgresError.ts"

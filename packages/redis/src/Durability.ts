@@ -34,6 +34,9 @@ import { type Client, RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 
 /**
+ * What a crash can take of the writes Redis acknowledged, read from its persistence settings (the module comment
+ * has the table).
+ *
  * @since 0.1.0
  * @category models
  */

@@ -19,14 +19,28 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type { RedisError, RedisErrorTag } from "./RedisError.ts"
 
-/** A retry schedule for one error tag, or `"fail"`: never retried. */
+/**
+ * A retry schedule for one error tag, or `"fail"`: never retried.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Policy = Schedule.Schedule<unknown, RedisError> | "fail"
 
+/**
+ * The failure-policy table: a {@link Policy} for every {@link RedisErrorTag}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type FailurePolicies = { readonly [Tag in RedisErrorTag]: Policy }
 
 /**
  * Exponential backoff from `base`, each delay jittered by ±20 % (Effect's `Schedule.jittered`), then capped at `cap`.
  * The jitter draws from Effect's `Random`, so tests can fix it.
+ *
+ * @since 0.1.0
+ * @category schedules
  */
 export const backoff = (base: Duration.Input, cap: Duration.Input): Schedule.Schedule<unknown, unknown> => {
   const capped = Duration.fromInputUnsafe(cap)
@@ -36,18 +50,31 @@ export const backoff = (base: Duration.Input, cap: Duration.Input): Schedule.Sch
   )
 }
 
-/** Retry forever, exponential 100 ms → 10 s cap, with jitter: "retries with backoff" (docs/GUARANTEES.md). */
+/**
+ * Retry forever, exponential 100 ms → 10 s cap, with jitter: "retries with backoff" (docs/GUARANTEES.md).
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
 export const retryForever: Schedule.Schedule<unknown, unknown> = backoff("100 millis", "10 seconds")
 
 /**
  * A write to a replica through a fixed URL: a few tries (a replica being promoted, or a failover in progress),
  * then give up, since a fixed URL that points at a replica will not fix itself.
+ *
+ * @since 0.1.0
+ * @category schedules
  */
 export const readOnlyFixedUrl: Schedule.Schedule<unknown, unknown> = backoff("200 millis", "2 seconds").pipe(
   Schedule.upTo({ times: 5 })
 )
 
-/** A redirect that reached the caller: the slot map is refreshed, so try again soon, a bounded number of times. */
+/**
+ * A redirect that reached the caller: the slot map is refreshed, so try again soon, a bounded number of times.
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
 export const clusterRedirect: Schedule.Schedule<unknown, unknown> = Schedule.exponential("10 millis").pipe(
   Schedule.upTo({ times: 16 })
 )
@@ -55,6 +82,9 @@ export const clusterRedirect: Schedule.Schedule<unknown, unknown> = Schedule.exp
 /**
  * The default table. `topology` matters for READONLY only: behind Sentinel or Cluster the client finds the new
  * master and retrying forever is right; with a fixed URL the retries are bounded.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const defaults = (topology: "standalone" | "sentinel" | "cluster" = "standalone"): FailurePolicies => ({
   RedisUnavailable: retryForever,
@@ -66,7 +96,12 @@ export const defaults = (topology: "standalone" | "sentinel" | "cluster" = "stan
   RedisCommandError: "fail"
 })
 
-/** The default table with some entries replaced. */
+/**
+ * The default table with some entries replaced.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = (
   overrides: Partial<FailurePolicies> = {},
   topology: "standalone" | "sentinel" | "cluster" = "standalone"
@@ -76,6 +111,9 @@ export const make = (
  * One `Schedule` over the whole table: each failure is stepped through the schedule of its own tag, each tag
  * keeping its own attempt count and delays. A `"fail"` entry, or an exhausted schedule, ends the retries and the
  * last error surfaces. `onRetry` runs for each failure that will be tried again (for logs and metrics).
+ *
+ * @since 0.1.0
+ * @category combinators
  */
 export const schedule = (
   policies: FailurePolicies,
@@ -105,6 +143,9 @@ export const schedule = (
 
 /**
  * Retries `effect` by the table, calling `onRetry` before each new try (for logs and the retry metric).
+ *
+ * @since 0.1.0
+ * @category combinators
  */
 export const retry = <A, R>(
   effect: Effect.Effect<A, RedisError, R>,
@@ -118,6 +159,9 @@ export const retry = <A, R>(
  * `RedisConnection.nextReconnect` the try after an outage comes as soon as the client is back, not when a backoff
  * that has grown to seconds runs out; failures that no reconnect ends (OOM, READONLY) wait their full delays.
  * A `"fail"` policy or an exhausted schedule ends the retries with the last error, as with {@link schedule}.
+ *
+ * @since 0.1.0
+ * @category combinators
  */
 export const retryWaking = <A, R>(
   effect: Effect.Effect<A, RedisError, R>,

@@ -128,6 +128,9 @@ export class ReservationLost extends Schema.TaggedError<ReservationLost>()("Rese
 export type Outcome = "processed" | "duplicate"
 
 /**
+ * Options of the Idempotency stores: the key prefix, how long a processed id is remembered, and how long a
+ * reservation holds.
+ *
  * @since 0.1.0
  * @category options
  */
@@ -258,6 +261,8 @@ export const makeMemory = (
   })
 
 /**
+ * An {@link Idempotency} kept in Redis (see {@link makeRedis}), on the `RedisConnection` in context.
+ *
  * @since 0.1.0
  * @category layers
  */
@@ -265,6 +270,8 @@ export const layerRedis = (options: Options = {}): Layer.Layer<Idempotency, Conf
   Layer.effect(Idempotency, makeRedis(options))
 
 /**
+ * An in-process {@link Idempotency} (see {@link makeMemory}), for tests and single processes.
+ *
  * @since 0.1.0
  * @category layers
  */

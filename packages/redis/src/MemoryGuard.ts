@@ -44,6 +44,9 @@ import type { RedisError } from "./RedisError.ts"
 const COMPONENT = "MemoryGuard"
 
 /**
+ * Options of {@link make}: the pipeline whose writes are held, and the shares of `maxmemory` where holding starts and
+ * ends.
+ *
  * @since 0.1.0
  * @category options
  */

@@ -243,6 +243,9 @@ const parseValue = (value: string): { readonly holder: string; readonly token: n
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
+ * Options of {@link acquire}: the pipeline whose lease is taken, and how long it lives, how often it is renewed and
+ * how often a standby tries.
+ *
  * @since 0.1.0
  * @category options
  */

@@ -20,6 +20,8 @@ import type { RedisError } from "./RedisError.ts"
 import { NonEmptyString } from "./internal/options.ts"
 
 /**
+ * Options of {@link make} and {@link layer}: the hash that holds the checkpoints, and retry overrides.
+ *
  * @since 0.1.0
  * @category options
  */

@@ -74,6 +74,8 @@ export type Client = Redis | Cluster
 export type Arg = string | number
 
 /**
+ * TLS settings of a `rediss://` connection: the CA to trust, a client certificate, and whether to verify the server.
+ *
  * @since 0.1.0
  * @category options
  */
@@ -89,6 +91,8 @@ export interface TlsSettings {
 }
 
 /**
+ * Options of {@link make} and {@link layer}: the URL, credentials overriding it, timeouts, TLS and the client name.
+ *
  * @since 0.1.0
  * @category options
  */
@@ -127,6 +131,9 @@ export interface ResolvedOptions {
 }
 
 /**
+ * What {@link RedisConnection} offers: commands on the connection (`send`, `run`), every driver failure already a
+ * {@link RedisError}, and dedicated connections for blocking reads.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -602,4 +609,13 @@ export const layerConfig = (
     })
   )
 
-export { RedisAuthFailed }
+export {
+  /**
+   * Credentials, ACL or TLS verification refused: never retried. Re-exported from `RedisError`, where it lives with
+   * the other failure modes.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  RedisAuthFailed
+}

@@ -9,7 +9,12 @@
  */
 import * as Schema from "effect/Schema"
 
-/** Connection refused or reset, server loading, partition: the write did not happen, or its outcome is unknown. */
+/**
+ * Connection refused or reset, server loading, partition: the write did not happen, or its outcome is unknown.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RedisUnavailable extends Schema.TaggedError<RedisUnavailable>()("RedisUnavailable", {
   message: Schema.String,
   /** True when the command may have executed (the connection dropped after it was written). */
@@ -20,6 +25,9 @@ export class RedisUnavailable extends Schema.TaggedError<RedisUnavailable>()("Re
 /**
  * NOAUTH, WRONGPASS or NOPERM: credentials or ACL are wrong; or TLS: the server's certificate cannot be verified
  * (wrong CA, wrong host name, expired). None of these fixes itself: never retried.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class RedisAuthFailed extends Schema.TaggedError<RedisAuthFailed>()("RedisAuthFailed", {
   message: Schema.String,
@@ -27,25 +35,45 @@ export class RedisAuthFailed extends Schema.TaggedError<RedisAuthFailed>()("Redi
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-/** The server refused a write over `maxmemory`. Nothing of a script or transaction was written. */
+/**
+ * The server refused a write over `maxmemory`. Nothing of a script or transaction was written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RedisOutOfMemory extends Schema.TaggedError<RedisOutOfMemory>()("RedisOutOfMemory", {
   message: Schema.String,
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-/** A command or the connection did not answer in time. The command may still execute: outcome unknown. */
+/**
+ * A command or the connection did not answer in time. The command may still execute: outcome unknown.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RedisTimeout extends Schema.TaggedError<RedisTimeout>()("RedisTimeout", {
   message: Schema.String,
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-/** A write reached a replica. */
+/**
+ * A write reached a replica.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RedisReadOnly extends Schema.TaggedError<RedisReadOnly>()("RedisReadOnly", {
   message: Schema.String,
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-/** A cluster redirect that reached the caller (the slot moved while a pipeline was in flight). */
+/**
+ * A cluster redirect that reached the caller (the slot moved while a pipeline was in flight).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RedisClusterRedirect extends Schema.TaggedError<RedisClusterRedirect>()("RedisClusterRedirect", {
   message: Schema.String,
   kind: Schema.Literals(["MOVED", "ASK"]),
@@ -54,7 +82,12 @@ export class RedisClusterRedirect extends Schema.TaggedError<RedisClusterRedirec
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
-/** Any other reply error (WRONGTYPE, syntax, a script error): a bug or a misconfiguration, fatal for the sink. */
+/**
+ * Any other reply error (WRONGTYPE, syntax, a script error): a bug or a misconfiguration, fatal for the sink.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class RedisCommandError extends Schema.TaggedError<RedisCommandError>()("RedisCommandError", {
   message: Schema.String,
   code: Schema.String,
@@ -63,6 +96,13 @@ export class RedisCommandError extends Schema.TaggedError<RedisCommandError>()("
   cause: Schema.optionalKey(Schema.Defect())
 }) {}
 
+/**
+ * Every failure of a Redis command, one tagged class per failure mode; {@link classify} makes one from a driver
+ * error.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export type RedisError =
   | RedisUnavailable
   | RedisAuthFailed
@@ -72,7 +112,12 @@ export type RedisError =
   | RedisClusterRedirect
   | RedisCommandError
 
-/** The tags of {@link RedisError}: the keys of a failure policy table. */
+/**
+ * The tags of {@link RedisError}: the keys of a failure policy table.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export type RedisErrorTag = RedisError["_tag"]
 
 const isRedisError = (u: unknown): u is RedisError =>
@@ -124,6 +169,9 @@ const messageOf = (u: unknown): string =>
  *
  * `written` says whether the command had been handed to the socket: a connection lost after that is an unknown
  * outcome, before it a plain "did not happen".
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const classify = (cause: unknown, context: { readonly command?: string; readonly key?: string } = {}) => {
   if (isRedisError(cause)) return cause
@@ -203,6 +251,9 @@ const TLS_HANDSHAKE_CLOSED = /^Client network socket disconnected before secure 
  * // "connection refused (connect ECONNREFUSED 127.0.0.1:6390): nothing listens on that port; is the server running,
  * //  and are the host and port right?"
  * ```
+ *
+ * @since 0.1.0
+ * @category formatting
  */
 export const connectionFailure = (cause: unknown, tls: boolean): string => {
   const message = messageOf(cause)
@@ -231,12 +282,20 @@ export const connectionFailure = (cause: unknown, tls: boolean): string => {
 /**
  * What a server that refused a new client before any command said (its first line, without the `-`), with the fix
  * when it is a known refusal.
+ *
+ * @since 0.1.0
+ * @category formatting
  */
 export const serverRefusal = (line: string): string =>
   /^ERR max number of clients reached\b/.test(line)
     ? `the server refused the connection: ${line}; it is at its maxclients limit: raise maxclients or close idle clients`
     : `the server refused the connection: ${line}`
 
-/** Whether a write that failed with this error may nevertheless have been applied by the server. */
+/**
+ * Whether a write that failed with this error may nevertheless have been applied by the server.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
 export const isOutcomeUnknown = (error: RedisError): boolean =>
   error._tag === "RedisTimeout" || (error._tag === "RedisUnavailable" && error.outcomeUnknown)

@@ -71,6 +71,8 @@ export interface Resubscribed {
 }
 
 /**
+ * What {@link subscribe} emits: a {@link Notice} of a batch, or {@link Resubscribed} after a reconnect.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -104,7 +106,12 @@ export interface Publisher {
   ) => Effect.Effect<number, RedisError, RedisConnection>
 }
 
-/** The wire form of a notice. */
+/**
+ * The wire form of a notice.
+ *
+ * @since 0.1.0
+ * @category publishing
+ */
 export const encode = (stream: string, first: string, last: string, count: number): string =>
   JSON.stringify({ stream, first, last, count })
 
@@ -187,7 +194,12 @@ export const makePublisher = (options: PublishOptions): Effect.Effect<Publisher,
     return { afterWrite }
   })
 
-/** A notice from the wire; `undefined` for a message that is not one (someone else publishing on the channel). */
+/**
+ * A notice from the wire; `undefined` for a message that is not one (someone else publishing on the channel).
+ *
+ * @since 0.1.0
+ * @category subscribing
+ */
 export const decode = (channel: string, message: string): Notice | undefined => {
   try {
     const v = JSON.parse(message) as Record<string, unknown>
@@ -206,6 +218,8 @@ export const decode = (channel: string, message: string): Notice | undefined => 
 }
 
 /**
+ * Options of {@link subscribe}: how many notices are kept while the application is busy.
+ *
  * @since 0.1.0
  * @category options
  */

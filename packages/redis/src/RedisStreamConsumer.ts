@@ -75,11 +75,15 @@ export {
    */
   subscribe,
   /**
+   * Options of {@link subscribe}; they live in `RedisStreamSubscription`.
+   *
    * @since 0.1.0
    * @category subscription
    */
   type SubscribeOptions,
   /**
+   * One entry of a plain subscription; it lives in `RedisStreamSubscription`.
+   *
    * @since 0.1.0
    * @category subscription
    */
@@ -87,6 +91,9 @@ export {
 } from "./RedisStreamSubscription.ts"
 
 /**
+ * Options of {@link messages}: the stream, group and consumer, where a new group starts, the envelope, how entries
+ * are read, claimed from idle consumers and dead-lettered.
+ *
  * @since 0.1.0
  * @category options
  */
@@ -236,6 +243,9 @@ export const ack = (messages: ReadonlyArray<Message>): Effect.Effect<void, Redis
   })
 
 /**
+ * Options of {@link run}: those of {@link messages}, plus the handler, its concurrency and ordering, how successes
+ * are acknowledged, duplicate skipping, and the bound of a graceful shutdown.
+ *
  * @since 0.1.0
  * @category options
  */

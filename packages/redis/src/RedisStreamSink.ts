@@ -56,6 +56,9 @@ import type { RedisError } from "./RedisError.ts"
 
 export {
   /**
+   * A high-water mark the sink cannot trust (`malformed`, `unverified`, `lost` or `moved`): it stops rather than
+   * skip events by it or write past a loss unnoticed.
+   *
    * @since 0.1.0
    * @category errors
    */
@@ -230,6 +233,9 @@ export interface Options {
 }
 
 /**
+ * Every way the sink can fail: a Redis error its policy did not retry, a checkpoint error, an option that cannot
+ * work, a high-water mark that does not match, persistence that is too weak, or a lost or fenced lease.
+ *
  * @since 0.1.0
  * @category errors
  */

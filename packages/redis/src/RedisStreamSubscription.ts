@@ -34,6 +34,9 @@ import type { RedisError } from "./RedisError.ts"
 import * as StreamAdmin from "./StreamAdmin.ts"
 
 /**
+ * Options of {@link subscribe}: the stream, where to start, the envelope, how many entries one read takes, how long
+ * it blocks, and retry overrides.
+ *
  * @since 0.1.0
  * @category options
  */

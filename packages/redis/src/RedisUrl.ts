@@ -15,6 +15,8 @@ import * as Redacted from "effect/Redacted"
 import { ConfigError, make as configError } from "@redflow/core/ConfigError"
 
 /**
+ * One server address of a URL.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -24,6 +26,8 @@ export interface HostPort {
 }
 
 /**
+ * A connection URL, parsed: the topology, TLS, the servers, the credentials and the database.
+ *
  * @since 0.1.0
  * @category models
  */

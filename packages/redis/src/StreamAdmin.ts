@@ -44,7 +44,12 @@ import { classify, type RedisError } from "./RedisError.ts"
 // Types
 // ---------------------------------------------------------------------------------------------------------------
 
-/** One stream entry: its id and its field/value pairs. */
+/**
+ * One stream entry: its id and its field/value pairs.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Entry {
   readonly id: string
   readonly fields: Readonly<Record<string, string>>
@@ -53,13 +58,21 @@ export interface Entry {
 /**
  * An entry as a group read returns it: `fields` is `undefined` when the entry is still pending in the group but was
  * deleted from the stream (XDEL, trimming).
+ *
+ * @since 0.1.0
+ * @category models
  */
 export interface GroupEntry {
   readonly id: string
   readonly fields: Readonly<Record<string, string>> | undefined
 }
 
-/** `XINFO STREAM`. Fields added in Redis 7.0 are `undefined` on older servers. */
+/**
+ * `XINFO STREAM`. Fields added in Redis 7.0 are `undefined` on older servers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface StreamInfo {
   readonly length: number
   readonly radixTreeKeys: number
@@ -73,7 +86,12 @@ export interface StreamInfo {
   readonly lastEntry: Option.Option<Entry>
 }
 
-/** One group of `XINFO GROUPS`. */
+/**
+ * One group of `XINFO GROUPS`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface GroupInfo {
   readonly name: string
   readonly consumers: number
@@ -86,7 +104,12 @@ export interface GroupInfo {
   readonly lag: number | undefined
 }
 
-/** One consumer of `XINFO CONSUMERS`. */
+/**
+ * One consumer of `XINFO CONSUMERS`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ConsumerInfo {
   readonly name: string
   readonly pending: number
@@ -96,7 +119,12 @@ export interface ConsumerInfo {
   readonly inactiveMs: number | undefined
 }
 
-/** `XPENDING stream group`: the summary form. */
+/**
+ * `XPENDING stream group`: the summary form.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface PendingSummary {
   readonly count: number
   readonly smallestId: Option.Option<string>
@@ -104,7 +132,12 @@ export interface PendingSummary {
   readonly consumers: ReadonlyArray<{ readonly name: string; readonly pending: number }>
 }
 
-/** One entry of `XPENDING stream group [IDLE ms] start end count [consumer]`: the detail form. */
+/**
+ * One entry of `XPENDING stream group [IDLE ms] start end count [consumer]`: the detail form.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface PendingEntry {
   readonly id: string
   readonly consumer: string
@@ -114,7 +147,12 @@ export interface PendingEntry {
   readonly deliveries: number
 }
 
-/** `XAUTOCLAIM`. */
+/**
+ * `XAUTOCLAIM`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface AutoClaimResult {
   /** Cursor for the next call; `0-0` once the whole pending list was scanned. */
   readonly next: string
@@ -123,14 +161,31 @@ export interface AutoClaimResult {
   readonly deleted: ReadonlyArray<string>
 }
 
-/** Entries read from one stream by `XREAD` / `XREADGROUP`. */
+/**
+ * Entries read from one stream by `XREAD` / `XREADGROUP`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface StreamEntries {
   readonly stream: string
   readonly entries: ReadonlyArray<GroupEntry>
 }
 
+/**
+ * What {@link trim} keeps: about `maxLen` entries (`MAXLEN`), or the entries from `minId` on (`MINID`).
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export type TrimStrategy = { readonly maxLen: number } | { readonly minId: string }
 
+/**
+ * Options of {@link trim}: exact instead of approximate trimming, and a bound on the entries one call evicts.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface TrimOptions {
   /** `=` instead of the default `~` (approximate, much cheaper: whole radix-tree nodes). */
   readonly exact?: boolean
@@ -170,23 +225,54 @@ const asNumber =
 
 const isOk = (reply: unknown) => text(reply) === "OK"
 
-/** `XLEN`: entries in the stream (0 when it does not exist). */
+/**
+ * `XLEN`: entries in the stream (0 when it does not exist).
+ *
+ * @since 0.1.0
+ * @category inspecting
+ */
 export const length = (stream: string) => command("XLEN", stream, [stream], asNumber("XLEN"))
 
-/** `XINFO STREAM`. Fails with `RedisCommandError` ("ERR no such key") when the stream does not exist. */
+/**
+ * `XINFO STREAM`. Fails with `RedisCommandError` ("ERR no such key") when the stream does not exist.
+ *
+ * @since 0.1.0
+ * @category inspecting
+ */
 export const info = (stream: string) => command("XINFO", stream, ["STREAM", stream], parseStreamInfo)
 
-/** `XINFO GROUPS`. */
+/**
+ * `XINFO GROUPS`.
+ *
+ * @since 0.1.0
+ * @category inspecting
+ */
 export const groups = (stream: string) => command("XINFO", stream, ["GROUPS", stream], parseGroups)
 
-/** `XINFO CONSUMERS`. */
+/**
+ * `XINFO CONSUMERS`.
+ *
+ * @since 0.1.0
+ * @category inspecting
+ */
 export const consumers = (stream: string, group: string) =>
   command("XINFO", stream, ["CONSUMERS", stream, group], parseConsumers)
 
-/** `XPENDING stream group`: how many entries are delivered and not acknowledged, and by whom. */
+/**
+ * `XPENDING stream group`: how many entries are delivered and not acknowledged, and by whom.
+ *
+ * @since 0.1.0
+ * @category inspecting
+ */
 export const pending = (stream: string, group: string) =>
   command("XPENDING", stream, [stream, group], parsePendingSummary)
 
+/**
+ * Options of {@link pendingEntries}: the id range, how many, whose entries and how idle.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface PendingEntriesOptions {
   /** Default `-`. */
   readonly start?: string
@@ -200,7 +286,12 @@ export interface PendingEntriesOptions {
   readonly minIdle?: Duration.Input
 }
 
-/** `XPENDING stream group [IDLE ms] start end count [consumer]`: pending entries with idle time and delivery count. */
+/**
+ * `XPENDING stream group [IDLE ms] start end count [consumer]`: pending entries with idle time and delivery count.
+ *
+ * @since 0.1.0
+ * @category inspecting
+ */
 export const pendingEntries = (stream: string, group: string, options: PendingEntriesOptions = {}) =>
   command(
     "XPENDING",
@@ -220,6 +311,9 @@ export const pendingEntries = (stream: string, group: string, options: PendingEn
 /**
  * `XTRIM stream MAXLEN|MINID ~|= threshold [LIMIT n]`: returns the number of entries removed. Approximate (`~`)
  * by default, like the contract's `XTRIM orders.events MAXLEN ~ 10000` (docs/DESIGN.md, "Stream management").
+ *
+ * @since 0.1.0
+ * @category trimming
  */
 export const trim = (stream: string, strategy: TrimStrategy, options: TrimOptions = {}) =>
   command(
@@ -234,6 +328,12 @@ export const trim = (stream: string, strategy: TrimStrategy, options: TrimOption
     asNumber("XTRIM")
   )
 
+/**
+ * Options of {@link claim} and {@link claimIds}: the idle time and delivery count to set on the entries claimed.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface ClaimOptions {
   /** Set the entries' idle time (`IDLE`). */
   readonly idle?: Duration.Input
@@ -261,6 +361,9 @@ const claimArgs = (
 /**
  * `XCLAIM`: takes over the given pending entries that are idle at least `minIdle`, increments their delivery
  * count, and returns them (entries no longer in the stream are dropped from the pending list and not returned).
+ *
+ * @since 0.1.0
+ * @category claiming
  */
 export const claim = (
   stream: string,
@@ -286,6 +389,9 @@ export const claim = (
 /**
  * `XCLAIM … JUSTID`: takes over the entries without returning them and without incrementing their delivery count
  * (also how a consumer keeps entries it is still working on from looking idle). Returns the ids claimed.
+ *
+ * @since 0.1.0
+ * @category claiming
  */
 export const claimIds = (
   stream: string,
@@ -301,7 +407,12 @@ export const claimIds = (
         (Array.isArray(reply) ? reply : unexpected("XCLAIM", reply)).map((id) => text(id) ?? unexpected("XCLAIM", id))
       )
 
-/** `XAUTOCLAIM stream group consumer min-idle start COUNT n`: claims up to `count` entries idle at least `minIdle`. */
+/**
+ * `XAUTOCLAIM stream group consumer min-idle start COUNT n`: claims up to `count` entries idle at least `minIdle`.
+ *
+ * @since 0.1.0
+ * @category claiming
+ */
 export const autoClaim = (
   stream: string,
   group: string,
@@ -316,14 +427,30 @@ export const autoClaim = (
     parseAutoClaim
   )
 
-/** `XDEL`: returns the number of entries deleted. */
+/**
+ * `XDEL`: returns the number of entries deleted.
+ *
+ * @since 0.1.0
+ * @category trimming
+ */
 export const del = (stream: string, ids: ReadonlyArray<string>) =>
   ids.length === 0 ? Effect.succeed(0) : command("XDEL", stream, [stream, ...ids], asNumber("XDEL"))
 
-/** `XACK`: returns the number of entries acknowledged now (ids not pending count 0). */
+/**
+ * `XACK`: returns the number of entries acknowledged now (ids not pending count 0).
+ *
+ * @since 0.1.0
+ * @category acknowledging
+ */
 export const ack = (stream: string, group: string, ids: ReadonlyArray<string>) =>
   ids.length === 0 ? Effect.succeed(0) : command("XACK", stream, [stream, group, ...ids], asNumber("XACK"))
 
+/**
+ * Options of {@link createGroup}: where the group starts, whether a missing stream is created, and `ENTRIESREAD`.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface CreateGroupOptions {
   /** `$` (only new entries, the default, as in docs/DESIGN.md's `XGROUP CREATE`), `0` (the whole stream), or an id. */
   readonly start?: string
@@ -336,6 +463,9 @@ export interface CreateGroupOptions {
 /**
  * `XGROUP CREATE stream group start [MKSTREAM]`: `true` when created, `false` when the group already existed
  * (`BUSYGROUP` is not an error here).
+ *
+ * @since 0.1.0
+ * @category groups
  */
 export const createGroup = (
   stream: string,
@@ -361,11 +491,21 @@ export const createGroup = (
     )
   )
 
-/** `XGROUP DESTROY`: `true` when the group existed. Its pending list goes with it. */
+/**
+ * `XGROUP DESTROY`: `true` when the group existed. Its pending list goes with it.
+ *
+ * @since 0.1.0
+ * @category groups
+ */
 export const destroyGroup = (stream: string, group: string) =>
   command("XGROUP", stream, ["DESTROY", stream, group], (reply) => asNumber("XGROUP DESTROY")(reply) > 0)
 
-/** `XGROUP SETID`: moves the group's last-delivered id (`$` for the end, `0` to re-deliver everything). */
+/**
+ * `XGROUP SETID`: moves the group's last-delivered id (`$` for the end, `0` to re-deliver everything).
+ *
+ * @since 0.1.0
+ * @category groups
+ */
 export const setGroupId = (
   stream: string,
   group: string,
@@ -379,7 +519,12 @@ export const setGroupId = (
     (reply) => (isOk(reply) ? undefined : unexpected("XGROUP SETID", reply))
   )
 
-/** `XGROUP CREATECONSUMER`: `true` when created. */
+/**
+ * `XGROUP CREATECONSUMER`: `true` when created.
+ *
+ * @since 0.1.0
+ * @category groups
+ */
 export const createConsumer = (stream: string, group: string, consumer: string) =>
   command(
     "XGROUP",
@@ -391,11 +536,19 @@ export const createConsumer = (stream: string, group: string, consumer: string) 
 /**
  * `XGROUP DELCONSUMER`: removes a consumer and returns how many entries it had pending. Those entries are dropped
  * from the group's pending list: claim them first if they still need processing.
+ *
+ * @since 0.1.0
+ * @category groups
  */
 export const deleteConsumer = (stream: string, group: string, consumer: string) =>
   command("XGROUP", stream, ["DELCONSUMER", stream, group, consumer], asNumber("XGROUP DELCONSUMER"))
 
-/** `XRANGE stream start end [COUNT n]` (`-` and `+` by default; `(id` for an exclusive start). */
+/**
+ * `XRANGE stream start end [COUNT n]` (`-` and `+` by default; `(id` for an exclusive start).
+ *
+ * @since 0.1.0
+ * @category reading
+ */
 export const range = (
   stream: string,
   options: { readonly start?: string; readonly end?: string; readonly count?: number } = {}
@@ -412,13 +565,23 @@ export const range = (
     parseEntries
   )
 
-/** The id of the last entry of the stream, if any (`XREVRANGE stream + - COUNT 1`). */
+/**
+ * The id of the last entry of the stream, if any (`XREVRANGE stream + - COUNT 1`).
+ *
+ * @since 0.1.0
+ * @category reading
+ */
 export const lastId = (stream: string) =>
   command("XREVRANGE", stream, [stream, "+", "-", "COUNT", 1], (reply) =>
     Option.map(Option.fromUndefinedOr(parseEntries(reply)[0]), (e) => e.id)
   )
 
-/** `XREAD [COUNT n] [BLOCK ms] STREAMS stream id`: entries after `id` (`$` for only new ones). */
+/**
+ * `XREAD [COUNT n] [BLOCK ms] STREAMS stream id`: entries after `id` (`$` for only new ones).
+ *
+ * @since 0.1.0
+ * @category reading
+ */
 export const read = (
   stream: string,
   id: string,
@@ -440,6 +603,9 @@ export const read = (
 /**
  * `XREADGROUP GROUP group consumer [COUNT n] [BLOCK ms] STREAMS stream id`: `>` for entries never delivered to the
  * group, or an id to re-read this consumer's own pending entries after it (`0` for all of them).
+ *
+ * @since 0.1.0
+ * @category reading
  */
 export const readGroup = (
   stream: string,

@@ -31,13 +31,33 @@ import * as Effect from "effect/Effect"
 import * as Scope from "effect/Scope"
 import { ChaosProxyFailed } from "./TestingError.ts"
 
+/**
+ * What the proxy does to connections: `pass`, `blackhole`, `dropReplies` or `refuse` (the module comment's table
+ * says how each treats open and new connections).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Mode = "pass" | "blackhole" | "dropReplies" | "refuse"
 
+/**
+ * The server a proxy forwards to.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Target {
   readonly host: string
   readonly port: number
 }
 
+/**
+ * Options of {@link make} and {@link start}: the server to proxy to, the port, the initial mode, and how much is held
+ * per connection.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /** The server to proxy to: an address or a `redis://host:port` URL. */
   readonly target: Target | string
@@ -52,6 +72,13 @@ export interface Options {
   readonly holdLimitBytes?: number | undefined
 }
 
+/**
+ * What a proxy has done so far: connections open, accepted, refused and reset, and the bytes delivered, held and
+ * dropped.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Stats {
   /** Connections open now. */
   readonly connections: number
@@ -70,6 +97,12 @@ export interface Stats {
   readonly droppedBytes: number
 }
 
+/**
+ * A running proxy: where it listens, its mode and the methods that change it, its statistics, and `close`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ChaosProxy {
   readonly host: string
   readonly port: number
@@ -314,6 +347,9 @@ const open = async (options: Options): Promise<ChaosProxy> => {
 /**
  * A proxy for the current scope, listening on 127.0.0.1 (a free port unless `port` is given); closed, with every
  * connection destroyed, when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options): Effect.Effect<ChaosProxy, ChaosProxyFailed, Scope.Scope> =>
   Effect.acquireRelease(
@@ -328,5 +364,10 @@ export const make = (options: Options): Effect.Effect<ChaosProxy, ChaosProxyFail
     (proxy) => Effect.promise(() => proxy.close())
   )
 
-/** {@link make} outside Effect; call `close()` when done. */
+/**
+ * {@link make} outside Effect; call `close()` when done.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const start = (options: Options): Promise<ChaosProxy> => open(options)

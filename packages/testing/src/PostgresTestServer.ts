@@ -42,6 +42,9 @@ import { runScoped } from "./internal/Scoped.ts"
 /**
  * The PostgreSQL server binaries are not there. `missing` names what was looked for and where; the message says how
  * to install them.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class PostgresNotInstalled extends Schema.TaggedError<PostgresNotInstalled>()("PostgresNotInstalled", {
   missing: Schema.Array(Schema.String),
@@ -51,6 +54,9 @@ export class PostgresNotInstalled extends Schema.TaggedError<PostgresNotInstalle
 /**
  * The server did not start: `reason` is `"no-user"` (root, and no `postgres` user to run as), `"initdb-failed"`,
  * `"spawn-failed"`, `"port-in-use"`, `"exited"` or `"timeout"`; `output` is the tail of its log.
+ *
+ * @since 0.1.0
+ * @category errors
  */
 export class PostgresStartFailed extends Schema.TaggedError<PostgresStartFailed>()("PostgresStartFailed", {
   reason: Schema.Literals(["no-user", "initdb-failed", "spawn-failed", "port-in-use", "exited", "timeout"]),
@@ -58,15 +64,33 @@ export class PostgresStartFailed extends Schema.TaggedError<PostgresStartFailed>
   message: Schema.String
 }) {}
 
-/** `pg_ctl` (the crash) failed or could not be run. */
+/**
+ * `pg_ctl` (the crash) failed or could not be run.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class PostgresControlFailed extends Schema.TaggedError<PostgresControlFailed>()("PostgresControlFailed", {
   command: Schema.String,
   output: Schema.String,
   message: Schema.String
 }) {}
 
+/**
+ * Why a test server could not start: the binaries are missing, or the server did not come up.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export type StartError = PostgresNotInstalled | PostgresStartFailed
 
+/**
+ * Options of {@link make} and {@link layer}: where the binaries are, the OS user, extra settings, the port, and how
+ * long a start and a stop may take.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /** The directory holding `initdb`, `postgres`, `pg_ctl`, `pg_isready`. Default `PG_BIN_DIR`, else the newest one. */
   readonly binDir?: string | undefined
@@ -82,7 +106,12 @@ export interface Options {
   readonly stopGrace?: Duration.Input | undefined
 }
 
-/** A running test server. */
+/**
+ * A running test server.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Server {
   /** `postgres://postgres@127.0.0.1:<port>/postgres` */
   readonly url: string
@@ -156,6 +185,9 @@ const locate = (binDir: string | undefined) =>
 /**
  * A PostgreSQL server for the current scope, with `wal_level=logical`, stopped by pid and its data dir removed when
  * the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<Server, StartError, Scope.Scope> =>
   Effect.gen(function* () {
@@ -308,16 +340,31 @@ export const make = (options: Options = {}): Effect.Effect<Server, StartError, S
     } satisfies Server
   })
 
-/** The server of the surrounding layer. */
+/**
+ * The server of the surrounding layer.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class PostgresTestServer extends Context.Service<PostgresTestServer, Server>()(
   "@redflow/testing/PostgresTestServer"
 ) {}
 
-/** A layer holding one server for every test that uses it (share it with `layer(...)` from `@effect/vitest`). */
+/**
+ * A layer holding one server for every test that uses it (share it with `layer(...)` from `@effect/vitest`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
 export const layer = (options: Options = {}): Layer.Layer<PostgresTestServer, StartError> =>
   Layer.effect(PostgresTestServer, make(options))
 
-/** A spawned server for code outside Effect (plain vitest, benchmarks). */
+/**
+ * A spawned server for code outside Effect (plain vitest, benchmarks).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface SpawnedServer {
   readonly url: string
   readonly host: string
@@ -343,6 +390,9 @@ export interface SpawnedServer {
  * const server = await PostgresTestServer.spawnPostgresServer()
  * try { ... } finally { await server.stop() }
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const spawnPostgresServer = async (options: Options = {}): Promise<SpawnedServer> => {
   const { value, close } = await runScoped(make(options))
@@ -363,5 +413,10 @@ export const spawnPostgresServer = async (options: Options = {}): Promise<Spawne
   }
 }
 
-/** Whether a process with this pid exists (for tests that check a server is gone). */
+/**
+ * Whether a process with this pid exists (for tests that check a server is gone).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const isAlive = (pid: number): boolean => PostgresProcess.isAlive(pid)

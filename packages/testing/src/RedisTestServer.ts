@@ -33,9 +33,21 @@ import * as RedisProcess from "./internal/RedisProcess.ts"
 import { runScoped } from "./internal/Scoped.ts"
 import { ContainerStartFailed, NoRedisAvailable, ServerStartFailed } from "./TestingError.ts"
 
-/** Where the server came from. */
+/**
+ * Where the server came from.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export type Source = "env" | "process" | "container"
 
+/**
+ * Options of {@link make} and {@link spawn}: extra `redis-server` arguments, whether `REDIS_URL` or a container may
+ * be used instead, the binary, the port, and how long a start may take.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface Options {
   /**
    * Extra `redis-server` arguments, e.g. `["--requirepass", "pw"]`, `["--enable-debug-command", "local"]`,
@@ -59,7 +71,12 @@ export interface Options {
   readonly port?: number | undefined
 }
 
-/** A running test server. `pid` is set when this package spawned it (and will stop it). */
+/**
+ * A running test server. `pid` is set when this package spawned it (and will stop it).
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Server {
   readonly url: string
   readonly host: string
@@ -71,6 +88,12 @@ export interface Server {
   readonly containerId?: string | undefined
 }
 
+/**
+ * Why no test server could be had: none found or started, a process that did not start, or a container that did not.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export type StartError = NoRedisAvailable | ServerStartFailed | ContainerStartFailed
 
 const defaults = {
@@ -94,6 +117,9 @@ const fromUrl = (url: string, args: ReadonlyArray<string>): Server => {
  * Spawns `redis-server --port P --bind 127.0.0.1 --dir <tmp> --save "" --appendonly no …args` on a free port and
  * waits until it answers PING. The process is stopped by pid (SIGTERM, then SIGKILL after 2 s) and the temp dir
  * removed when the scope closes, whether the test passed or not.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const spawn = (
   options: Options = {}
@@ -151,6 +177,9 @@ const envRedisUrl = Config.option(Config.String("REDIS_URL")).pipe(
  * ```ts
  * const server = yield* RedisTestServer.make({ args: ["--requirepass", "secret"] })
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const make = (options: Options = {}): Effect.Effect<Server, StartError, Scope.Scope> =>
   Effect.gen(function* () {
@@ -195,7 +224,12 @@ export const make = (options: Options = {}): Effect.Effect<Server, StartError, S
     })
   })
 
-/** The server of the surrounding layer. */
+/**
+ * The server of the surrounding layer.
+ *
+ * @since 0.1.0
+ * @category services
+ */
 export class RedisTestServer extends Context.Service<RedisTestServer, Server>()("@redflow/testing/RedisTestServer") {}
 
 /**
@@ -207,11 +241,19 @@ export class RedisTestServer extends Context.Service<RedisTestServer, Server>()(
  *   it.effect("writes", () => Effect.gen(function*() { const { url } = yield* RedisTestServer.RedisTestServer }))
  * })
  * ```
+ *
+ * @since 0.1.0
+ * @category layers
  */
 export const layer = (options: Options = {}): Layer.Layer<RedisTestServer, StartError> =>
   Layer.effect(RedisTestServer, make(options))
 
-/** A spawned server for code outside Effect; `stop()` stops it by pid and removes its temp dir. */
+/**
+ * A spawned server for code outside Effect; `stop()` stops it by pid and removes its temp dir.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface SpawnedServer {
   readonly url: string
   readonly host: string
@@ -229,6 +271,9 @@ export interface SpawnedServer {
  * const server = await RedisTestServer.spawnRedisServer({ args: ["--maxmemory", "10mb"] })
  * try { ... } finally { await server.stop() }
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const spawnRedisServer = async (options: Options = {}): Promise<SpawnedServer> => {
   const { value, close } = await runScoped(spawn(options))
@@ -242,11 +287,21 @@ export const spawnRedisServer = async (options: Options = {}): Promise<SpawnedSe
   }
 }
 
-/** {@link make} for code outside Effect: `REDIS_URL`, else a spawned server, else a container. */
+/**
+ * {@link make} for code outside Effect: `REDIS_URL`, else a spawned server, else a container.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const start = async (options: Options = {}): Promise<Server & { readonly stop: () => Promise<void> }> => {
   const { value, close } = await runScoped(make(options))
   return { ...value, stop: close }
 }
 
-/** A free TCP port with nothing listening on it: connecting to it is refused. */
+/**
+ * A free TCP port with nothing listening on it: connecting to it is refused.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const freePort = (): Promise<number> => osFreePort()

@@ -27,13 +27,23 @@ import * as Resp from "./internal/Resp.ts"
 import { runScoped } from "./internal/Scoped.ts"
 import { ProcessSignalFailed, type ServerStartFailed, TopologyError } from "./TestingError.ts"
 
-/** A host and port. */
+/**
+ * A host and port.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Address {
   readonly host: string
   readonly port: number
 }
 
-/** A `redis-server` (or sentinel) process started by this module. */
+/**
+ * A `redis-server` (or sentinel) process started by this module.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Node extends Address {
   readonly pid: number
   /** `redis://127.0.0.1:<port>` */
@@ -42,6 +52,13 @@ export interface Node extends Address {
   readonly address: string
 }
 
+/**
+ * Options every topology takes: extra `redis-server` arguments for the data nodes, the binary, and how long each
+ * process may take to start and the topology to be ready.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface ServerOptions {
   /** Extra `redis-server` arguments for every data node, e.g. `["--enable-debug-command", "local"]`. */
   readonly args?: ReadonlyArray<string> | undefined
@@ -146,13 +163,24 @@ const startNode = (
 // ---------------------------------------------------------------------------------------------------------------
 // standalone
 
-/** One `redis-server` on a free port. */
+/**
+ * One `redis-server` on a free port.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const standalone = (options: ServerOptions = {}): Effect.Effect<Node, ServerStartFailed, Scope.Scope> =>
   startNode(options)
 
 // ---------------------------------------------------------------------------------------------------------------
 // primary + replica
 
+/**
+ * A master and its replica, as {@link primaryReplica} starts them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface PrimaryReplica {
   readonly master: Node
   readonly replica: Node
@@ -173,6 +201,9 @@ const linkUp = (replica: Address) =>
 /**
  * A master and one replica (`--replicaof`), ready once the replica reports `master_link_status:up`. A write to the
  * replica fails with `READONLY`.
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const primaryReplica = (
   options: ServerOptions = {}
@@ -197,6 +228,13 @@ export const primaryReplica = (
 // ---------------------------------------------------------------------------------------------------------------
 // sentinel
 
+/**
+ * Options of {@link sentinel}: those of every topology, plus the master's name, the number of sentinels, the
+ * quorum and their timeouts.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface SentinelOptions extends ServerOptions {
   /** Default `mymaster`. */
   readonly masterName?: string | undefined
@@ -210,6 +248,13 @@ export interface SentinelOptions extends ServerOptions {
   readonly failoverTimeoutMs?: number | undefined
 }
 
+/**
+ * A master, its replica and the sentinels that watch them, as {@link sentinel} starts them, with helpers to find the
+ * current master and wait for a failover.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Sentinel {
   readonly masterName: string
   /** The master at start. After a failover it may be dead or a replica: ask `currentMaster`. */
@@ -265,6 +310,9 @@ const sentinelConfig = (options: {
  * yield* RedisTopology.kill(topology.master.pid)
  * const promoted = yield* topology.waitForNewMaster() // topology.replica
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const sentinel = (
   options: SentinelOptions = {}
@@ -407,6 +455,13 @@ export const sentinel = (
 // ---------------------------------------------------------------------------------------------------------------
 // cluster
 
+/**
+ * Options of {@link cluster}: those of every topology, plus the number of masters, the node timeout and the
+ * `redis-cli` binary.
+ *
+ * @since 0.1.0
+ * @category options
+ */
 export interface ClusterOptions extends ServerOptions {
   /** Number of masters (no replicas). Default 3. */
   readonly masters?: number | undefined
@@ -416,6 +471,12 @@ export interface ClusterOptions extends ServerOptions {
   readonly cliBinary?: string | undefined
 }
 
+/**
+ * A cluster node: a {@link Node} with its node id and cluster bus port.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface ClusterNode extends Node {
   /** The node id (`CLUSTER MYID`). */
   readonly id: string
@@ -423,7 +484,12 @@ export interface ClusterNode extends Node {
   readonly busPort: number
 }
 
-/** A slot left half-migrated: the source answers ASK for keys it no longer has. */
+/**
+ * A slot left half-migrated: the source answers ASK for keys it no longer has.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface SlotMigration {
   readonly slot: number
   /** The owner, in MIGRATING state. */
@@ -438,6 +504,13 @@ export interface SlotMigration {
   readonly cancel: Effect.Effect<void, TopologyError>
 }
 
+/**
+ * A running cluster, as {@link cluster} starts it: its nodes and URL, with helpers to find a key's slot and owner and
+ * to move slots.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export interface Cluster {
   readonly nodes: ReadonlyArray<ClusterNode>
   /** `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…` */
@@ -503,6 +576,9 @@ const slotOwners = (
  * const owner = yield* cluster.ownerOf(slot)
  * yield* cluster.migrateSlot(slot, cluster.nodes.find((n) => n.id !== owner.id)!)
  * ```
+ *
+ * @since 0.1.0
+ * @category constructors
  */
 export const cluster = (
   options: ClusterOptions = {}
@@ -699,13 +775,28 @@ const signal = (pid: number, name: NodeJS.Signals) =>
     }
   }).pipe(Effect.asVoid)
 
-/** Freezes a process with SIGSTOP: it keeps its sockets and accepts TCP connects, but answers nothing. */
+/**
+ * Freezes a process with SIGSTOP: it keeps its sockets and accepts TCP connects, but answers nothing.
+ *
+ * @since 0.1.0
+ * @category faults
+ */
 export const pause = (pid: number): Effect.Effect<void, ProcessSignalFailed> => signal(pid, "SIGSTOP")
 
-/** Lets a paused process run again with SIGCONT. */
+/**
+ * Lets a paused process run again with SIGCONT.
+ *
+ * @since 0.1.0
+ * @category faults
+ */
 export const resume = (pid: number): Effect.Effect<void, ProcessSignalFailed> => signal(pid, "SIGCONT")
 
-/** Kills a process with SIGKILL; for a process this package started, waits until it has exited. */
+/**
+ * Kills a process with SIGKILL; for a process this package started, waits until it has exited.
+ *
+ * @since 0.1.0
+ * @category faults
+ */
 export const kill = (pid: number): Effect.Effect<void, ProcessSignalFailed> =>
   Effect.suspend(() => {
     const exited = RedisProcess.exitOf(pid)
@@ -714,7 +805,12 @@ export const kill = (pid: number): Effect.Effect<void, ProcessSignalFailed> =>
     )
   })
 
-/** Whether a process with this pid exists. */
+/**
+ * Whether a process with this pid exists.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
 export const isAlive = (pid: number): boolean => {
   try {
     process.kill(pid, 0)
@@ -734,15 +830,35 @@ const started = async <A extends object, E>(acquire: Effect.Effect<A, E, Scope.S
   return { ...value, close }
 }
 
-/** {@link standalone} outside Effect; `close()` stops the process. */
+/**
+ * {@link standalone} outside Effect; `close()` stops the process.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const startStandalone = (options?: ServerOptions): Promise<Closeable<Node>> => started(standalone(options))
 
-/** {@link primaryReplica} outside Effect; `close()` stops both processes. */
+/**
+ * {@link primaryReplica} outside Effect; `close()` stops both processes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const startPrimaryReplica = (options?: ServerOptions): Promise<Closeable<PrimaryReplica>> =>
   started(primaryReplica(options))
 
-/** {@link sentinel} outside Effect; `close()` stops every process. Its Effect helpers run with `Effect.runPromise`. */
+/**
+ * {@link sentinel} outside Effect; `close()` stops every process. Its Effect helpers run with `Effect.runPromise`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const startSentinel = (options?: SentinelOptions): Promise<Closeable<Sentinel>> => started(sentinel(options))
 
-/** {@link cluster} outside Effect; `close()` stops every node. Its Effect helpers run with `Effect.runPromise`. */
+/**
+ * {@link cluster} outside Effect; `close()` stops every node. Its Effect helpers run with `Effect.runPromise`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const startCluster = (options?: ClusterOptions): Promise<Closeable<Cluster>> => started(cluster(options))
