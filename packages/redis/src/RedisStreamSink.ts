@@ -253,16 +253,6 @@ export type SinkError =
 export const validateOptions = (options: Options): Effect.Effect<void, ConfigError> =>
   Effect.asVoid(SinkOptions.decode(options))
 
-/**
- * Checks options as {@link validateOptions} does and answers the settings the sink would run with.
- *
- * @deprecated use {@link validateOptions}; the settings are internal and will not stay public.
- * @since 0.1.0
- * @category options
- */
-export const validate = (options: Options): Effect.Effect<SinkOptions.SinkSettings, ConfigError> =>
-  SinkOptions.decode(options)
-
 // ---------------------------------------------------------------------------------------------------------------
 // Results
 // ---------------------------------------------------------------------------------------------------------------

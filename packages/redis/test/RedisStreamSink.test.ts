@@ -280,7 +280,7 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamSink a
 })
 
 describe("bad configuration fails at construction, naming the field", () => {
-  const fails = (options: RedisStreamSink.Options) => Effect.flip(RedisStreamSink.validate(options))
+  const fails = (options: RedisStreamSink.Options) => Effect.flip(RedisStreamSink.validateOptions(options))
 
   layer(RedisTestServer.layer(), { excludeTestServices: true })("sink options", (it) => {
     it.effect("negative batch size", () =>
@@ -315,8 +315,8 @@ describe("bad configuration fails at construction, naming the field", () => {
         expect(t.path).toStrictEqual(["stream", "tables", "orders"])
         expect(t.message).toContain("orders}events")
         // A hash tag puts the mark in the stream's slot, and a template is only known per event.
-        yield* RedisStreamSink.validate({ stream: "{a}b}" })
-        yield* RedisStreamSink.validate({ stream: "a}${table}" })
+        yield* RedisStreamSink.validateOptions({ stream: "{a}b}" })
+        yield* RedisStreamSink.validateOptions({ stream: "a}${table}" })
       })
     )
 

@@ -69,8 +69,7 @@ export const sourceOptions = (input: {
 
 /** Validates the sink options, naming the flag of a rejected value. */
 export const validateSink = (options: RedisStreamSink.Options): Effect.Effect<void, UsageError> =>
-  RedisStreamSink.validate(options).pipe(
-    Effect.asVoid,
+  RedisStreamSink.validateOptions(options).pipe(
     Effect.mapError((e) => {
       const { field, reason } = OptionFlags.sinkRejection(e)
       return new UsageError({ flag: OptionFlags.sinkFlagOf(field), message: reason })

@@ -74,7 +74,7 @@ export const configure = (flags: PipelineConfig.RunFlags) =>
       sink: { ...resolved.sink, ...operator },
       origin: { ...resolved.origin, ...OperatorFlags.origins(flags) }
     }
-    yield* RedisStreamSink.validate(config.sink).pipe(
+    yield* RedisStreamSink.validateOptions(config.sink).pipe(
       Effect.mapError((e) => PipelineConfig.sinkFault(config, flags.config, OptionFlags.sinkRejection(e)))
     )
     return config

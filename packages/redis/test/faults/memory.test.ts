@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs"
 import { afterEach, describe, expect, it } from "vitest"
 import { Effect, Exit } from "effect"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
+import * as SinkOptions from "../../src/internal/sink/options.ts"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as ConfigError from "@redflow/core/ConfigError"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
@@ -142,10 +143,10 @@ describe("memory is bounded by bytes (a redflow produce child, RSS from /proc)",
   }, 360_000)
 
   it("batch.maxBufferedBytes: defaults to 8 x batch.maxBytes; below batch.maxBytes it is a ConfigError naming both", async () => {
-    const config = await Effect.runPromise(RedisStreamSink.validate({ stream: "s", batch: { maxBytes: 1_000_000 } }))
+    const config = await Effect.runPromise(SinkOptions.decode({ stream: "s", batch: { maxBytes: 1_000_000 } }))
     expect(config.maxBufferedBytes).toBe(8_000_000)
     const exit = await Effect.runPromiseExit(
-      RedisStreamSink.validate({ stream: "s", batch: { maxBytes: 1_000_000, maxBufferedBytes: 999_999 } })
+      RedisStreamSink.validateOptions({ stream: "s", batch: { maxBytes: 1_000_000, maxBufferedBytes: 999_999 } })
     )
     expect(exit).toStrictEqual(
       Exit.fail(
