@@ -12,7 +12,6 @@ import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
 import * as PipelineConfig from "../src/internal/pipelineConfig.ts"
-import { configure } from "../src/internal/run.ts"
 import { run, start, unique, waitFor, withClient } from "./support.ts"
 
 const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "redflow-operator-"))
@@ -217,7 +216,9 @@ describe("redflow run: the operator settings in the pipeline file, and their fla
           ""
         ].join("\n")
     )
-    const fromFile = await Effect.runPromise(configure({ ...PipelineConfig.noFlags, config: Option.some(path) }))
+    const fromFile = await Effect.runPromise(
+      PipelineConfig.configure({ ...PipelineConfig.noFlags, config: Option.some(path) })
+    )
     expect(fromFile.sink).toMatchObject({
       trim: { maxLen: 1000, acked: true, onLag: "trim" },
       maxLag: { group: "billing", entries: 5000 },
@@ -226,7 +227,7 @@ describe("redflow run: the operator settings in the pipeline file, and their fla
       durability: "require"
     })
     const flagged = await Effect.runPromise(
-      configure({
+      PipelineConfig.configure({
         ...PipelineConfig.noFlags,
         config: Option.some(path),
         onLag: Option.some("hold"),

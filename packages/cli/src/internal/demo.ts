@@ -28,15 +28,14 @@ import * as RedisUrl from "@redflow/redis/RedisUrl"
 import * as StreamAdmin from "@redflow/redis/StreamAdmin"
 import { DEFAULTS } from "./commands/demo.ts"
 import { namingFlags } from "./optionFlags.ts"
+import { addBatch, emptyTally, sequenceOf, sourceOptions, type Tally, validateSink } from "./delivery.ts"
 import * as DemoPostgres from "./demoPostgres.ts"
 import * as DemoServers from "./demoServers.ts"
 import { NoRedis } from "./errors.ts"
 import * as Flags from "./flags.ts"
 import * as Output from "./output.ts"
 import * as PipelineConfig from "./pipelineConfig.ts"
-import { addBatch, emptyTally, sequenceOf, sourceOptions, type Tally, validateSink } from "./produce.ts"
 import * as Redis from "./redis.ts"
-import { configure } from "./run.ts"
 import * as Shutdown from "./shutdown.ts"
 
 export interface DemoInput {
@@ -353,7 +352,7 @@ const postgres = (input: DemoInput, database: DemoPostgres.Database, setting: Se
     const streams = tables.map((t) => `${prefix}.${t}`)
     // The settings `redflow run` would take from these flags, checked the same way (the password of DATABASE_URL,
     // or PGPASSWORD, becomes Redacted there).
-    const config = yield* configure({
+    const config = yield* PipelineConfig.configure({
       ...PipelineConfig.noFlags,
       source: Option.some(database.url),
       tables: Option.some(tables.map((t) => `${names.schema}.${t}`)),

@@ -27,6 +27,9 @@ export const Verbose = GlobalFlag.Setting("verbose")({
   )
 })
 
+/** The Redis hash `--checkpoint redis` keeps checkpoints in (the library's default). */
+export const DEFAULT_CHECKPOINT_HASH = "redflow:checkpoints"
+
 /** `--redis URL`, falling back to `REDIS_URL`; validated by {@link resolveRedisUrl}. */
 export const redis = Flag.String("redis").pipe(
   Flag.withMetavar("URL"),

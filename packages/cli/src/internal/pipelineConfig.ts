@@ -23,11 +23,11 @@ import * as SchemaIssue from "effect/SchemaIssue"
 import * as YAML from "yaml"
 import * as Envelope from "@redflow/core/Envelope"
 import type * as PostgresSource from "@redflow/postgres/PostgresSource"
-import type * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
+import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
-import { DEFAULT_CHECKPOINT_HASH } from "./commands/run.ts"
 import { UsageError } from "./errors.ts"
+import { DEFAULT_CHECKPOINT_HASH } from "./flags.ts"
 import * as OperatorFlags from "./operatorFlags.ts"
 import * as OptionFlags from "./optionFlags.ts"
 
@@ -439,7 +439,6 @@ export type Checkpoint =
   | { readonly _tag: "memory" }
 
 /** The hash `--checkpoint redis` keeps checkpoints in (the library's default). */
-export { DEFAULT_CHECKPOINT_HASH }
 export const DEFAULT_PIPELINE = "redflow"
 
 /** Everything `redflow run` needs, flags and file merged, defaults applied and checked. */
@@ -781,3 +780,23 @@ export const sinkFault = (
       )
     : new UsageError({ flag: setting.flag, message: text })
 }
+
+/** The settings in force: flags over the file, checked before anything connects. */
+export const configure = (flags: RunFlags) =>
+  Effect.gen(function* () {
+    const env = process.env
+    const file = Option.isSome(flags.config)
+      ? Option.some(yield* load(flags.config.value, env))
+      : Option.none<FileConfig>()
+    const resolved = yield* Effect.fromResult(resolve(flags, file, env))
+    const operator = yield* OperatorFlags.sinkOptions(flags, resolved.sink.trim)
+    const config: RunConfig = {
+      ...resolved,
+      sink: { ...resolved.sink, ...operator },
+      origin: { ...resolved.origin, ...OperatorFlags.origins(flags) }
+    }
+    yield* RedisStreamSink.validateOptions(config.sink).pipe(
+      Effect.mapError((e) => sinkFault(config, flags.config, OptionFlags.sinkRejection(e)))
+    )
+    return config
+  })

@@ -9,7 +9,6 @@ import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
-import * as ConfigError from "@redflow/core/ConfigError"
 import type * as Envelope from "@redflow/core/Envelope"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Position from "@redflow/core/Position"
@@ -17,13 +16,11 @@ import * as Routing from "@redflow/core/Routing"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as PipelineLease from "@redflow/redis/PipelineLease"
 import * as RedisCheckpointStore from "@redflow/redis/RedisCheckpointStore"
-import { RedisConnection } from "@redflow/redis/RedisConnection"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
-import { UsageError } from "./errors.ts"
+import { addBatch, emptyTally, sequenceOf, sourceOptions, streamLengths, validateSink } from "./delivery.ts"
 import * as Flags from "./flags.ts"
 import * as Monitoring from "./monitoring.ts"
 import * as OperatorFlags from "./operatorFlags.ts"
-import * as OptionFlags from "./optionFlags.ts"
 import * as Output from "./output.ts"
 import * as Redis from "./redis.ts"
 import * as Shutdown from "./shutdown.ts"
@@ -47,35 +44,6 @@ export interface ProduceInput extends OperatorFlags.OperatorFlags {
   readonly lease: Option.Option<string>
 }
 
-const decodeSourceOptions = ConfigError.decoder("SyntheticSource", SyntheticSource.Options)
-
-/** The synthetic source's options from the flags, validated (an invalid value names its flag). */
-export const sourceOptions = (input: {
-  readonly events: number
-  readonly rate: Option.Option<number>
-  readonly tables: Option.Option<ReadonlyArray<string>>
-  readonly payloadBytes: Option.Option<number>
-  readonly seed: number
-}): Effect.Effect<SyntheticSource.Options, UsageError> => {
-  const raw = {
-    count: input.events,
-    seed: input.seed,
-    ...Option.match(Flags.pace(input.rate), { onNone: () => ({}), onSome: (r) => ({ ratePerSecond: r }) }),
-    ...Option.match(input.tables, { onNone: () => ({}), onSome: (t) => ({ tables: t }) }),
-    ...Option.match(input.payloadBytes, { onNone: () => ({}), onSome: (b) => ({ payloadBytes: b }) })
-  }
-  return Effect.catchTag(decodeSourceOptions(raw), "ConfigError", (e) => Effect.fail(OptionFlags.toUsageError(e)))
-}
-
-/** Validates the sink options, naming the flag of a rejected value. */
-export const validateSink = (options: RedisStreamSink.Options): Effect.Effect<void, UsageError> =>
-  RedisStreamSink.validateOptions(options).pipe(
-    Effect.mapError((e) => {
-      const { field, reason } = OptionFlags.sinkRejection(e)
-      return new UsageError({ flag: OptionFlags.sinkFlagOf(field), message: reason })
-    })
-  )
-
 /** Stream names the run writes to, known up front when the template depends only on the table. */
 const streamsOfTables = (template: string, options: SyntheticSource.Options): Array<string> => {
   const router = Routing.makeSync(template)
@@ -91,59 +59,9 @@ const streamsOfTables = (template: string, options: SyntheticSource.Options): Ar
   return [...streams]
 }
 
-/** What a run of the sink delivered, updated batch by batch. */
-export interface Tally {
-  events: number
-  batches: number
-  written: number
-  skipped: number
-  deadLettered: number
-  position: Option.Option<Position.Position>
-  readonly streams: Map<string, { written: number; skipped: number }>
-}
-
-export const emptyTally = (): Tally => ({
-  events: 0,
-  batches: 0,
-  written: 0,
-  skipped: 0,
-  deadLettered: 0,
-  position: Option.none(),
-  streams: new Map()
-})
-
-export const addBatch = (tally: Tally, batch: RedisStreamSink.CommittedBatch) => {
-  tally.events += batch.events
-  tally.batches += 1
-  tally.deadLettered += batch.deadLettered
-  tally.position = Option.some(batch.position)
-  for (const s of batch.streams) {
-    tally.written += s.written
-    tally.skipped += s.skipped
-    const prior = tally.streams.get(s.stream) ?? { written: 0, skipped: 0 }
-    tally.streams.set(s.stream, { written: prior.written + s.written, skipped: prior.skipped + s.skipped })
-  }
-}
-
-export const sequenceOf = (position: Option.Option<Position.Position>): number | null =>
-  Option.match(position, { onNone: () => null, onSome: (p) => Number(Position.toSequence(p)) })
-
-/** The length of each stream now. */
-export const streamLengths = (streams: Iterable<string>) =>
-  RedisConnection.use((redis) =>
-    Effect.forEach(
-      [...streams].sort(),
-      (stream) =>
-        Effect.map(
-          redis.run((client) => client.xlen(stream)),
-          (length) => ({ stream, length })
-        ),
-      { concurrency: 8 }
-    )
-  )
-
 /** Where `--checkpoint` keeps checkpoints, as a phrase: the file, or the Redis hash for `redis`. */
-const checkpointPlace = (value: string): string => (value === "redis" ? "Redis hash redflow:checkpoints" : value)
+const checkpointPlace = (value: string): string =>
+  value === "redis" ? `Redis hash ${Flags.DEFAULT_CHECKPOINT_HASH}` : value
 
 /**
  * The summary's checkpoint line. Without --checkpoint the checkpoint lived in memory and is gone with the process:

@@ -21,11 +21,9 @@ import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as Flags from "./flags.ts"
 import * as MetricValues from "./metricValues.ts"
 import * as Monitoring from "./monitoring.ts"
-import * as OperatorFlags from "./operatorFlags.ts"
-import * as OptionFlags from "./optionFlags.ts"
 import * as Output from "./output.ts"
 import * as PipelineConfig from "./pipelineConfig.ts"
-import { addBatch, emptyTally, streamLengths } from "./produce.ts"
+import { addBatch, emptyTally, streamLengths } from "./delivery.ts"
 import * as Redis from "./redis.ts"
 import * as Shutdown from "./shutdown.ts"
 
@@ -60,30 +58,10 @@ const seconds = (s: number) => (s < 10 ? s.toFixed(1) : Math.round(s).toString()
 const bytes = (n: number) =>
   n < 1024 ? `${n} B` : n < 1024 ** 2 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 ** 2).toFixed(1)} MiB`
 
-/** The settings in force: flags over the file, checked before anything connects. */
-export const configure = (flags: PipelineConfig.RunFlags) =>
-  Effect.gen(function* () {
-    const env = process.env
-    const file = Option.isSome(flags.config)
-      ? Option.some(yield* PipelineConfig.load(flags.config.value, env))
-      : Option.none<PipelineConfig.FileConfig>()
-    const resolved = yield* Effect.fromResult(PipelineConfig.resolve(flags, file, env))
-    const operator = yield* OperatorFlags.sinkOptions(flags, resolved.sink.trim)
-    const config: PipelineConfig.RunConfig = {
-      ...resolved,
-      sink: { ...resolved.sink, ...operator },
-      origin: { ...resolved.origin, ...OperatorFlags.origins(flags) }
-    }
-    yield* RedisStreamSink.validateOptions(config.sink).pipe(
-      Effect.mapError((e) => PipelineConfig.sinkFault(config, flags.config, OptionFlags.sinkRejection(e)))
-    )
-    return config
-  })
-
 const pipeline = (flags: PipelineConfig.RunFlags) =>
   Effect.gen(function* () {
     const json = yield* Flags.Json
-    const config = yield* configure(flags)
+    const config = yield* PipelineConfig.configure(flags)
     const pipeline = config.pipeline
 
     return yield* Effect.gen(function* () {

@@ -43,7 +43,7 @@ export const command = Command.make(
     checkpoint: Flag.String("checkpoint").pipe(
       Flag.withMetavar("FILE|redis"),
       Flag.withDescription(
-        "Where checkpoints are kept: a file, or redis (the hash redflow:checkpoints); a re-run resumes after the last checkpointed event"
+        `Where checkpoints are kept: a file, or redis (the hash ${Flags.DEFAULT_CHECKPOINT_HASH}); a re-run resumes after the last checkpointed event`
       ),
       Flag.optional
     ),

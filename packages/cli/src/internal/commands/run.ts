@@ -9,9 +9,6 @@ import * as Flags from "../flags.ts"
 import * as OperatorFlags from "../operatorFlags.ts"
 import * as Output from "../output.ts"
 
-/** The Redis hash `--checkpoint redis` keeps checkpoints in (the library's default). */
-export const DEFAULT_CHECKPOINT_HASH = "redflow:checkpoints"
-
 const optionalString = (name: string, metavar: string, description: string) =>
   Flag.String(name).pipe(Flag.withMetavar(metavar), Flag.withDescription(description), Flag.optional)
 
@@ -55,7 +52,7 @@ export const command = Command.make(
     checkpoint: optionalString(
       "checkpoint",
       "FILE|redis",
-      `Where checkpoints are kept: a file, or redis (the hash ${DEFAULT_CHECKPOINT_HASH}); a restart resumes there. Default: memory only`
+      `Where checkpoints are kept: a file, or redis (the hash ${Flags.DEFAULT_CHECKPOINT_HASH}); a restart resumes there. Default: memory only`
     ),
     pipeline: optionalString(
       "pipeline",
