@@ -17,12 +17,13 @@
  * @since 0.1.0
  */
 import * as Fs from "node:fs"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
+import type * as Runtime from "effect/Runtime"
 import { CliError, CliOutput, Command } from "effect/cli"
 import * as Consume from "./internal/commands/consume.ts"
 import * as Demo from "./internal/commands/demo.ts"
@@ -73,31 +74,48 @@ const presenter: CliOutput.Presenter = {
 export const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
   if (Exit.isSuccess(exit)) return Errors.EXIT_OK
   const error = Cause.squash(exit.cause)
-  if (error instanceof Reported) return error.exitCode
+  if (error instanceof Reported || error instanceof Shutdown.Stopped) return error.exitCode
   if (CliError.isCliError(error)) return Errors.EXIT_USAGE
   return Errors.exitCode(exit.cause)
 }
 
-/** Runs the command line with these arguments and exits the process with the exit code. */
-export const main = (args: ReadonlyArray<string>): void => {
-  // The quiet-heap compaction runs beside every command; a short one ends before its first sample.
-  const program = Effect.scoped(
-    Effect.andThen(
-      Effect.forkScoped(HeapCompaction.run(HeapCompaction.nodeProcess())),
-      Command.runWith(command, { version: version() })(args)
-    )
-  ).pipe(Effect.provide(CliOutput.layerPresenter(presenter)), Effect.provide(NodeServices.layer))
-  const fiber = Effect.runFork(program)
-  const uninstall = Shutdown.install(fiber as Fiber.Fiber<unknown, unknown>)
-  fiber.addObserver((exit) => {
-    uninstall()
-    // A drain given up or cut short by a second signal has said so and decided the code.
-    const code = Shutdown.exitCode() ?? exitCodeOf(exit)
-    if (Exit.isFailure(exit) && !(Cause.squash(exit.cause) instanceof Reported) && code !== Errors.EXIT_USAGE) {
-      // Not reported by a handler: a failure outside the commands (the CLI itself).
-      if (!Cause.hasInterruptsOnly(exit.cause)) process.stderr.write(`redflow: error: ${Errors.describe(exit.cause)}\n`)
-      if (args.includes("--verbose")) process.stderr.write(`${Cause.pretty(exit.cause)}\n`)
-    }
-    process.exit(code)
+/**
+ * A failure that no command reported (one of the CLI itself), said in one line; `--verbose` adds the cause. Parse
+ * errors were said by the presenter, and a signal's outcome by {@link Shutdown}.
+ */
+const reportUnreported = (args: ReadonlyArray<string>) => (exit: Exit.Exit<unknown, unknown>) =>
+  Effect.gen(function* () {
+    if (Exit.isSuccess(exit)) return
+    const error = Cause.squash(exit.cause)
+    if (error instanceof Reported || error instanceof Shutdown.Stopped || exitCodeOf(exit) === Errors.EXIT_USAGE) return
+    if (!Cause.hasInterruptsOnly(exit.cause)) yield* Console.error(`redflow: error: ${Errors.describe(exit.cause)}`)
+    if (args.includes("--verbose")) yield* Console.error(Cause.pretty(exit.cause))
   })
-}
+
+/**
+ * The command line with these arguments, as `redflow` runs it: under {@link Shutdown.supervise} (Ctrl-C and SIGTERM
+ * drain or stop it), with the quiet-heap compaction beside it, output through the `Console`. It fails as the command
+ * did; {@link exitCodeOf} says the exit code.
+ */
+export const run = (args: ReadonlyArray<string>): Effect.Effect<void, unknown> =>
+  Effect.scoped(
+    Effect.andThen(
+      // The quiet-heap compaction runs beside every command; a short one ends before its first sample.
+      Effect.forkScoped(HeapCompaction.run(HeapCompaction.nodeProcess())),
+      Shutdown.supervise(Command.runWith(command, { version: version() })(args))
+    )
+  ).pipe(
+    Effect.onExit(reportUnreported(args)),
+    Effect.provide(CliOutput.layerPresenter(presenter)),
+    Effect.provide(NodeServices.layer)
+  )
+
+/** Exits the process with the code {@link exitCodeOf} gives. */
+const teardown: Runtime.Teardown = (exit, onExit) => onExit(exitCodeOf(exit))
+
+/**
+ * Runs the command line with these arguments and exits the process with the exit code, by `NodeRuntime.runMain`:
+ * its own error report is off ({@link run} says what failed, once) and {@link teardown} maps the exit to the code.
+ */
+export const main = (args: ReadonlyArray<string>): void =>
+  NodeRuntime.runMain(run(args), { disableErrorReporting: true, teardown })

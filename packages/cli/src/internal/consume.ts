@@ -4,6 +4,7 @@
  * it reads no more than N, so it leaves nothing read ahead and unprocessed behind).
  */
 import * as Clock from "effect/Clock"
+import * as Console from "effect/Console"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -81,11 +82,7 @@ export const run = (input: ConsumeInput) =>
         Effect.gen(function* () {
           yield* Ref.update(processed, (n) => n + 1)
           lastHandledAt = yield* Clock.currentTimeMillis
-          if (input.print) {
-            yield* Effect.sync(() =>
-              process.stdout.write(`${JSON.stringify({ entry: message.id, stream: message.stream, event })}\n`)
-            )
-          }
+          if (input.print) yield* Console.log(JSON.stringify({ entry: message.id, stream: message.stream, event }))
         })
       // The line's events/s is over the time since the line before (as the demo's), so an idle worker shows 0.
       let last = { at: startedAt, processed: 0 }
@@ -123,18 +120,16 @@ export const run = (input: ConsumeInput) =>
         deadLettered: yield* MetricValues.sum(Metrics.consumerDeadLettered.id, attributes),
         pending: pending.count,
         pendingOfConsumer: pending.consumers.find((c) => c.name === input.consumer)?.pending ?? 0,
-        stopped: Shutdown.signalled(),
+        stopped: yield* Shutdown.signalled,
         durationMs,
         busyMs: lastHandledAt - startedAt,
         eventsPerSecond: Output.rate(count, lastHandledAt - startedAt)
       }
       if (json) return yield* Output.printJson(summary)
-      yield* Effect.sync(() =>
-        process.stderr.write(
-          `${summary.stopped ? "stopped: " : ""}${Output.count(count)} events processed and acknowledged in ${(summary.busyMs / 1000).toFixed(2)} s` +
-            ` (${Output.count(summary.eventsPerSecond)} events/s)${durationMs - summary.busyMs >= 1000 ? `, then idle ${Math.round((durationMs - summary.busyMs) / 1000)} s` : ""}; claimed ${summary.claimed}, dead-lettered ${summary.deadLettered}; ` +
-            `${Output.count(summary.pending)} pending in ${input.group}\n`
-        )
+      yield* Output.line(
+        `${summary.stopped ? "stopped: " : ""}${Output.count(count)} events processed and acknowledged in ${(summary.busyMs / 1000).toFixed(2)} s` +
+          ` (${Output.count(summary.eventsPerSecond)} events/s)${durationMs - summary.busyMs >= 1000 ? `, then idle ${Math.round((durationMs - summary.busyMs) / 1000)} s` : ""}; claimed ${summary.claimed}, dead-lettered ${summary.deadLettered}; ` +
+          `${Output.count(summary.pending)} pending in ${input.group}`
       )
     }).pipe(
       Effect.scoped,

@@ -6,6 +6,7 @@
  * `redflow run` wires it. Without PostgreSQL server binaries it runs the synthetic source, and says so first.
  */
 import * as Clock from "effect/Clock"
+import * as Console from "effect/Console"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -319,7 +320,7 @@ const synthetic = (
         onNone: () => null,
         onSome: (p) => ({ position: p, sequence: sequenceOf(checkpoint) })
       }),
-      stopped: Shutdown.signalled(),
+      stopped: yield* Shutdown.signalled,
       durationMs: end - startedAt,
       producedPerSecond: Output.rate(tally.events, produceMs),
       consumedPerSecond: Output.rate(consumed, consumeMs),
@@ -515,7 +516,7 @@ const postgres = (input: DemoInput, database: DemoPostgres.Database, setting: Se
       streams: streamsNow,
       group: GROUP,
       checkpoint: Option.getOrNull(tally.position),
-      stopped: Shutdown.signalled(),
+      stopped: yield* Shutdown.signalled,
       durationMs: end - startedAt,
       committedPerSecond: Output.rate(committed.changes, commitMs),
       consumedPerSecond: Output.rate(consumed, consumeMs),
@@ -545,7 +546,7 @@ export const run = (input: DemoInput) =>
   Effect.gen(function* () {
     const json = yield* Flags.Json
     // With --json, stdout carries only the final object: the running commentary goes to stderr.
-    const info = (line: string) => Effect.sync(() => (json ? process.stderr : process.stdout).write(`${line}\n`))
+    const info = (line: string) => (json ? Console.error(line) : Console.log(line))
     // The synthetic source's flags are checked first (exit 2 before anything starts), whichever source runs.
     const tables = Option.getOrElse(input.tables, () => [...SyntheticSource.defaults.tables])
     const syntheticSource = yield* sourceOptions({

@@ -498,10 +498,8 @@ const cleanUp = (database: Database, names: Names): Effect.Effect<void> =>
     for (const step of steps) {
       yield* step.run.pipe(
         Effect.catch((e) =>
-          Effect.sync(() =>
-            process.stderr.write(
-              `redflow: warn: could not drop the demo's ${step.what} on ${database.server}: ${e.message}; run ${step.manual}\n`
-            )
+          Output.line(
+            `redflow: warn: could not drop the demo's ${step.what} on ${database.server}: ${e.message}; run ${step.manual}`
           )
         )
       )
@@ -509,12 +507,10 @@ const cleanUp = (database: Database, names: Names): Effect.Effect<void> =>
   }).pipe(
     Effect.scoped,
     Effect.catch((e) =>
-      Effect.sync(() =>
-        process.stderr.write(
-          `redflow: warn: could not clean up on ${database.server} (${e.message}): drop slot ${names.slot} ` +
-            `(SELECT pg_drop_replication_slot('${names.slot}')), publication ${names.publication} and schema ` +
-            `${names.schema} by hand\n`
-        )
+      Output.line(
+        `redflow: warn: could not clean up on ${database.server} (${e.message}): drop slot ${names.slot} ` +
+          `(SELECT pg_drop_replication_slot('${names.slot}')), publication ${names.publication} and schema ` +
+          `${names.schema} by hand`
       )
     )
   )

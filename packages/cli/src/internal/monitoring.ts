@@ -4,6 +4,7 @@
  * endpoint (`@redflow/core/Tracing`). The endpoint's HTTP server and Prometheus exposition, and the exporter, are
  * loaded only then: a run without them does not pay for them at start.
  */
+import * as Console from "effect/Console"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -61,9 +62,9 @@ export const announce = (json: boolean) =>
   Effect.flatMap(Effect.service(MetricsUrl), (url) =>
     Option.match(url, {
       onNone: () => Effect.void,
-      onSome: (url) =>
-        Effect.sync(() =>
-          (json ? process.stderr : process.stdout).write(`Metrics: ${url}/metrics (also /health, /ready)\n`)
-        )
+      onSome: (url) => {
+        const line = `Metrics: ${url}/metrics (also /health, /ready)`
+        return json ? Console.error(line) : Console.log(line)
+      }
     })
   )

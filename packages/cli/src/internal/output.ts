@@ -3,6 +3,7 @@
  * the exit code, and JSON.
  */
 import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
@@ -22,13 +23,19 @@ export class Reported extends Schema.TaggedError<Reported>()("Reported", {
 const render = (message: unknown): string =>
   Array.isArray(message) ? message.map(render).join(" ") : typeof message === "string" ? message : String(message)
 
-/** `redflow: warn: message` on stderr, without timestamps or fiber ids. */
-const logger = Logger.make(({ logLevel, message, cause }) => {
-  const detail = cause.reasons.length > 0 ? ` (${Errors.describe(cause)})` : ""
-  process.stderr.write(`${clearLine()}redflow: ${logLevel.toLowerCase()}: ${render(message)}${detail}\n`)
-})
-
+/** On a terminal, what clears the live progress line before a line of text is written over it. */
 const clearLine = () => (process.stderr.isTTY ? "\r\x1b[2K" : "")
+
+/** One line on stderr, through the `Console` (over the live progress line on a terminal). */
+export const line = (text: string): Effect.Effect<void> => Console.error(`${clearLine()}${text}`)
+
+/** `redflow: warn: message` on stderr, without timestamps or fiber ids. */
+const logger = Logger.withConsoleError(
+  Logger.make(({ cause, logLevel, message }) => {
+    const detail = cause.reasons.length > 0 ? ` (${Errors.describe(cause)})` : ""
+    return `${clearLine()}redflow: ${logLevel.toLowerCase()}: ${render(message)}${detail}`
+  })
+)
 
 /**
  * Runs a command's handler: the CLI logger (warnings and errors; everything with `--verbose`), and on failure one
@@ -43,8 +50,8 @@ export const handler = <A, E, R>(self: Effect.Effect<A, E, R>) =>
         Cause.hasInterruptsOnly(cause)
           ? Effect.interrupt
           : Effect.gen(function* () {
-              process.stderr.write(`${clearLine()}redflow: error: ${Errors.describe(cause)}\n`)
-              if (verbose) process.stderr.write(`${Cause.pretty(cause)}\n`)
+              yield* line(`redflow: error: ${Errors.describe(cause)}`)
+              if (verbose) yield* Console.error(Cause.pretty(cause))
               return yield* new Reported({ exitCode: Errors.exitCode(cause) })
             })
       ),
@@ -58,12 +65,10 @@ export const handler = <A, E, R>(self: Effect.Effect<A, E, R>) =>
   })
 
 /** Prints one JSON object on stdout. */
-export const printJson = (value: unknown) =>
-  Effect.sync(() => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`))
+export const printJson = (value: unknown): Effect.Effect<void> => Console.log(JSON.stringify(value, null, 2))
 
 /** Prints lines on stdout. */
-export const print = (...lines: ReadonlyArray<string>) =>
-  Effect.sync(() => process.stdout.write(`${lines.join("\n")}\n`))
+export const print = (...lines: ReadonlyArray<string>): Effect.Effect<void> => Console.log(lines.join("\n"))
 
 /**
  * Progress on stderr while the scope is open. On a terminal: one live line, redrawn every `everyMs` and cleared when
@@ -71,19 +76,21 @@ export const print = (...lines: ReadonlyArray<string>) =>
  * run shows it is alive without flooding the log.
  */
 export const progressLine = <R>(
-  line: Effect.Effect<string, never, R>,
+  text: Effect.Effect<string, never, R>,
   everyMs = 250,
   plainEveryMs = 5_000
 ): Effect.Effect<void, never, Scope.Scope | R> =>
   process.stderr.isTTY !== true
-    ? Effect.flatMap(line, (text) => Effect.sync(() => process.stderr.write(`redflow: ${text}\n`))).pipe(
+    ? Effect.flatMap(text, (text) => Console.error(`redflow: ${text}`)).pipe(
         Effect.delay(`${plainEveryMs} millis`),
         Effect.forever,
         Effect.forkScoped,
         Effect.asVoid
       )
     : Effect.gen(function* () {
-        const draw = Effect.flatMap(line, (text) =>
+        // The live line is redrawn in place, without a newline, which a Console does not write: it goes to the
+        // terminal itself (and is cleared before any other line is written over it).
+        const draw = Effect.flatMap(text, (text) =>
           Effect.sync(() => process.stderr.write(`\r\x1b[2K${text.slice(0, (process.stderr.columns ?? 120) - 1)}`))
         )
         yield* Effect.addFinalizer(() => Effect.sync(() => process.stderr.write("\r\x1b[2K")))

@@ -120,9 +120,9 @@ export const run = (input: ProduceInput) =>
         from = yield* store.load(input.pipeline)
         resumedFrom = sequenceOf(from)
         if (Option.isSome(leaseMs)) {
-          process.stderr.write(
+          yield* Output.line(
             `redflow: pipeline ${input.pipeline}: holding the lease` +
-              `${resumedFrom === null ? "" : `, resuming after event ${resumedFrom}`}\n`
+              `${resumedFrom === null ? "" : `, resuming after event ${resumedFrom}`}`
           )
         }
         if (!json && Option.isSome(from)) {
@@ -140,8 +140,8 @@ export const run = (input: ProduceInput) =>
           Effect.orElseSucceed(() => Option.none<{ readonly holder: string }>())
         )
         if (Option.isSome(holder)) {
-          process.stderr.write(
-            `redflow: pipeline ${input.pipeline}: standby: the lease is held by ${holder.value.holder}; waiting to take over\n`
+          yield* Output.line(
+            `redflow: pipeline ${input.pipeline}: standby: the lease is held by ${holder.value.holder}; waiting to take over`
           )
         }
       }
@@ -183,7 +183,7 @@ export const run = (input: ProduceInput) =>
         target,
         resumedFrom,
         complete: (sequence ?? 0) >= target,
-        stopped: Shutdown.signalled(),
+        stopped: yield* Shutdown.signalled,
         checkpoint: Option.match(checkpoint, {
           onNone: () => null,
           onSome: (p) => ({ position: p, sequence: Number(Position.toSequence(p)) })

@@ -79,16 +79,16 @@ const pipeline = (flags: PipelineConfig.RunFlags) =>
           return `${Output.count(left)} events read from PostgreSQL to be written and checkpointed, and the slot to be acknowledged`
         })
       })
-      process.stderr.write(
+      yield* Output.line(
         `redflow: pipeline ${pipeline}: ${source.tables.join(", ")} from ${config.sourceUrl} ` +
           `(slot ${source.slot}, publication ${source.publication}) into ${config.sink.stream}` +
           `${Option.isSome(from) ? `, resuming after checkpoint ${from.value}` : ""}; ` +
-          `checkpoints: ${storeText(config.checkpoint)}; SIGTERM or Ctrl-C drains and stops\n`
+          `checkpoints: ${storeText(config.checkpoint)}; SIGTERM or Ctrl-C drains and stops`
       )
       if (config.checkpoint._tag === "memory") {
-        process.stderr.write(
+        yield* Output.line(
           "redflow: warn: no --checkpoint (FILE or redis): checkpoints are kept in memory only, so after a restart " +
-            "the pipeline does not know what it has written\n"
+            "the pipeline does not know what it has written"
         )
       }
       const startedAt = yield* Clock.currentTimeMillis
@@ -135,7 +135,7 @@ const pipeline = (flags: PipelineConfig.RunFlags) =>
         skipped: tally.skipped,
         deadLettered: tally.deadLettered,
         batches: tally.batches,
-        stopped: Shutdown.signalled(),
+        stopped: yield* Shutdown.signalled,
         resumedFrom: Option.getOrNull(from),
         checkpoint: Option.getOrNull(checkpoint),
         checkpointStore:
