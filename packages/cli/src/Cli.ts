@@ -114,8 +114,11 @@ export const run = (args: ReadonlyArray<string>): Effect.Effect<void, unknown> =
 const teardown: Runtime.Teardown = (exit, onExit) => onExit(exitCodeOf(exit))
 
 /**
- * Runs the command line with these arguments and exits the process with the exit code, by `NodeRuntime.runMain`:
- * its own error report is off ({@link run} says what failed, once) and {@link teardown} maps the exit to the code.
+ * Runs `program` as the `redflow` process, by `NodeRuntime.runMain`: its own error report is off (the program says
+ * what failed, once) and {@link teardown} maps the exit to the code.
  */
-export const main = (args: ReadonlyArray<string>): void =>
-  NodeRuntime.runMain(run(args), { disableErrorReporting: true, teardown })
+export const runProcess = <A, E>(program: Effect.Effect<A, E>): void =>
+  NodeRuntime.runMain(program, { disableErrorReporting: true, teardown })
+
+/** Runs the command line with these arguments and exits the process with the exit code. */
+export const main = (args: ReadonlyArray<string>): void => runProcess(run(args))
