@@ -300,7 +300,12 @@ describe("redflow stream", () => {
     expect(p.entries).toHaveLength(5)
     expect(p.entries[0]).toMatchObject({ consumer: "w1", deliveries: 1 })
 
-    // Nothing is idle for a minute yet: the default --min-idle claims nothing.
+    // Nothing is idle for a minute yet: the default --min-idle claims nothing. The spawns above can take a minute on
+    // a loaded machine, so the entries' idle time is reset first (XCLAIM … JUSTID to their own consumer).
+    await withClient(server.url, async (c) => {
+      const ids = ((await c.xpending(stream, "workers", "-", "+", 100)) as Array<[string]>).map(([id]) => id)
+      await c.xclaim(stream, "workers", "w1", 0, ...ids, "JUSTID")
+    })
     const none = await cli("claim", stream, "workers", "w2", "--json")
     expect(JSON.parse(none.stdout).claimed).toEqual([])
     const two = await cli(
