@@ -6,6 +6,7 @@
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Redis } from "ioredis"
@@ -213,6 +214,9 @@ describe("redflow run: the operator settings in the pipeline file, and their fla
           "    channel: cdc.${source.table}.changed",
           "  memoryGuard: { highWater: 0.85, lowWater: 0.7 }",
           "  durability: require",
+          "  maxEventBytes: 200000",
+          "  largeEvents: reference",
+          "  largeEventTtl: 12h",
           ""
         ].join("\n")
     )
@@ -224,22 +228,30 @@ describe("redflow run: the operator settings in the pipeline file, and their fla
       maxLag: { group: "billing", entries: 5000 },
       publish: { channel: "cdc.${source.table}.changed" },
       memoryGuard: { highWater: 0.85, lowWater: 0.7 },
-      durability: "require"
+      durability: "require",
+      maxEventBytes: 200_000,
+      largeEvents: "reference"
     })
+    expect(Duration.toMillis(Duration.fromInputUnsafe(fromFile.sink.largeEventTtl!))).toBe(12 * 3600 * 1000)
     const flagged = await Effect.runPromise(
       PipelineConfig.configure({
         ...PipelineConfig.noFlags,
         config: Option.some(path),
         onLag: Option.some("hold"),
         maxLag: Option.some("audit:10"),
-        durability: Option.some("warn")
+        durability: Option.some("warn"),
+        maxEventBytes: Option.some(5000),
+        largeEventTtl: Option.some("30m")
       })
     )
     expect(flagged.sink).toMatchObject({
       trim: { maxLen: 1000, acked: true, onLag: "hold" },
       maxLag: { group: "audit", entries: 10 },
-      durability: "warn"
+      durability: "warn",
+      maxEventBytes: 5000,
+      largeEvents: "reference"
     })
+    expect(Duration.toMillis(Duration.fromInputUnsafe(flagged.sink.largeEventTtl!))).toBe(30 * 60 * 1000)
   })
 
   it("a setting that cannot work names the file's path, or the flag when one gave it (exit 2)", async () => {
@@ -251,6 +263,12 @@ describe("redflow run: the operator settings in the pipeline file, and their fla
       [["--config", file(`${base}  maxLag: { group: billing, entries: 0 }\n`)], /\.yaml: sink\.maxLag\.entries: /],
       [["--config", file(`${base}  memoryGuard: { lowWater: 0.95 }\n`)], /\.yaml: sink\.memoryGuard: lowWater must/],
       [["--config", file(`${base}  publish: { chanel: x }\n`)], /sink\.publish\.chanel: unknown setting/],
+      [["--config", file(`${base}  largeEventTtl: soon\n`)], /\.yaml: sink\.largeEventTtl: expected a time to live/],
+      [["--config", file(`${base}  largeEvents: inline\n`)], /\.yaml: sink\.largeEvents: /],
+      [
+        ["--config", file(`${base}  maxEventBytes: 99999999\n`)],
+        /\.yaml: sink\.maxEventBytes: must be at most batch\.maxBytes/
+      ],
       [["--config", file(`${base}  trim:\n    maxLen: 10\n`), "--on-lag", "trim"], /--on-lag: only applies/]
     ]
     const results = await Promise.all(cases.map(([args]) => run(["run", ...args])))

@@ -139,6 +139,19 @@ export const millisOf = (
   value: string,
   options: { readonly min: number; readonly examples: string }
 ): Effect.Effect<number, UsageError> => {
+  const ms = parseMillis(value, options.min)
+  return ms !== undefined
+    ? Effect.succeed(ms)
+    : Effect.fail(
+        new UsageError({ flag, message: `expected a time to live such as ${options.examples}, got "${value}"` })
+      )
+}
+
+/**
+ * A time such as `12h`, `7d`, `30m`, `500ms` or an Effect duration (`"5 seconds"`) in whole milliseconds, or
+ * `undefined` when it is not one or is below `min`.
+ */
+export const parseMillis = (value: string, min: number): number | undefined => {
   const short = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim())
   let ms: number | undefined
   if (short !== null) ms = Number(short[1]) * UNITS[short[2]!]!
@@ -150,11 +163,7 @@ export const millisOf = (
       ms = undefined
     }
   }
-  return ms !== undefined && Number.isFinite(ms) && ms >= options.min
-    ? Effect.succeed(Math.round(ms))
-    : Effect.fail(
-        new UsageError({ flag, message: `expected a time to live such as ${options.examples}, got "${value}"` })
-      )
+  return ms !== undefined && Number.isFinite(ms) && ms >= min ? Math.round(ms) : undefined
 }
 
 /** A `--lease` value in milliseconds; at least 3 ms, as the lease renews every third of it. */

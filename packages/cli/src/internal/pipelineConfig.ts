@@ -15,6 +15,7 @@
  */
 import * as Fs from "node:fs/promises"
 import * as Effect from "effect/Effect"
+import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
@@ -27,7 +28,7 @@ import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import { UsageError } from "./errors.ts"
-import { DEFAULT_CHECKPOINT_HASH } from "./flags.ts"
+import { DEFAULT_CHECKPOINT_HASH, parseMillis } from "./flags.ts"
 import * as OperatorFlags from "./operatorFlags.ts"
 import * as OptionFlags from "./optionFlags.ts"
 
@@ -86,7 +87,10 @@ const sections = {
     maxLag: opt(Schema.Unknown),
     publish: opt(Schema.Unknown),
     memoryGuard: opt(Schema.Unknown),
-    durability: opt(Schema.Literals(["warn", "require", "ignore"]))
+    durability: opt(Schema.Literals(["warn", "require", "ignore"])),
+    maxEventBytes: opt(AtLeastOne("a size in bytes")),
+    largeEvents: opt(Schema.Literals(["dead-letter", "reference"])),
+    largeEventTtl: opt(Text("a time to live such as 12h, 7d or 30m"))
   },
   "sink.batch": {
     maxEvents: opt(AtLeastOne("events per batch"))
@@ -148,7 +152,8 @@ const NUMBERS = new Set([
   "sink.trim.maxLen",
   "sink.maxLag.entries",
   "sink.memoryGuard.highWater",
-  "sink.memoryGuard.lowWater"
+  "sink.memoryGuard.lowWater",
+  "sink.maxEventBytes"
 ])
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -678,6 +683,22 @@ export const resolve = (
   fromFile("sink.publish.channel", f.sink?.publish)
   fromFile("sink.memoryGuard", f.sink?.memoryGuard)
   fromFile("sink.durability", f.sink?.durability)
+  fromFile("sink.maxEventBytes", f.sink?.maxEventBytes)
+  fromFile("sink.largeEvents", f.sink?.largeEvents)
+  fromFile("sink.largeEventTtl", f.sink?.largeEventTtl)
+  let largeEventTtl: number | undefined
+  if (f.sink?.largeEventTtl !== undefined) {
+    largeEventTtl = parseMillis(f.sink.largeEventTtl, 1)
+    if (largeEventTtl === undefined) {
+      return Result.fail(
+        fileError(
+          fileName,
+          "sink.largeEventTtl",
+          `expected a time to live such as 12h, 7d or 30m, got "${f.sink.largeEventTtl}"`
+        )
+      )
+    }
+  }
   const guard = f.sink?.memoryGuard
   if (guard !== undefined) {
     const wrong = OperatorFlags.guardProblem(guard.highWater, guard.lowWater)
@@ -734,7 +755,10 @@ export const resolve = (
       ...(f.sink?.maxLag === undefined ? {} : { maxLag: f.sink.maxLag }),
       ...(f.sink?.publish === undefined ? {} : { publish: f.sink.publish }),
       ...(guard === undefined ? {} : { memoryGuard: guard }),
-      ...(f.sink?.durability === undefined ? {} : { durability: f.sink.durability })
+      ...(f.sink?.durability === undefined ? {} : { durability: f.sink.durability }),
+      ...(f.sink?.maxEventBytes === undefined ? {} : { maxEventBytes: f.sink.maxEventBytes }),
+      ...(f.sink?.largeEvents === undefined ? {} : { largeEvents: f.sink.largeEvents }),
+      ...(largeEventTtl === undefined ? {} : { largeEventTtl: Duration.millis(largeEventTtl) })
     },
     checkpoint,
     metricsPort: Option.fromUndefinedOr(metricsPort),
@@ -757,7 +781,10 @@ const SETTING_OF_SINK_FIELD: Record<string, { readonly field: string; readonly f
     "maxLag.group": { field: "sink.maxLag", flag: "max-lag", path: "sink.maxLag.group" },
     "maxLag.entries": { field: "sink.maxLag", flag: "max-lag", path: "sink.maxLag.entries" },
     "publish.channel": { field: "sink.publish.channel", flag: "publish", path: "sink.publish.channel" },
-    durability: { field: "sink.durability", flag: "durability", path: "sink.durability" }
+    durability: { field: "sink.durability", flag: "durability", path: "sink.durability" },
+    maxEventBytes: { field: "sink.maxEventBytes", flag: "max-event-bytes", path: "sink.maxEventBytes" },
+    largeEvents: { field: "sink.largeEvents", flag: "large-events", path: "sink.largeEvents" },
+    largeEventTtl: { field: "sink.largeEventTtl", flag: "large-event-ttl", path: "sink.largeEventTtl" }
   }
 
 /**
