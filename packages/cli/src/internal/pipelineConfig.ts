@@ -28,7 +28,7 @@ import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { ConfigError } from "@redflow/core/ConfigError"
 import * as RedisUrl from "@redflow/redis/RedisUrl"
 import { UsageError } from "./errors.ts"
-import { DEFAULT_CHECKPOINT_HASH, parseMillis } from "./flags.ts"
+import { DEFAULT_CHECKPOINT_HASH, leaseNeedsRedisCheckpoint, leaseTtl, parseMillis } from "./flags.ts"
 import * as OperatorFlags from "./operatorFlags.ts"
 import * as OptionFlags from "./optionFlags.ts"
 
@@ -414,6 +414,8 @@ export interface RunFlags extends OperatorFlags.OperatorFlags {
   readonly batchSize: Option.Option<number>
   readonly maxlen: Option.Option<number>
   readonly metricsPort: Option.Option<number>
+  /** `--lease TTL`: hold the pipeline's lease; a second `run` waits as a standby before it opens the slot. */
+  readonly lease: Option.Option<string>
 }
 
 /** No flags given: the file decides. */
@@ -434,7 +436,8 @@ export const noFlags: RunFlags = {
   snapshot: Option.none(),
   batchSize: Option.none(),
   maxlen: Option.none(),
-  metricsPort: Option.none()
+  metricsPort: Option.none(),
+  lease: Option.none()
 }
 
 /** Where the checkpoints are kept. */
@@ -817,9 +820,16 @@ export const configure = (flags: RunFlags) =>
       : Option.none<FileConfig>()
     const resolved = yield* Effect.fromResult(resolve(flags, file, env))
     const operator = yield* OperatorFlags.sinkOptions(flags, resolved.sink.trim)
+    // A standby resumes from the checkpoint the active process left: one both read, in Redis.
+    const leaseMs = Option.isSome(flags.lease) ? Option.some(yield* leaseTtl(flags.lease.value)) : Option.none<number>()
+    if (Option.isSome(leaseMs) && resolved.checkpoint._tag !== "redis") return yield* leaseNeedsRedisCheckpoint
     const config: RunConfig = {
       ...resolved,
-      sink: { ...resolved.sink, ...operator },
+      sink: {
+        ...resolved.sink,
+        ...operator,
+        ...Option.match(leaseMs, { onNone: () => ({}), onSome: (ms) => ({ lease: { ttl: Duration.millis(ms) } }) })
+      },
       origin: { ...resolved.origin, ...OperatorFlags.origins(flags) }
     }
     yield* RedisStreamSink.validateOptions(config.sink).pipe(

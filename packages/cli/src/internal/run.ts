@@ -10,12 +10,15 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as References from "effect/References"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { GlobalFlag } from "effect/cli"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Source from "@redflow/core/Source"
+import type * as Position from "@redflow/core/Position"
 import * as PostgresSource from "@redflow/postgres/PostgresSource"
+import * as PipelineLease from "@redflow/redis/PipelineLease"
 import * as RedisCheckpointStore from "@redflow/redis/RedisCheckpointStore"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as Flags from "./flags.ts"
@@ -67,11 +70,48 @@ const pipeline = (flags: PipelineConfig.RunFlags) =>
     return yield* Effect.gen(function* () {
       yield* Monitoring.announce(json)
       const store = yield* CheckpointStore.CheckpointStore
-      const from = yield* store.load(pipeline)
-      const source = yield* PostgresSource.make(config.source)
+      const scope = yield* Effect.scope
+      const leased = config.sink.lease !== undefined
+      let readCount = 0
+      let from = Option.none<Position.Position>()
+      let source: PostgresSource.PostgresSource | undefined
+      // Where the run starts, and the source (the slot opened, the snapshot or the stream begun). Under a lease both
+      // wait until the sink holds it (the source's first pull comes after it): a standby must not open the slot the
+      // active process streams from, and must resume from the checkpoint that process left, not the one it found.
+      // The source lives in the command's scope either way, so the slot is acknowledged until the very end.
+      const open = Effect.gen(function* () {
+        from = yield* store.load(pipeline)
+        const opened = yield* Effect.provideService(PostgresSource.make(config.source), Scope.Scope, scope)
+        source = opened
+        yield* Output.line(
+          `redflow: pipeline ${pipeline}: ${opened.tables.join(", ")} from ${config.sourceUrl} ` +
+            `(slot ${opened.slot}, publication ${opened.publication}) into ${config.sink.stream}` +
+            `${Option.isSome(from) ? `, resuming after checkpoint ${from.value}` : ""}; ` +
+            `checkpoints: ${storeText(config.checkpoint)}; SIGTERM or Ctrl-C drains and stops` +
+            `${leased ? "; holding the lease" : ""}`
+        )
+        if (config.checkpoint._tag === "memory") {
+          yield* Output.line(
+            "redflow: warn: no --checkpoint (FILE or redis): checkpoints are kept in memory only, so after a restart " +
+              "the pipeline does not know what it has written"
+          )
+        }
+        return opened.stream(from)
+      })
+      const changes = leased ? Stream.unwrap(open) : yield* open
+      if (leased) {
+        const holder = yield* PipelineLease.current(pipeline).pipe(
+          Effect.orElseSucceed(() => Option.none<{ readonly holder: string }>())
+        )
+        if (Option.isSome(holder)) {
+          yield* Output.line(
+            `redflow: pipeline ${pipeline}: standby: the lease is held by ${holder.value.holder}; ` +
+              "waiting to take over (the slot is opened once this process holds the lease)"
+          )
+        }
+      }
       const tally = emptyTally()
       const attributes = { source: SOURCE_NAME }
-      let readCount = 0
       const read = Effect.sync(() => readCount)
       const stop = yield* Shutdown.drain({
         waitingFor: Effect.map(read, (n) => {
@@ -79,18 +119,6 @@ const pipeline = (flags: PipelineConfig.RunFlags) =>
           return `${Output.count(left)} events read from PostgreSQL to be written and checkpointed, and the slot to be acknowledged`
         })
       })
-      yield* Output.line(
-        `redflow: pipeline ${pipeline}: ${source.tables.join(", ")} from ${config.sourceUrl} ` +
-          `(slot ${source.slot}, publication ${source.publication}) into ${config.sink.stream}` +
-          `${Option.isSome(from) ? `, resuming after checkpoint ${from.value}` : ""}; ` +
-          `checkpoints: ${storeText(config.checkpoint)}; SIGTERM or Ctrl-C drains and stops`
-      )
-      if (config.checkpoint._tag === "memory") {
-        yield* Output.line(
-          "redflow: warn: no --checkpoint (FILE or redis): checkpoints are kept in memory only, so after a restart " +
-            "the pipeline does not know what it has written"
-        )
-      }
       const startedAt = yield* Clock.currentTimeMillis
       let last = { at: startedAt, events: 0 }
       yield* Output.progressLine(
@@ -107,7 +135,7 @@ const pipeline = (flags: PipelineConfig.RunFlags) =>
           )
         })
       )
-      yield* source.stream(from).pipe(
+      yield* changes.pipe(
         Stream.mapArray((events) => {
           readCount += events.length
           return events
@@ -115,20 +143,30 @@ const pipeline = (flags: PipelineConfig.RunFlags) =>
         Stream.interruptWhen(stop),
         RedisStreamSink.deliver(config.sink),
         Stream.runForEach((batch) => Effect.sync(() => addBatch(tally, batch))),
-        Source.acknowledgeCommits(source, pipeline),
+        Source.acknowledgeCommits(
+          { acknowledge: (position) => (source === undefined ? Effect.void : source.acknowledge(position)) },
+          pipeline
+        ),
         PipelineHealth.track(pipeline)
       )
       const durationMs = (yield* Clock.currentTimeMillis) - startedAt
+      // A standby stopped before it held the lease opened no source (nothing was read): the settings name it.
+      const opened = source ?? {
+        server: config.sourceUrl,
+        tables: config.source.tables,
+        slot: config.source.slot,
+        publication: config.source.publication
+      }
       const lengths = yield* streamLengths(tally.streams.keys())
       const checkpoint = Option.orElse(tally.position, () => from)
       const summary = {
         command: "run",
         pipeline,
         source: config.sourceUrl,
-        server: source.server,
-        tables: source.tables,
-        slot: source.slot,
-        publication: source.publication,
+        server: opened.server,
+        tables: opened.tables,
+        slot: opened.slot,
+        publication: opened.publication,
         guarantee: config.sink.guarantee ?? "at-least-once",
         events: tally.events,
         written: tally.written,
@@ -161,7 +199,7 @@ const pipeline = (flags: PipelineConfig.RunFlags) =>
         config.checkpoint._tag === "memory"
           ? `checkpoint: not saved (no --checkpoint)${Option.isSome(checkpoint) ? `; delivered through ${checkpoint.value}` : ""}`
           : `checkpoint: ${Option.getOrElse(checkpoint, () => "none")} (${storeText(config.checkpoint)})`,
-        `slot: ${source.slot} on ${source.server} (publication ${source.publication}), acknowledged through the checkpoint`,
+        `slot: ${opened.slot} on ${opened.server} (publication ${opened.publication}), acknowledged through the checkpoint`,
         ...summary.streams.map(
           (s) => `  ${s.stream}: ${Output.count(s.written)} written, XLEN ${Output.count(s.length)}`
         )

@@ -83,6 +83,7 @@ export const command = Command.make(
       Flag.optional
     ),
     ...OperatorFlags.flags,
+    lease: Flags.lease,
     metricsPort: Flags.metricsPort.pipe(
       Flag.withDescription(
         "Serve /metrics, /health and /ready on this port (0 = a free port; a taken port is an error)"
