@@ -5,7 +5,12 @@
  * entry (INFO cpu) and the EVALSHA / XADD / EXEC time per entry (INFO commandstats; XADDs inside a script are counted
  * there too, so the two are not summed).
  *
- *   pnpm exec node bench/experiments/write-script.ts [--calls 100] [--rounds 3] [--only name,name]
+ *   pnpm exec node bench/experiments/write-script.ts [--calls 100] [--rounds 3] [--per-call 500] [--only name,name]
+ *
+ * On a loaded machine the CPU figures swing; instruction counts do not. Run the server under callgrind and pass it:
+ *
+ *   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg/cg.%p redis-server --port 0 --unixsocket /tmp/cg/sock &
+ *   pnpm exec node bench/experiments/write-script.ts --url /tmp/cg/sock --callgrind <pid> --callgrind-dir /tmp/cg
  */
 import { createHash } from "node:crypto"
 import { execFileSync } from "node:child_process"
