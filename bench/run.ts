@@ -33,7 +33,7 @@ import * as Payload from "./src/Payload.ts"
 import * as Profile from "./src/Profile.ts"
 import { format as formatProfile, summarize as summarizeProfile } from "./src/ProfileSummary.ts"
 import { log } from "./src/Progress.ts"
-import { connect, deleteMatching, serverCommandMicros } from "./src/RedisClient.ts"
+import { connect, deleteMatching, serverCpuMicros } from "./src/RedisClient.ts"
 import { type LatencySummary, median, round } from "./src/Stats.ts"
 import * as Throughput from "./src/Throughput.ts"
 import * as Report from "./src/Report.ts"
@@ -223,9 +223,9 @@ const rounds = async (
     for (const c of order) {
       collect()
       const prefix = `bench.${runId}.${section}.${r}.${c.key}`
-      const serverBefore = await serverCommandMicros(ctx.client)
+      const serverBefore = await serverCpuMicros(ctx.client)
       const result = await c.run(count, prefix)
-      const serverMicros = (await serverCommandMicros(ctx.client)) - serverBefore
+      const serverMicros = (await serverCpuMicros(ctx.client)) - serverBefore
       await cleanup(prefix)
       row[c.key] = Math.round(result.eventsPerSecond)
       ;(busy[c.key] ??= []).push(serverMicros / 1000 / result.ms)

@@ -7,7 +7,7 @@
  */
 import * as Net from "node:net"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
-import { connect, deleteMatching, serverCommandMicros } from "../src/RedisClient.ts"
+import { connect, deleteMatching, serverCpuMicros } from "../src/RedisClient.ts"
 import * as Payload from "../src/Payload.ts"
 import * as Throughput from "../src/Throughput.ts"
 import { collect } from "../src/Gc.ts"
@@ -72,9 +72,9 @@ const results = new Map<string, Array<string>>()
 for (let round = 0; round < 5; round++) {
   for (const [name, run] of round % 2 === 0 ? variants : [...variants].reverse()) {
     collect()
-    const before = await serverCommandMicros(client)
+    const before = await serverCpuMicros(client)
     const ms = await run(`y.${round}.${name.replace(/\W/g, "")}`)
-    const busy = ((await serverCommandMicros(client)) - before) / 1000 / ms
+    const busy = ((await serverCpuMicros(client)) - before) / 1000 / ms
     const len = (
       await Promise.all(Payload.streamsOf(`y.${round}.${name.replace(/\W/g, "")}`).map((s) => client.xlen(s)))
     ).reduce((a, b) => a + b, 0)

@@ -8,7 +8,7 @@
  */
 import { createHash } from "node:crypto"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
-import { connect, deleteMatching, serverCommandMicros } from "../src/RedisClient.ts"
+import { connect, deleteMatching, serverCpuMicros } from "../src/RedisClient.ts"
 import * as Payload from "../src/Payload.ts"
 import * as Throughput from "../src/Throughput.ts"
 import { collect } from "../src/Gc.ts"
@@ -97,9 +97,9 @@ const results = new Map<string, Array<string>>()
 for (let round = 0; round < 4; round++) {
   for (const [name, run] of round % 2 === 0 ? variants : [...variants].reverse()) {
     collect()
-    const before = await serverCommandMicros(client)
+    const before = await serverCpuMicros(client)
     const ms = await run(`x.${round}.${name.replace(/\W/g, "")}`)
-    const busy = ((await serverCommandMicros(client)) - before) / 1000 / ms
+    const busy = ((await serverCpuMicros(client)) - before) / 1000 / ms
     await deleteMatching(client, `*x.${round}*`)
     if (round > 0)
       (results.get(name) ?? results.set(name, []).get(name)!).push(

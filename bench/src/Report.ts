@@ -9,7 +9,7 @@ export interface Figure {
   /** Median over the rounds of this contender's throughput / the same round's baseline. */
   readonly ratio: number
   readonly ratios: ReadonlyArray<number>
-  /** Median over the rounds of the server's command time (INFO commandstats) / the run's wall time. */
+  /** Median over the rounds of the server's main-thread CPU time (INFO cpu) / the run's wall time. */
   readonly serverBusy: number
 }
 
@@ -302,7 +302,7 @@ export const format = (
     out.push(
       "",
       `## ${title}`,
-      `${x.events} events per run, median of ${x.rounds} rounds; ratio = median of per-round ratios; Redis busy = the server's own command time (INFO commandstats) as a share of the run's wall time; load average ${x.loadAverage}. ${note}`
+      `${x.events} events per run, median of ${x.rounds} rounds; ratio = median of per-round ratios; Redis busy = the server's main-thread CPU time (INFO cpu) as a share of the run's wall time; load average ${x.loadAverage}. ${note}`
     )
     out.push(
       table(

@@ -8,7 +8,15 @@
  * A script does not roll back: a command that fails half-way leaves the writes before it in place. So the script
  * does everything that can fail before its first write (the user's ACL for each command and key, the mark's type and
  * form, the expected mark), and if an XADD or the final HSET still fails (a stream whose last possible id is used up),
- * it deletes the entries it added in this call before it returns the error. A failed call writes nothing.
+ * it deletes the entries it added in this call before it returns the error. A failed call writes nothing. It keeps
+ * only the first id it added for that: the call runs atomically and ids only grow, so its entries are those from that
+ * id on, read back with XRANGE on failure (a list of every id would cost each entry a table slot on the way).
+ *
+ * The server's cost is per entry: the entry's values made into ARGV (about half of it), one `redis.pcall("XADD", …)`
+ * with its arguments in place (the loop is in the source twice, with and without the trim arguments, rather than
+ * behind a wrapper function; ARGV and `redis.pcall` are locals), and two string comparisons for the mark. In all
+ * about 2.3 times the instructions of a native pipelined XADD of the same entry (bench/RESULTS.md, "Issue 16: the
+ * write script").
  *
  * The high-water mark (a hash in the stream's hash slot, one field per pipeline) holds `<position> <entry id>`: the
  * highest position written to the stream and the id of the entry that carries it, so that a mark can be checked
@@ -136,7 +144,75 @@ export interface WriteReply {
   readonly firstId: string
 }
 
+/**
+ * The per-entry loop, for one form of the XADD (with or without the trim arguments): the source holds it twice, so
+ * that each entry's XADD is one `redis.pcall` with its arguments in place, without a wrapper function between.
+ */
+const entryLoop = (xadd: string) => `for i = ${HEADER_ARITY + 1}, #ARGV, arity do
+  local position = ARGV[i]
+  -- Positions are equal-width lowercase hex: longer, or as long and bytewise greater, is later.
+  local later = not mark or #position > #mark or (#position == #mark and position > mark)
+  if skip and not later then
+    skipped = skipped + 1
+  else
+    local key, err = ARGV[i + 4], ARGV[i + 6]
+    local ref = ""
+    if refTtl ~= "" then ref = ARGV[i + refAt] end
+    local id
+    if ref ~= "" then
+      -- By reference: the body under its own key, the entry pointing to it. A key already there holds the same
+      -- event's body (a replay sets it again), so a failed call leaves it.
+      local existed = redis.pcall("EXISTS", ref)
+      local set = redis.pcall("SET", ref, ARGV[i + 5], "PX", refTtl)
+      if type(set) == "table" and set.err then return fail(set.err, "SET", ref) end
+      if existed == 0 then stored[#stored + 1] = ref end
+      local fields = { "ref", ref, "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3] }
+      if key ~= "" then fields[#fields + 1] = "key"; fields[#fields + 1] = key end
+      if traceparent ~= "" then
+        local tp = ARGV[i + 7]
+        if tp == "" then tp = traceparent end
+        fields[#fields + 1] = "traceparent"; fields[#fields + 1] = tp
+      end
+      id = ${xadd}unpack(fields))
+    elseif traceparent == "" then
+      if err ~= "" then
+        id = ${xadd}"event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err)
+      elseif key ~= "" then
+        id = ${xadd}"event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key)
+      else
+        id = ${xadd}"event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3])
+      end
+    else
+      local tp = ARGV[i + 7]
+      if tp == "" then tp = traceparent end
+      if err ~= "" then
+        id = ${xadd}"event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err,
+          "traceparent", tp)
+      elseif key ~= "" then
+        id = ${xadd}"event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key,
+          "traceparent", tp)
+      else
+        id = ${xadd}"event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3],
+          "traceparent", tp)
+      end
+    end
+    if type(id) == "table" and id.err then return fail(id.err, "XADD", stream) end
+    if written == 0 then firstId = id end
+    lastId = id
+    written = written + 1
+    if later then mark, markId = position, id end
+  end
+end`
+
+const entryLoops = () => `if trim == "" then
+${entryLoop(`redisPcall("XADD", stream, "*", `)}
+else
+${entryLoop(`redisPcall("XADD", stream, trim, op, threshold, "*", `)}
+end`
+
 const SOURCE = `#!lua
+-- Locals rather than globals: the loop reads ARGV and calls redis.pcall for every entry.
+local ARGV, redisPcall = ARGV, redis.pcall
 local stream, marks = KEYS[1], KEYS[2]
 local field, trim, op, threshold = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local expected, skip, width, mode = ARGV[5], ARGV[6] == "1", tonumber(ARGV[7]), ARGV[8]
@@ -187,83 +263,28 @@ if (mark or "") ~= expected then
   return { ${MARK_MISMATCH}, 0, "", mark or "" }
 end
 
-local added, stored = {}, {}
+local written, skipped, firstId, lastId, stored = 0, 0, nil, "", {}
 -- Undoes this call's entries (and the bodies it stored that were not there before), so that a failed call leaves
--- the stream as it found it.
+-- the stream as it found it. The call runs atomically and ids only grow, so its entries are exactly those from its
+-- first id on: read back with XRANGE rather than remembered one by one (those its own trimming removed are gone).
 local function fail(err, command, key)
-  for _, id in ipairs(added) do redis.pcall("XDEL", stream, id) end
+  if firstId then
+    local range = redis.pcall("XRANGE", stream, firstId, "+")
+    if type(range) == "table" and not range.err then
+      for _, entry in ipairs(range) do redis.pcall("XDEL", stream, entry[1]) end
+    end
+  end
   for _, ref in ipairs(stored) do redis.pcall("DEL", ref) end
-  return redis.error_reply(err .. " (" .. command .. " on " .. key .. "; " .. #added ..
+  return redis.error_reply(err .. " (" .. command .. " on " .. key .. "; " .. written ..
     " entries of this call removed again, nothing written)")
 end
-local xadd
-if trim == "" then
-  xadd = function(...) return redis.pcall("XADD", stream, "*", ...) end
-else
-  xadd = function(...) return redis.pcall("XADD", stream, trim, op, threshold, "*", ...) end
-end
 local before = mark
-local written, skipped, lastId = 0, 0, ""
-for i = ${HEADER_ARITY + 1}, #ARGV, arity do
-  local position = ARGV[i]
-  -- Positions are equal-width lowercase hex: longer, or as long and bytewise greater, is later.
-  local later = not mark or #position > #mark or (#position == #mark and position > mark)
-  if skip and not later then
-    skipped = skipped + 1
-  else
-    local key, err = ARGV[i + 4], ARGV[i + 6]
-    local ref = ""
-    if refTtl ~= "" then ref = ARGV[i + refAt] end
-    local id
-    if ref ~= "" then
-      -- By reference: the body under its own key, the entry pointing to it. A key already there holds the same
-      -- event's body (a replay sets it again), so a failed call leaves it.
-      local existed = redis.pcall("EXISTS", ref)
-      local set = redis.pcall("SET", ref, ARGV[i + 5], "PX", refTtl)
-      if type(set) == "table" and set.err then return fail(set.err, "SET", ref) end
-      if existed == 0 then stored[#stored + 1] = ref end
-      local fields = { "ref", ref, "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3] }
-      if key ~= "" then fields[#fields + 1] = "key"; fields[#fields + 1] = key end
-      if traceparent ~= "" then
-        local tp = ARGV[i + 7]
-        if tp == "" then tp = traceparent end
-        fields[#fields + 1] = "traceparent"; fields[#fields + 1] = tp
-      end
-      id = xadd(unpack(fields))
-    elseif traceparent == "" then
-      if err ~= "" then
-        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err)
-      elseif key ~= "" then
-        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key)
-      else
-        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3])
-      end
-    else
-      local tp = ARGV[i + 7]
-      if tp == "" then tp = traceparent end
-      if err ~= "" then
-        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "error", err,
-          "traceparent", tp)
-      elseif key ~= "" then
-        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3], "key", key,
-          "traceparent", tp)
-      else
-        id = xadd("event", ARGV[i + 5], "id", ARGV[i + 1], "op", ARGV[i + 2], "table", ARGV[i + 3],
-          "traceparent", tp)
-      end
-    end
-    if type(id) == "table" and id.err then return fail(id.err, "XADD", stream) end
-    added[#added + 1] = id
-    lastId = id
-    written = written + 1
-    if later then mark, markId = position, id end
-  end
-end
+${entryLoops()}
 if mark ~= before then
   local set = redis.pcall("HSET", marks, field, mark .. " " .. markId)
   if type(set) == "table" and set.err then return fail(set.err, "HSET", marks) end
 end
-return { written, skipped, lastId, mark or "", added[1] or "" }
+return { written, skipped, lastId, mark or "", firstId or "" }
 `
 
 /**

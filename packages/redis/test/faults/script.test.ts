@@ -136,5 +136,24 @@ describe("a write script that fails writes nothing (all or nothing, in every pos
         expect(Option.isNone(checkpoint)).toBe(true)
       })
     )
+
+    it.live(`${guarantee}: an XADD that fails after several of the same call succeeded: all of them are removed`, () =>
+      Effect.gen(function* () {
+        const server = yield* RedisTestServer.make({ useEnv: false })
+        const stream = uniquePrefix(`exhausted-late-${guarantee}`)
+        // Three ids are left before the stream's last possible one is used: the fourth XADD of the call fails.
+        const seed = "18446744073709551615-18446744073709551612"
+        yield* Effect.promise(() => withClient(server.url, (c) => c.xadd(stream, seed, "seed", "1")))
+        const { exit, checkpoint } = yield* runAs(server.url, stream, guarantee)
+        const error = failure(exit)
+        expect(error._tag).toBe("RedisCommandError")
+        expect(error.message).toContain("exhausted the last possible ID")
+        expect(error.message).toContain("3 entries of this call removed again")
+        const entries = yield* Effect.promise(() => withClient(server.url, (c) => c.xrange(stream, "-", "+")))
+        expect(entries.map(([id]) => id)).toEqual([seed])
+        expect(yield* markOf(server.url, stream)).toBeNull()
+        expect(Option.isNone(checkpoint)).toBe(true)
+      })
+    )
   }
 })
