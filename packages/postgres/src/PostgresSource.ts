@@ -348,6 +348,7 @@ export const make = (
     const report = (f: (h: PipelineHealth.PipelineHealthService) => Effect.Effect<void>) =>
       Option.match(health, { onNone: () => Effect.void, onSome: f })
     const sourceInfo = { connector: "postgresql", name: config.name, db: config.db } as const
+    const idOf = Positions.eventIds(sourceInfo)
 
     /**
      * After the stream ended (a drain), the last acknowledgements come with no replication connection open: the
@@ -440,13 +441,14 @@ export const make = (
       names: ReadonlyArray<string>,
       decoders: ReadonlyArray<ColumnDecoder>,
       tuple: ReadonlyArray<Pgoutput.Value>,
-      include: (i: number) => boolean,
+      /** The columns to include (the key's, `isKey`); `undefined` for all. */
+      only: ReadonlyArray<boolean> | undefined,
       unchanged: Array<string> | undefined,
       old: Record<string, unknown> | undefined
     ): Record<string, unknown> => {
       const row: Record<string, unknown> = {}
       for (let i = 0; i < names.length; i++) {
-        if (!include(i)) continue
+        if (only !== undefined && only[i] !== true) continue
         const value = tuple[i]
         const name = names[i]!
         if (value === undefined) throw new ShapeError(`no value for column ${name} of ${table}`)
@@ -518,7 +520,7 @@ export const make = (
                   names,
                   decoders,
                   names.map((n) => row[n] ?? null),
-                  () => true,
+                  undefined,
                   undefined,
                   undefined
                 )
@@ -552,13 +554,17 @@ export const make = (
           yield* Metric.update(tablesDone, 0)
           state.snapshotFinished = false
           let index = 0
-          const event = (table: TableInfo, after: CdcEvent.Row, final: boolean) =>
-            CdcEvent.make({
+          const event = (table: TableInfo, after: CdcEvent.Row, final: boolean): CdcEvent.CdcEvent => {
+            const position = Positions.snapshotRow(consistentPoint, index++, final)
+            return {
+              id: idOf(position),
               op: "r",
               before: null,
               after,
               source: {
-                ...sourceInfo,
+                connector: sourceInfo.connector,
+                name: sourceInfo.name,
+                db: sourceInfo.db,
                 schema: table.schema,
                 table: table.table,
                 ts_ms: startedAt,
@@ -566,8 +572,9 @@ export const make = (
                 lsn
               },
               ts_ms: startedAt,
-              position: Positions.snapshotRow(consistentPoint, index++, final)
-            })
+              position
+            }
+          }
           interface Cursor {
             readonly table: number
             readonly reader: Effect.Success<ReturnType<typeof tableReader>> | undefined
@@ -624,6 +631,8 @@ export const make = (
       readonly schema: string
       readonly table: string
       readonly quoted: string
+      /** The count of its table's changes in the transaction (`data_collection_order`), shared by the table's relations. */
+      readonly inTable: TableCount
       readonly names: ReadonlyArray<string>
       readonly isKey: ReadonlyArray<boolean>
       readonly full: boolean
@@ -643,7 +652,12 @@ export const make = (
       index: number
       emitted: number
       last: Position.Position | undefined
-      readonly perTable: Map<string, number>
+    }
+
+    /** A table's changes in the transaction `tx` so far: reset when a change of another transaction comes. */
+    interface TableCount {
+      tx: Transaction | undefined
+      count: number
     }
 
     type Out = CdcEvent.CdcEvent
@@ -686,6 +700,7 @@ export const make = (
           yield* Effect.forkScoped(statusLoop(session, client))
 
           const relations = new Map<number, RelationInfo>()
+          const tableCounts = new Map<string, TableCount>()
           let tx: Transaction | undefined
           let stopped = false
           const skip = (position: Position.Position) =>
@@ -697,10 +712,16 @@ export const make = (
               const captured = byName.get(name)
               const decoders =
                 captured === undefined ? undefined : yield* decodersOf(session, captured.quoted, m.columns)
+              let inTable = tableCounts.get(name)
+              if (inTable === undefined) {
+                inTable = { tx: undefined, count: 0 }
+                tableCounts.set(name, inTable)
+              }
               relations.set(m.relationId, {
                 schema: m.schema,
                 table: m.table,
                 quoted: captured?.quoted ?? name,
+                inTable,
                 names: m.columns.map((c) => c.name),
                 isKey: m.columns.map((c) => c.isKey),
                 full: m.replicaIdentity === "f",
@@ -729,31 +750,32 @@ export const make = (
             if (r.decoders === undefined) return
             const position = Positions.inTransaction(t.prefix, index)
             // Counted before the skip, so a replayed event keeps its order within the table.
-            const table = `${r.schema}.${r.table}`
-            const inTable = (t.perTable.get(table) ?? 0) + 1
-            t.perTable.set(table, inTable)
+            const counted = r.inTable
+            if (counted.tx !== t) {
+              counted.tx = t
+              counted.count = 0
+            }
+            const inTable = ++counted.count
             if (skip(position)) return
             t.emitted++
             t.last = position
             state.lastEmitted = position
+            // Object literals of one shape each (no spread): cheaper to build here and to serialize in the sink.
+            const source: CdcEvent.Source = {
+              connector: sourceInfo.connector,
+              name: sourceInfo.name,
+              db: sourceInfo.db,
+              schema: r.schema,
+              table: r.table,
+              ts_ms: t.commitMillis,
+              lsn: walStart === 0n ? t.lsn : Pgoutput.formatLsn(walStart),
+              txId: t.xid
+            }
+            const transaction = { id: t.id, total_order: index + 1, data_collection_order: inTable }
             out.push(
-              CdcEvent.make({
-                op,
-                before,
-                after,
-                source: {
-                  ...sourceInfo,
-                  schema: r.schema,
-                  table: r.table,
-                  ts_ms: t.commitMillis,
-                  lsn: walStart === 0n ? t.lsn : Pgoutput.formatLsn(walStart),
-                  txId: t.xid
-                },
-                ts_ms: now,
-                transaction: { id: t.id, total_order: index + 1, data_collection_order: inTable },
-                ...(unchanged !== undefined && unchanged.length > 0 ? { unchanged } : {}),
-                position
-              })
+              unchanged !== undefined && unchanged.length > 0
+                ? { id: idOf(position), op, before, after, source, ts_ms: now, transaction, unchanged, position }
+                : { id: idOf(position), op, before, after, source, ts_ms: now, transaction, position }
             )
           }
 
@@ -816,8 +838,7 @@ export const make = (
                       lsn: Pgoutput.formatLsn(m.finalLsn),
                       index: 0,
                       emitted: 0,
-                      last: undefined,
-                      perTable: new Map()
+                      last: undefined
                     }
                     state.inTransaction = true
                     break
@@ -900,8 +921,8 @@ export const make = (
               tx!.index++
               return
             }
-            const all = () => true
-            const keyOnly = (i: number) => r.isKey[i] === true
+            const all = undefined
+            const keyOnly = r.isKey
             const name = r.quoted
             switch (m._tag) {
               case "Insert":

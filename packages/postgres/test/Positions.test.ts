@@ -1,4 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
+import * as Pgoutput from "../src/internal/Pgoutput.ts"
 import * as Positions from "../src/internal/Positions.ts"
 
 describe("PostgreSQL positions", () => {
@@ -38,5 +39,31 @@ describe("PostgreSQL positions", () => {
     expect(Positions.parse("000000000000002a")).toBeUndefined()
     expect(Positions.parse("0".repeat(16) + "2" + "0".repeat(15))).toBeUndefined()
     expect(Positions.parse("g".repeat(32))).toBeUndefined()
+  })
+
+  it("give ids made of the source's identity and the position: the same on every replay, distinct per position and source", () => {
+    const source = { connector: "postgresql", name: "shop", db: "app" }
+    const idOf = Positions.eventIds(source)
+    const position = Positions.change(0x16b3748n, 41)
+    const id = Positions.eventIds(source)(position)
+    expect(id).toBe(idOf(position))
+    expect(id).toMatch(/^[0-9a-f]{12}-[0-9a-f]{32}$/)
+    expect(id.endsWith(`-${position}`)).toBe(true)
+    expect(idOf(Positions.change(0x16b3748n, 42))).not.toBe(id)
+    expect(idOf(Positions.snapshotRow(0x16b3748n, 41))).not.toBe(id)
+    expect(Positions.eventIds({ ...source, db: "other" })(position)).not.toBe(id)
+    expect(Positions.eventIds({ ...source, name: "orders" })(position)).not.toBe(id)
+  })
+
+  it("print LSNs as PostgreSQL does, past 2^53 too", () => {
+    expect(Pgoutput.formatLsn(0n)).toBe("0/0")
+    expect(Pgoutput.formatLsn(0x153b318n)).toBe("0/153B318")
+    expect(Pgoutput.formatLsn(0x1_0000_0000n)).toBe("1/0")
+    expect(Pgoutput.formatLsn(0x1f_ffff_ffff_ffffn)).toBe("1FFFFF/FFFFFFFF")
+    expect(Pgoutput.formatLsn(0x20_0000_0000_0001n)).toBe("200000/1")
+    expect(Pgoutput.formatLsn(0xffff_ffff_ffff_ffffn)).toBe("FFFFFFFF/FFFFFFFF")
+    for (const lsn of [0x153b318n, 0xabcdef_12345678n, 0xffff_ffff_ffff_ffffn]) {
+      expect(Pgoutput.parseLsn(Pgoutput.formatLsn(lsn))).toBe(lsn)
+    }
   })
 })

@@ -131,25 +131,32 @@ export class PgoutputDecodeError extends Schema.TaggedError<PgoutputDecodeError>
   message: Schema.String
 }) {}
 
-const fail = (buffer: Buffer, offset: number, reason: string): never => {
-  const messageType = buffer.length > 0 ? String.fromCharCode(buffer[0]!) : ""
+/** A malformed payload: the one that starts at `start` of `buffer`; `offset` is counted from `buffer`'s start too. */
+const fail = (buffer: Buffer, offset: number, reason: string, start = 0): never => {
+  const messageType = buffer.length > start ? String.fromCharCode(buffer[start]!) : ""
   throw new PgoutputDecodeError({
     messageType,
-    offset,
+    offset: offset - start,
     reason,
-    message: `malformed pgoutput message '${messageType}' at byte ${offset} of ${buffer.length}: ${reason}`
+    message: `malformed pgoutput message '${messageType}' at byte ${offset - start} of ${buffer.length - start}: ${reason}`
   })
 }
 
 /** A cursor over one payload. Plain mutable state, reused for the whole message: no per-field allocation. */
 class Reader {
-  offset = 1
+  offset: number
   readonly buffer: Buffer
-  constructor(buffer: Buffer) {
+  readonly start: number
+  constructor(buffer: Buffer, start: number) {
     this.buffer = buffer
+    this.start = start
+    this.offset = start + 1
+  }
+  fail(offset: number, reason: string): never {
+    return fail(this.buffer, offset, reason, this.start)
   }
   need(bytes: number) {
-    if (this.offset + bytes > this.buffer.length) fail(this.buffer, this.offset, `needs ${bytes} more bytes`)
+    if (this.offset + bytes > this.buffer.length) this.fail(this.offset, `needs ${bytes} more bytes`)
   }
   u8(): number {
     this.need(1)
@@ -188,7 +195,7 @@ class Reader {
   /** A NUL-terminated string. */
   cstring(): string {
     const end = this.buffer.indexOf(0, this.offset)
-    if (end < 0) fail(this.buffer, this.offset, "unterminated string")
+    if (end < 0) this.fail(this.offset, "unterminated string")
     const value = this.buffer.toString("utf8", this.offset, end)
     this.offset = end + 1
     return value
@@ -219,14 +226,14 @@ class Reader {
           break
         }
         default:
-          fail(this.buffer, this.offset - 1, `unknown tuple data kind 0x${kind.toString(16)}`)
+          this.fail(this.offset - 1, `unknown tuple data kind 0x${kind.toString(16)}`)
       }
     }
     return values
   }
   end() {
     if (this.offset !== this.buffer.length) {
-      fail(this.buffer, this.offset, `${this.buffer.length - this.offset} bytes left over`)
+      this.fail(this.offset, `${this.buffer.length - this.offset} bytes left over`)
     }
   }
 }
@@ -234,22 +241,23 @@ class Reader {
 const replicaIdentities: Record<number, ReplicaIdentity> = { 0x64: "d", 0x6e: "n", 0x66: "f", 0x69: "i" }
 
 const oldKindOf = (reader: Reader, byte: number): "key" | "full" =>
-  byte === 0x4b ? "key" : byte === 0x4f ? "full" : fail(reader.buffer, reader.offset - 1, "expected 'K' or 'O'")
+  byte === 0x4b ? "key" : byte === 0x4f ? "full" : reader.fail(reader.offset - 1, "expected 'K' or 'O'")
 
 const expectNew = (reader: Reader, byte: number) => {
-  if (byte !== 0x4e) fail(reader.buffer, reader.offset - 1, "expected 'N' (new tuple)")
+  if (byte !== 0x4e) reader.fail(reader.offset - 1, "expected 'N' (new tuple)")
 }
 
 /**
- * Decodes one pgoutput v1 message (the payload of an XLogData message).
+ * Decodes one pgoutput v1 message (the payload of an XLogData message): all of `buffer` from `start` on (the
+ * XLogData's own bytes, without a view made for the payload).
  *
  * @throws PgoutputDecodeError when the payload is malformed: callers turn it into a failure where it enters Effect.
  */
-export const decode = (buffer: Buffer): Message => {
-  if (buffer.length === 0) return fail(buffer, 0, "empty payload")
-  const reader = new Reader(buffer)
+export const decode = (buffer: Buffer, start = 0): Message => {
+  if (buffer.length <= start) return fail(buffer, start, "empty payload", start)
+  const reader = new Reader(buffer, start)
   let message: Message
-  switch (buffer[0]) {
+  switch (buffer[start]) {
     case 0x42: // B
       message = { _tag: "Begin", finalLsn: reader.u64(), commitTime: reader.i64(), xid: reader.u32() }
       break
@@ -272,7 +280,7 @@ export const decode = (buffer: Buffer): Message => {
       const table = reader.cstring()
       const identityByte = reader.u8()
       const replicaIdentity =
-        replicaIdentities[identityByte] ?? fail(buffer, reader.offset - 1, `unknown replica identity ${identityByte}`)
+        replicaIdentities[identityByte] ?? reader.fail(reader.offset - 1, `unknown replica identity ${identityByte}`)
       const count = reader.i16()
       const columns = new Array<Column>(count)
       for (let i = 0; i < count; i++) {
@@ -341,7 +349,7 @@ export const decode = (buffer: Buffer): Message => {
       break
     }
     default:
-      return fail(buffer, 0, "unknown message type (protocol version 1 knows B C O R Y I U D T M)")
+      return reader.fail(start, "unknown message type (protocol version 1 knows B C O R Y I U D T M)")
   }
   reader.end()
   return message
@@ -356,9 +364,17 @@ export const toEpochMillis = (pgMicros: bigint): number => Number((pgMicros + PG
 /** Milliseconds since the Unix epoch as a PostgreSQL timestamp (microseconds since 2000-01-01 UTC). */
 export const fromEpochMillis = (millis: number): bigint => BigInt(Math.trunc(millis)) * 1000n - PG_EPOCH_MICROS
 
-/** `0/153B318`, the form PostgreSQL prints and parses. */
-export const formatLsn = (lsn: Lsn): string =>
-  `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`
+const TWO_32 = 2 ** 32
+
+/** `0/153B318`, the form PostgreSQL prints and parses. Once per change (`source.lsn`): in numbers when it fits one. */
+export const formatLsn = (lsn: Lsn): string => {
+  if (lsn <= 9_007_199_254_740_991n) {
+    const n = Number(lsn)
+    const high = Math.floor(n / TWO_32)
+    return `${high.toString(16)}/${(n - high * TWO_32).toString(16)}`.toUpperCase()
+  }
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`
+}
 
 /** Parses `0/153B318`; `undefined` when it is not an LSN. */
 export const parseLsn = (text: string): Lsn | undefined => {

@@ -13,7 +13,9 @@
  *
  * @internal
  */
+import type * as CdcEvent from "@redflow/core/CdcEvent"
 import type * as Position from "@redflow/core/Position"
+import { createHash } from "node:crypto"
 import type { Lsn } from "./Pgoutput.ts"
 
 export const WIDTH = 32
@@ -54,4 +56,21 @@ export const parse = (position: string): Parsed | undefined => {
     default:
       return undefined
   }
+}
+
+/**
+ * The events' ids, without a hash per event: `<12 hex digits>-<position>`, the 12 digits being the start of the
+ * SHA-1 of the source's identity (connector, name, database), computed once here, and the position the event's own
+ * (32 hex digits, above). A position is unique within a source and the same on every replay, so the id is too; two
+ * sources' ids differ in their first part (unless their identities' hashes share 48 bits). It is never a UUID (the
+ * ids of `CdcEvent.eventId` and of the synthetic source), whose first group has 8 digits.
+ */
+export const eventIds = (
+  source: Pick<CdcEvent.Source, "connector" | "name" | "db">
+): ((position: Position.Position) => string) => {
+  const prefix = `${createHash("sha1")
+    .update(`${source.connector}\u0000${source.name}\u0000${source.db}`)
+    .digest("hex")
+    .slice(0, 12)}-`
+  return (position) => prefix + position
 }

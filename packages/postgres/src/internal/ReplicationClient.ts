@@ -254,19 +254,31 @@ export const make = (options: ConnectOptions): Effect.Effect<ReplicationClient, 
           if (error !== undefined) return
           // Decoded here, inside the event: the chunk is a view into the parser's buffer, reused after it.
           try {
-            const frame = Protocol.parseServerMessage(chunk)
-            if (frame.walEnd > received) received = frame.walEnd
-            if (frame._tag === "Keepalive") {
-              // The answer carries the acknowledged LSN, never the received one.
-              if (frame.replyRequested) Effect.runSync(Effect.ignore(sendStatus(false)))
-              inbox.push(frame)
-            } else {
+            if (Protocol.isXLogData(chunk)) {
+              // The payload is decoded where it lies in the chunk: no frame object and no view per message.
+              const walEnd = Protocol.walEndOf(chunk)
+              if (walEnd > received) received = walEnd
               inbox.push({
                 _tag: "Data",
-                walStart: frame.walStart,
-                walEnd: frame.walEnd,
-                message: Pgoutput.decode(frame.data)
+                walStart: Protocol.walStartOf(chunk),
+                walEnd,
+                message: Pgoutput.decode(chunk, Protocol.XLOG_DATA_OFFSET)
               })
+            } else {
+              const frame = Protocol.parseServerMessage(chunk)
+              if (frame.walEnd > received) received = frame.walEnd
+              if (frame._tag === "Keepalive") {
+                // The answer carries the acknowledged LSN, never the received one.
+                if (frame.replyRequested) Effect.runSync(Effect.ignore(sendStatus(false)))
+                inbox.push(frame)
+              } else {
+                inbox.push({
+                  _tag: "Data",
+                  walStart: frame.walStart,
+                  walEnd: frame.walEnd,
+                  message: Pgoutput.decode(frame.data)
+                })
+              }
             }
           } catch (cause) {
             error = failure("stream", "could not decode the replication stream")(cause)

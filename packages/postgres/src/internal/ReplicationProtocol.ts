@@ -74,6 +74,18 @@ export const parseServerMessage = (chunk: Buffer): ServerMessage => {
   }
 }
 
+/** Where an XLogData's payload starts in its chunk, for a caller that decodes it in place (no view, no frame object). */
+export const XLOG_DATA_OFFSET = XLOG_HEADER
+
+/** An XLogData message with its whole header: `walStartOf`, `walEndOf` and the payload at {@link XLOG_DATA_OFFSET}. */
+export const isXLogData = (chunk: Buffer): boolean => chunk[0] === 0x77 && chunk.length >= XLOG_HEADER
+
+/** The `walStart` of an XLogData chunk ({@link isXLogData}). */
+export const walStartOf = (chunk: Buffer): Lsn => chunk.readBigUInt64BE(1)
+
+/** The `walEnd` of an XLogData chunk ({@link isXLogData}). */
+export const walEndOf = (chunk: Buffer): Lsn => chunk.readBigUInt64BE(9)
+
 export interface StandbyStatus {
   /** The last WAL position received and written (informational for a logical slot). */
   readonly written: Lsn
