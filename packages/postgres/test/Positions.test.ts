@@ -33,6 +33,13 @@ describe("PostgreSQL positions", () => {
     })
     expect(Positions.parse(Positions.snapshotRow(0x16b3748n, 7, true))).toMatchObject({ index: 7n, final: true })
     expect(Positions.change(0x10n, 300)).toBe(Positions.inTransaction(Positions.changePrefix(0x10n), 300))
+    for (const index of [0, 1, 15, 16, 0xffff_ffff, Number.MAX_SAFE_INTEGER]) {
+      expect(Positions.parse(Positions.change(0x16b3748n, index))).toEqual({
+        kind: "change",
+        commitLsn: 0x16b3748n,
+        index: BigInt(index)
+      })
+    }
   })
 
   it("refuse what is not one of theirs", () => {

@@ -31,9 +31,14 @@ export const change = (commitLsn: Lsn, index: number): Position.Position =>
 /** The part of a change's position its whole transaction shares: formatted once per transaction. */
 export const changePrefix = (commitLsn: Lsn): string => `${hex(commitLsn, 16)}1`
 
+/** `ZEROS[n]` is `n` zeros: the padding of an index, without a `padStart` per change. */
+const ZEROS = Array.from({ length: 16 }, (_, n) => "0".repeat(n))
+
 /** A change's position from its transaction's prefix ({@link changePrefix}) and its index (a safe integer). */
-export const inTransaction = (prefix: string, index: number): Position.Position =>
-  `${prefix}${index.toString(16).padStart(15, "0")}` as Position.Position
+export const inTransaction = (prefix: string, index: number): Position.Position => {
+  const digits = index.toString(16)
+  return `${prefix}${ZEROS[15 - digits.length]}${digits}` as Position.Position
+}
 
 export const snapshotRow = (consistentPoint: Lsn, index: number, final = false): Position.Position =>
   `${hex(consistentPoint - 1n, 16)}0${hex(final ? BigInt(index) | FINAL : BigInt(index), 15)}` as Position.Position
