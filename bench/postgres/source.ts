@@ -5,7 +5,9 @@
  * source's own cost, compared within one run. Figures from the first event to the last (start-up left out); CPU is
  * the child's own (`process.cpuUsage`).
  *
- *   pnpm exec node bench/postgres/source.ts --before /path/to/main [--transactions N] [--rounds N]
+ *   pnpm exec node bench/postgres/source.ts --before /path/to/main [--transactions N] [--rounds N] [--profile DIR]
+ *
+ * `--profile DIR`: a CPU profile of each child in DIR (`node bench/profile-summary.ts FILE`).
  */
 import * as ChildProcess from "node:child_process"
 import * as Path from "node:path"
@@ -27,6 +29,7 @@ import {
 const transactions = Math.round(numberOption("--transactions", 40_000) / 4) * 4
 const rounds = numberOption("--rounds", 3)
 const before = value("--before")
+const profileDir = value("--profile")
 const TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"] as const
 const PUBLICATION = "bench"
 
@@ -46,7 +49,11 @@ const child = (tree: string, url: string, slot: string, rows: number) =>
   new Promise<Result>((resolve, reject) => {
     ChildProcess.execFile(
       process.execPath,
-      [Path.join(benchDir, "sourceChild.ts"), tree, url, slot, PUBLICATION, TABLES.join(","), String(rows)],
+      [
+        ...(profileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", Path.join(profileDir, slot)]),
+        Path.join(benchDir, "sourceChild.ts"),
+        ...[tree, url, slot, PUBLICATION, TABLES.join(","), String(rows)]
+      ],
       { timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
       (error, stdout, stderr) =>
         error === null

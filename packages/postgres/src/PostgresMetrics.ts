@@ -6,26 +6,49 @@
  */
 import * as Metric from "effect/Metric"
 
+const eventsOptions = {
+  description: "Change events read from PostgreSQL (snapshot rows included), by op",
+  incremental: true
+} as const
+const transactionsOptions = {
+  description: "Committed transactions read from the replication stream",
+  incremental: true
+} as const
+
 /**
  * `source_events_total`: change events read from PostgreSQL (snapshot rows included), by op.
  *
  * @since 0.1.0
  * @category metrics
  */
-export const events = Metric.counter("source_events_total", {
-  description: "Change events read from PostgreSQL (snapshot rows included), by op",
-  incremental: true
-})
+export const events = Metric.counter("source_events_total", eventsOptions)
 /**
  * `source_transactions_total`: committed transactions read from the replication stream.
  *
  * @since 0.1.0
  * @category metrics
  */
-export const transactions = Metric.counter("source_transactions_total", {
-  description: "Committed transactions read from the replication stream",
-  incremental: true
-})
+export const transactions = Metric.counter("source_transactions_total", transactionsOptions)
+
+/**
+ * {@link events} of one series, its attributes built in: the same series as `Metric.withAttributes(events, a)`, but
+ * keyed once. `withAttributes` merges its attributes into a new context at every update, and the series' key (a JSON
+ * of them) is computed again each time: what the source pays per socket read.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const eventsOf = (attributes: Metric.Metric.Attributes) =>
+  Metric.counter("source_events_total", { ...eventsOptions, attributes })
+
+/**
+ * {@link transactions} of one series, keyed once (see {@link eventsOf}).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const transactionsOf = (attributes: Metric.Metric.Attributes) =>
+  Metric.counter("source_transactions_total", { ...transactionsOptions, attributes })
 /**
  * `source_replication_lag_bytes`: the server's WAL position minus the slot's confirmed point, the WAL not yet durable
  * downstream.

@@ -667,12 +667,12 @@ export const make = (
     const eventsCounter = (op: string) => {
       let counter = eventsCounters.get(op)
       if (counter === undefined) {
-        counter = Metric.withAttributes(PostgresMetrics.events, { ...attributes, op })
+        counter = PostgresMetrics.eventsOf({ ...attributes, op })
         eventsCounters.set(op, counter)
       }
       return counter
     }
-    const transactionsCounter = Metric.withAttributes(PostgresMetrics.transactions, attributes)
+    const transactionsCounter = PostgresMetrics.transactionsOf(attributes)
 
     /**
      * Events of the slot from its confirmed point, skipping what is at or below `skipUpTo`. With `stopAt`, only
