@@ -31,6 +31,7 @@ import {
 } from "./internal/consumer/settings.ts"
 import { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
+import * as References from "./internal/references.ts"
 import * as StreamAdmin from "./StreamAdmin.ts"
 
 /**
@@ -114,9 +115,9 @@ export const subscribe = (
             const decoded =
               body !== undefined
                 ? Result.mapError(envelope.decodeResult(body), (e) => e.message)
-                : fields[REF_FIELD] !== undefined
+                : fields[References.REF_FIELD] !== undefined
                   ? Result.fail(
-                      `its body, written by reference under ${fields[REF_FIELD]}, is gone (kept for the sink's largeEventTtl)`
+                      `its body, written by reference under ${fields[References.REF_FIELD]}, is gone (kept for the sink's largeEventTtl)`
                     )
                   : Result.fail("the entry has no event field")
             if (Result.isFailure(decoded)) {
@@ -132,29 +133,19 @@ export const subscribe = (
     })
   )
 
-/** The field of an entry whose event's body the sink stored under a key of its own (`largeEvents: "reference"`). */
-const REF_FIELD = "ref"
-
 /**
- * The bodies of a read's entries written by reference, by entry id, in one `MGET` (the keys share the stream's hash
- * slot); an entry whose body is gone has none.
+ * The bodies of a read's entries written by reference, by entry id, in one `MGET`; an entry whose body is gone has
+ * none.
  */
 const referencedBodies = (
   entries: ReadonlyArray<StreamAdmin.GroupEntry>
 ): Effect.Effect<ReadonlyMap<string, string>, RedisError, RedisConnection> => {
-  const refs = entries.filter((e) => e.fields?.event === undefined && e.fields?.[REF_FIELD] !== undefined)
+  const refs = entries.filter((e) => e.fields !== undefined && References.isReference(e.fields))
   if (refs.length === 0) return Effect.succeed(new Map())
-  const keys = refs.map((e) => e.fields![REF_FIELD]!)
-  return StreamAdmin.command("MGET", keys[0]!, keys, (reply) => {
-    if (!Array.isArray(reply) || reply.length !== keys.length) {
-      throw new Error(`MGET of ${keys.length} event bodies answered ${JSON.stringify(reply)?.slice(0, 200)}`)
-    }
+  return Effect.map(References.readBodies(refs.map((e) => e.fields![References.REF_FIELD]!)), (bodies) => {
     const out = new Map<string, string>()
-    reply.forEach((body, i) => {
-      if (body === null) return
-      if (typeof body !== "string")
-        throw new Error(`MGET: the event body under ${keys[i]} is ${typeof body}, not a string`)
-      out.set(refs[i]!.id, body)
+    bodies.forEach((body, i) => {
+      if (body !== undefined) out.set(refs[i]!.id, body)
     })
     return out
   })

@@ -13,16 +13,10 @@ import * as Result from "effect/Result"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
 import type { RedisError } from "../../RedisError.ts"
 import type { Delivery, Message } from "../../RedisStreamConsumer.ts"
+import { isReference, REF_FIELD } from "../references.ts"
 import * as Ledger from "./ledger.ts"
 import { annotations } from "./settings.ts"
 import type { LiveEntry, ReadEntry } from "./store.ts"
-
-/** The field of an entry whose event's body is stored under a key of its own (see the sink's `largeEvents`). */
-const REF_FIELD = "ref"
-
-/** Written by reference: the body must be read back before the entry can be decoded. */
-const isReference = (fields: Readonly<Record<string, string>>) =>
-  fields.event === undefined && fields[REF_FIELD] !== undefined
 
 /** The entry's event, or why it has none (a string, the dead-letter entry's error). */
 const eventOf = (ledger: Ledger.Ledger, fields: Readonly<Record<string, string>>): CdcEvent | string => {

@@ -13,6 +13,7 @@ import type * as Scope from "effect/Scope"
 import { RedisConnection } from "../../RedisConnection.ts"
 import type { RedisError } from "../../RedisError.ts"
 import * as StreamAdmin from "../../StreamAdmin.ts"
+import * as References from "../references.ts"
 import * as Script from "../script.ts"
 import type { ConsumerSettings } from "./settings.ts"
 
@@ -244,19 +245,7 @@ export const makeRedis = Effect.fnUntraced(function* (settings: ConsumerSettings
           Predicate.isString(reply) ? reply : undefined
         )
       ),
-    bodies: (keys) =>
-      onRedis(
-        StreamAdmin.command("MGET", keys[0]!, keys, (reply) => {
-          if (!Array.isArray(reply) || reply.length !== keys.length) {
-            throw new Error(`MGET of ${keys.length} event bodies answered ${JSON.stringify(reply)?.slice(0, 200)}`)
-          }
-          return reply.map((body, i) => {
-            if (body === null) return undefined
-            if (Predicate.isString(body)) return body
-            throw new Error(`MGET: the event body under ${keys[i]} is ${typeof body}, not a string`)
-          })
-        })
-      ),
+    bodies: (keys) => onRedis(References.readBodies(keys)),
     fence: (id, deliveries) => onRedis(Script.run(fenceScript, stream, group, consumer, id, deliveries)),
     addDeadLetter: (fields) =>
       onRedis(
