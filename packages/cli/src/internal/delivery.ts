@@ -1,7 +1,7 @@
 /**
  * What the commands that run the sink (`produce`, `run`, `demo`) share: the synthetic source's and the sink's options
- * checked with the flag of a rejected value named, the tally of the batches delivered, and the streams' lengths at the
- * end.
+ * checked with the flag of a rejected value named, the tally of the batches delivered, the streams' lengths at the
+ * end, and the line a standby says under `--lease`.
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -9,10 +9,12 @@ import * as ConfigError from "@redflow/core/ConfigError"
 import * as Position from "@redflow/core/Position"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import { RedisConnection } from "@redflow/redis/RedisConnection"
+import * as PipelineLease from "@redflow/redis/PipelineLease"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import { UsageError } from "./errors.ts"
 import * as Flags from "./flags.ts"
 import * as OptionFlags from "./optionFlags.ts"
+import * as Output from "./output.ts"
 
 const decodeSourceOptions = ConfigError.decoder("SyntheticSource", SyntheticSource.Options)
 
@@ -92,4 +94,20 @@ export const streamLengths = (streams: Iterable<string>) =>
         ),
       { concurrency: 8 }
     )
+  )
+
+/**
+ * Under `--lease`, before the sink waits for the lease: when another process holds it, says once that this one stands
+ * by and who holds it (`detail`: what the command holds back meanwhile). A lease that cannot be read says nothing: the
+ * sink's own wait reports Redis's errors.
+ */
+export const announceStandby = (pipeline: string, detail = "") =>
+  Effect.flatMap(
+    PipelineLease.current(pipeline).pipe(Effect.orElseSucceed(() => Option.none<{ readonly holder: string }>())),
+    (holder) =>
+      Option.isNone(holder)
+        ? Effect.void
+        : Output.line(
+            `redflow: pipeline ${pipeline}: standby: the lease is held by ${holder.value.holder}; waiting to take over${detail}`
+          )
   )

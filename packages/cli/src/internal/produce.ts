@@ -14,10 +14,17 @@ import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Position from "@redflow/core/Position"
 import * as Routing from "@redflow/core/Routing"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
-import * as PipelineLease from "@redflow/redis/PipelineLease"
 import * as RedisCheckpointStore from "@redflow/redis/RedisCheckpointStore"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
-import { addBatch, emptyTally, sequenceOf, sourceOptions, streamLengths, validateSink } from "./delivery.ts"
+import {
+  addBatch,
+  announceStandby,
+  emptyTally,
+  sequenceOf,
+  sourceOptions,
+  streamLengths,
+  validateSink
+} from "./delivery.ts"
 import * as Flags from "./flags.ts"
 import * as Monitoring from "./monitoring.ts"
 import * as OperatorFlags from "./operatorFlags.ts"
@@ -135,16 +142,7 @@ export const run = (input: ProduceInput) =>
         return from
       })
       if (Option.isNone(leaseMs)) yield* loadFrom
-      else {
-        const holder = yield* PipelineLease.current(input.pipeline).pipe(
-          Effect.orElseSucceed(() => Option.none<{ readonly holder: string }>())
-        )
-        if (Option.isSome(holder)) {
-          yield* Output.line(
-            `redflow: pipeline ${input.pipeline}: standby: the lease is held by ${holder.value.holder}; waiting to take over`
-          )
-        }
-      }
+      else yield* announceStandby(input.pipeline)
       // events/s since the line before, as in consume and demo: a stalled run shows 0, not a fading average.
       let last = { at: startedAt, events: 0 }
       yield* Output.progressLine(

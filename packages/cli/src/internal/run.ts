@@ -18,7 +18,6 @@ import * as PipelineHealth from "@redflow/core/PipelineHealth"
 import * as Source from "@redflow/core/Source"
 import type * as Position from "@redflow/core/Position"
 import * as PostgresSource from "@redflow/postgres/PostgresSource"
-import * as PipelineLease from "@redflow/redis/PipelineLease"
 import * as RedisCheckpointStore from "@redflow/redis/RedisCheckpointStore"
 import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as Flags from "./flags.ts"
@@ -26,7 +25,7 @@ import * as MetricValues from "./metricValues.ts"
 import * as Monitoring from "./monitoring.ts"
 import * as Output from "./output.ts"
 import * as PipelineConfig from "./pipelineConfig.ts"
-import { addBatch, emptyTally, streamLengths } from "./delivery.ts"
+import { addBatch, announceStandby, emptyTally, streamLengths } from "./delivery.ts"
 import * as Redis from "./redis.ts"
 import * as Shutdown from "./shutdown.ts"
 
@@ -99,17 +98,7 @@ const pipeline = (flags: PipelineConfig.RunFlags) =>
         return opened.stream(from)
       })
       const changes = leased ? Stream.unwrap(open) : yield* open
-      if (leased) {
-        const holder = yield* PipelineLease.current(pipeline).pipe(
-          Effect.orElseSucceed(() => Option.none<{ readonly holder: string }>())
-        )
-        if (Option.isSome(holder)) {
-          yield* Output.line(
-            `redflow: pipeline ${pipeline}: standby: the lease is held by ${holder.value.holder}; ` +
-              "waiting to take over (the slot is opened once this process holds the lease)"
-          )
-        }
-      }
+      if (leased) yield* announceStandby(pipeline, " (the slot is opened once this process holds the lease)")
       const tally = emptyTally()
       const attributes = { source: SOURCE_NAME }
       const read = Effect.sync(() => readCount)
