@@ -41,7 +41,7 @@ const via = (() => {
 const appIndex = argv.indexOf("--app")
 const bin =
   via === "sources"
-    ? Path.join(benchDir, "..", "packages", "cli", "src", "bin.ts")
+    ? CompiledApp.sourcesBinOf(CompiledApp.ROOT)
     : CompiledApp.binOf(
         appIndex >= 0
           ? Path.resolve(argv[appIndex + 1]!)
@@ -49,8 +49,7 @@ const bin =
       )
 // `--before DIR`: also time DIR's `redflow produce` (another checkout, say main) in the same rounds, at-least-once.
 const beforeIndex = argv.indexOf("--before")
-const beforeBin =
-  beforeIndex >= 0 ? Path.join(Path.resolve(argv[beforeIndex + 1]!), "packages", "cli", "src", "bin.ts") : undefined
+const beforeBin = beforeIndex >= 0 ? CompiledApp.sourcesBinOf(Path.resolve(argv[beforeIndex + 1]!)) : undefined
 
 const server = process.env.REDIS_URL === undefined ? await RedisTestServer.spawnRedisServer() : undefined
 const url = process.env.REDIS_URL ?? server!.url

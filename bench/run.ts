@@ -131,7 +131,7 @@ interface Context {
 let installedApp: string | undefined
 const compiledApp = (): string => (installedApp ??= CompiledApp.install((line) => log("compiled", line)))
 const redflowBin = (via: string): string => {
-  if (via === "sources") return Path.join(benchDir, "..", "packages", "cli", "src", "bin.ts")
+  if (via === "sources") return CompiledApp.sourcesBinOf(CompiledApp.ROOT)
   if (via !== "compiled") throw new Error(`--via takes sources or compiled, got ${via}`)
   return CompiledApp.binOf(compiledApp())
 }

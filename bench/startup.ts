@@ -132,7 +132,7 @@ try {
   const app = value("--app") ?? CompiledApp.install(log)
   const contenders: Array<Contender> = [
     { name: "compiled", cwd: app, bin: CompiledApp.binOf(app) },
-    { name: "sources", cwd: ROOT, bin: Path.join(ROOT, "packages", "cli", "src", "bin.ts") }
+    { name: "sources", cwd: ROOT, bin: CompiledApp.sourcesBinOf(ROOT) }
   ]
   const baselineRev = value("--baseline")
   if (baselineRev !== undefined) {
@@ -140,7 +140,7 @@ try {
     contenders.push({
       name: `sources@${baselineRev}`,
       cwd: dir,
-      bin: Path.join(dir, "packages", "cli", "src", "bin.ts")
+      bin: CompiledApp.sourcesBinOf(dir)
     })
   }
   const runs = new Map(contenders.map((c) => [c.name, [] as Array<Run>]))

@@ -21,7 +21,7 @@ export { connect, deleteMatching, field, parseRead, totalLength } from "../src/R
 
 export const benchDir = Path.dirname(new URL(import.meta.url).pathname)
 export const repoDir = Path.resolve(benchDir, "..", "..")
-const cliBin = Path.join(repoDir, "packages", "cli", "src", "bin.ts")
+const cliBin = CompiledApp.sourcesBinOf(repoDir)
 const pipelineScript = Path.join(benchDir, "pipeline.ts")
 
 // Effect's default logger writes to console.log: keep stdout for the report.

@@ -9,7 +9,8 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url))
+/** The workspace this bench runs in. */
+export const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 /** The packages an application installs to get the `redflow` bin. */
 const PUBLISHED = ["core", "redis", "postgres", "cli"] as const
 
@@ -36,6 +37,9 @@ export const install = (log: (line: string) => void = (line) => process.stderr.w
   run("npm", ["install", "--no-audit", "--no-fund", "--loglevel", "error", ...tarballs], app)
   return app
 }
+
+/** The `redflow` bin of a checkout's sources (type-stripped TypeScript), e.g. {@link ROOT} or another worktree. */
+export const sourcesBinOf = (checkout: string): string => Path.join(checkout, "packages", "cli", "src", "bin.ts")
 
 /** The installed bin's JavaScript in an app made by {@link install}. */
 export const binOf = (app: string): string => Path.join(app, "node_modules", "@redflow", "cli", "dist", "bin.js")
