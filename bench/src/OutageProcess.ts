@@ -12,6 +12,7 @@ import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Payload from "./Payload.ts"
 import { connect, deleteMatching, totalLength } from "./RedisClient.ts"
 
 export interface Options {
@@ -43,8 +44,6 @@ export interface Result {
   }
 }
 
-const TABLES = ["customers", "orders", "payments"]
-
 /** VmRSS and VmHWM in MiB, or undefined once the process is gone. */
 const statusOf = (pid: number): { rss: number; hwm: number } | undefined => {
   try {
@@ -74,7 +73,9 @@ export const run = async (options: Options, log: (message: string) => void): Pro
       "--rate",
       String(options.rate),
       "--payload-bytes",
-      "1024",
+      String(Payload.PAYLOAD_BYTES),
+      "--tables",
+      Payload.TABLES.join(","),
       "--checkpoint",
       Path.join(dir, "checkpoint.json"),
       "--pipeline",
@@ -122,10 +123,7 @@ export const run = async (options: Options, log: (message: string) => void): Pro
     Fs.rmSync(dir, { recursive: true, force: true })
   }
   const client = await connect(options.url)
-  const entries = await totalLength(
-    client,
-    TABLES.map((t) => `${options.prefix}.${t}`)
-  )
+  const entries = await totalLength(client, Payload.streamsOf(options.prefix))
   await deleteMatching(client, `${options.prefix}*`)
   client.disconnect()
   if (exitCode !== 0) throw new Error(`redflow produce exited ${exitCode} in the outage run:\n${stderr}`)
