@@ -42,14 +42,17 @@ const insert = async (table: string, from: number, to: number) => {
   }
 }
 
-/** The `id` of every insert in the stream, in stream order. */
+/** The `id` of every row the stream carries (an insert, or a read of the initial snapshot), in stream order. */
 const insertedIds = (stream: string) =>
   withClient(redis.url, async (client) => {
     const page = (await client.xrange(stream, "-", "+")) as Array<[string, Array<string>]>
-    return page
-      .map(([, flat]) => JSON.parse(flat[flat.indexOf("event") + 1]!) as { op: string; after: { id: number } | null })
-      .filter((event) => event.op === "c")
-      .map((event) => event.after!.id)
+    return (
+      page
+        .map(([, flat]) => JSON.parse(flat[flat.indexOf("event") + 1]!) as { op: string; after: { id: number } | null })
+        // A row inserted before the active process created the slot comes as a snapshot read ("r"), after it as an insert.
+        .filter((event) => event.op === "c" || event.op === "r")
+        .map((event) => event.after!.id)
+    )
   })
 
 const holding = (out: { stderr: string }) => out.stderr.includes("holding the lease")
@@ -99,7 +102,17 @@ describe("redflow run --lease: a standby that takes the PostgreSQL pipeline over
     await insert(table, 401, 600)
 
     await waitFor(() => (holding(standby.out) ? true : undefined), 120_000)
-    await waitFor(async () => ((await insertedIds(stream)).length >= 600 ? true : undefined), 150_000)
+    await waitFor(async () => ((await insertedIds(stream)).length >= 600 ? true : undefined), 150_000).catch(
+      async (error: Error) => {
+        const ids = await insertedIds(stream)
+        const seen = new Set(ids)
+        const missing = Array.from({ length: 600 }, (_, i) => i + 1).filter((id) => !seen.has(id))
+        const stderr = standby.out.stderr.replace(/^redflow: read .*\n/gm, "")
+        throw new Error(
+          `${error.message}: ${ids.length} rows in the stream (last ${ids.at(-1)}), missing ${missing.join(",")}; active:\n${active.out.stderr.replace(/^redflow: read .*\n/gm, "")}\nstandby:\n${stderr}`
+        )
+      }
+    )
     standby.child.kill("SIGTERM")
     const stopped = await standby.done
     expect(stopped.code, stopped.stderr).toBe(0)
