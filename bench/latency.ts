@@ -1,7 +1,8 @@
 /**
  * One end-to-end latency run in a process of its own, holding only the events it offers: a long-lived benchmark
  * runner with hundreds of MB of pre-generated events has major GC pauses a sink process would not have, and they
- * would show up in the tail. Started by `run.ts`:
+ * would show up in the tail. `reader` is `xreadgroup` (a plain loop in this process), `xreadgroup-process` (the same
+ * loop in a process of its own, `latency-reader.ts`) or `consumer` (the consumer module). Started by `run.ts`:
  *
  *   node bench/latency.ts '{"url":"redis://127.0.0.1:6379","rate":1000,"seconds":10,"warmSeconds":1,
  *     "reader":"xreadgroup","checkpoint":"file","prefix":"bench.latency","dir":"/tmp"}' result.json
@@ -15,7 +16,7 @@ interface Options {
   readonly rate: number
   readonly seconds: number
   readonly warmSeconds: number
-  readonly reader: "xreadgroup" | "consumer"
+  readonly reader: "xreadgroup" | "xreadgroup-process" | "consumer"
   readonly checkpoint: "file" | "memory"
   readonly prefix: string
   readonly dir: string
@@ -28,7 +29,11 @@ if (optionsJson === undefined || resultPath === undefined) {
 }
 const options = JSON.parse(optionsJson) as Options
 const reader =
-  options.reader === "xreadgroup" ? Latency.xreadgroup : (await import("./src/ConsumerModule.ts")).latencyReader
+  options.reader === "xreadgroup"
+    ? Latency.xreadgroup
+    : options.reader === "xreadgroup-process"
+      ? Latency.xreadgroupProcess
+      : (await import("./src/ConsumerModule.ts")).latencyReader
 const payload = await Payload.generate(Math.round(options.rate * (options.seconds + options.warmSeconds)))
 const result = await Latency.run(payload, options.prefix, {
   url: options.url,

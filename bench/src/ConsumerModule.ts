@@ -6,7 +6,7 @@ import { Deferred, Effect, Fiber, Stream } from "effect"
 import * as RedisConnection from "@redflow/redis/RedisConnection"
 import * as RedisStreamConsumer from "@redflow/redis/RedisStreamConsumer"
 import { COUNT, result } from "./Consumer.ts"
-import { GROUP, type Reader } from "./Latency.ts"
+import { GROUP, now, type Reader } from "./Latency.ts"
 import type { RunResult } from "./Throughput.ts"
 
 /**
@@ -73,10 +73,10 @@ export const latencyReader: Reader = {
         { concurrency: "unbounded", bufferSize: 1 }
       ).pipe(
         Stream.runForEachArray((chunk) => {
-          const now = performance.now()
+          const at = now()
           for (const m of chunk) {
             const id = m.fields.id
-            if (id !== undefined) onEntry(id, now)
+            if (id !== undefined) onEntry(id, at)
           }
           return RedisStreamConsumer.ack(chunk)
         }),

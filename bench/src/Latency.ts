@@ -4,6 +4,9 @@
  * start + i / rate, and every wake-up emits all events due); the sink is the at-least-once sink with its file
  * checkpoint; the reader is a plain `XREADGROUP BLOCK` loop or the consumer module.
  */
+import * as ChildProcess from "node:child_process"
+import * as Path from "node:path"
+import * as Url from "node:url"
 import { Cause, Duration, Effect, Layer, Stream } from "effect"
 import type * as Arr from "effect/Array"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
@@ -16,9 +19,17 @@ import { checkpointLayer, type Guarantee, sinkOptions } from "./Throughput.ts"
 
 export const GROUP = "bench-latency"
 
+/**
+ * Milliseconds on the system's monotonic clock (`CLOCK_MONOTONIC` on Linux), which every process on the machine shares:
+ * a reader in another process stamps arrivals on the same clock as the source's emissions.
+ */
+export const now = (): number => Number(process.hrtime.bigint()) / 1e6
+
 /** Something that reads the streams and reports each entry's event id with the time it arrived. */
 export interface Reader {
   readonly name: string
+  /** Reports what it saw only when stopped (a reader in another process): the run then waits a fixed 500 ms. */
+  readonly reportsAtStop?: boolean
   /** Starts reading through group {@link GROUP} (already created at `$`); resolves to a stop function. */
   readonly start: (
     url: string,
@@ -38,11 +49,11 @@ export const xreadgroup: Reader = {
       for (const _ of streams) args.push(">")
       while (!stopped) {
         const reply = parseRead(await client.call("XREADGROUP", ...args))
-        const now = performance.now()
+        const at = now()
         for (const [, entries] of reply) {
           for (const [, flat] of entries) {
             const id = field(flat, "id")
-            if (id !== undefined) onEntry(id, now)
+            if (id !== undefined) onEntry(id, at)
           }
         }
       }
@@ -51,6 +62,42 @@ export const xreadgroup: Reader = {
       stopped = true
       await loop
       client.disconnect()
+    }
+  }
+}
+
+/**
+ * The same loop in a process of its own (`latency-reader.ts`), as a user's consumer runs: its replies are not
+ * collected by the sink's garbage collector, and its work does not share the sink's event loop. It reports at stop.
+ */
+export const xreadgroupProcess: Reader = {
+  name: "XREADGROUP BLOCK, own process",
+  reportsAtStop: true,
+  start: async (url, streams, onEntry) => {
+    const script = Path.join(Path.dirname(Url.fileURLToPath(import.meta.url)), "..", "latency-reader.ts")
+    const child = ChildProcess.spawn(process.execPath, [script, url, JSON.stringify(streams)], {
+      stdio: ["pipe", "pipe", "inherit"]
+    })
+    let out = ""
+    child.stdout.setEncoding("utf8")
+    child.stdout.on("data", (d: string) => (out += d))
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve))
+    await new Promise<void>((resolve, reject) => {
+      const onData = () => {
+        if (out.startsWith("ready\n")) {
+          child.stdout.off("data", onData)
+          resolve()
+        }
+      }
+      child.stdout.on("data", onData)
+      void exited.then((code) => reject(new Error(`the latency reader exited with ${code} before it was ready`)))
+    })
+    return async () => {
+      child.stdin.end("stop\n")
+      const code = await exited
+      if (code !== 0) throw new Error(`the latency reader exited with ${code}`)
+      const seen = JSON.parse(out.slice("ready\n".length)) as Array<[string, number]>
+      for (const [id, at] of seen) onEntry(id, at)
     }
   }
 }
@@ -92,21 +139,21 @@ const paced = (
     Effect.sync(() => {
       let next = 0
       const emit = Effect.sync(() => {
-        const now = performance.now()
+        const t = now()
         const due = Math.min(
           count,
           next + Payload.CHUNK,
-          Math.max(next + 1, Math.floor(((now - clock.start) * rate) / 1000) + 1)
+          Math.max(next + 1, Math.floor(((t - clock.start) * rate) / 1000) + 1)
         )
-        for (let i = next; i < due; i++) emitAt[i] = now
+        for (let i = next; i < due; i++) emitAt[i] = t
         const chunk = events.slice(next, due) as unknown as Arr.NonEmptyReadonlyArray<CdcEvent>
         next = due
         return chunk
       })
       return Effect.suspend(() => {
         if (next >= count) return Cause.done()
-        if (Number.isNaN(clock.start)) clock.start = performance.now()
-        const wait = clock.start + (next * 1000) / rate - performance.now()
+        if (Number.isNaN(clock.start)) clock.start = now()
+        const wait = clock.start + (next * 1000) / rate - now()
         return wait > 0 ? Effect.andThen(Effect.sleep(Duration.millis(wait)), emit) : emit
       })
     })
@@ -139,8 +186,10 @@ export const run = async (payload: Payload.Payload, prefix: string, options: Opt
         Effect.provide(Layer.mergeAll(RedisConnection.layer({ url: options.url }), checkpointLayer(options, prefix)))
       )
     )
-    const deadline = performance.now() + 10_000
-    while (seen < count && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    const deadline = now() + 10_000
+    while (seen < count && !options.reader.reportsAtStop && now() < deadline)
+      await new Promise((r) => setTimeout(r, 10))
+    if (options.reader.reportsAtStop) await new Promise((r) => setTimeout(r, 500))
   } finally {
     await stop()
   }
