@@ -16,6 +16,7 @@ import * as RedisStreamSink from "@redflow/redis/RedisStreamSink"
 import * as CheckpointStore from "@redflow/core/CheckpointStore"
 import * as Payload from "../src/Payload.ts"
 import { connect } from "../src/RedisClient.ts"
+import { summarize } from "../src/Stats.ts"
 
 const [rate = 10000, count = 500, seconds = 4, nStreams = 1] = process.argv.slice(2).map(Number)
 const stream = `exp.cl.${process.pid}`
@@ -32,8 +33,11 @@ await Effect.runPromise(
     Effect.provide(CheckpointStore.layerMemory)
   )
 )
-const seed = (await setup.xrange(`${stream}.seed`, "-", "+"))[0]![1]
+const seed = (await setup.xrange(`${stream}.seed`, "-", "+"))[0]?.[1]
+if (seed === undefined) throw new Error(`the sink wrote no entry to ${stream}.seed`)
 await setup.del(`${stream}.seed`)
+const bufferSize = Number(process.env.BUF ?? 16)
+const acknowledge = process.env.NOACK === undefined
 const lat: Array<number> = []
 let started = false
 let chunks = 0
@@ -42,13 +46,13 @@ const fiber = Effect.runFork(
     streams.map((s) =>
       RedisStreamConsumer.messages({ stream: s, group: "g", consumer: "c", count, block: "100 millis" })
     ),
-    { concurrency: "unbounded", bufferSize: Number(process.env.BUF ?? 16) }
+    { concurrency: "unbounded", bufferSize }
   ).pipe(
     Stream.runForEachArray((chunk) => {
       const now = Date.now()
       chunks++
       if (started) for (const m of chunk) lat.push(now - Number(m.id.split("-")[0]))
-      return process.env.NOACK ? Effect.void : RedisStreamConsumer.ack(chunk)
+      return acknowledge ? RedisStreamConsumer.ack(chunk) : Effect.void
     }),
     Effect.provide(RedisConnection.layer({ url }))
   )
@@ -66,10 +70,9 @@ setTimeout(() => (started = true), 1000)
 await new Promise((r) => producer.once("exit", r))
 await new Promise((r) => setTimeout(r, 300))
 await Effect.runPromise(Fiber.interrupt(fiber))
-lat.sort((a, b) => a - b)
-const q = (p: number) => lat[Math.floor((lat.length - 1) * p)]
+const l = summarize(lat)
 console.log(
-  `rate ${rate} count ${count}: n ${lat.length} chunks ${chunks} p50 ${q(0.5)} ms p90 ${q(0.9)} p99 ${q(0.99)} max ${lat.at(-1)}`
+  `rate ${rate} count ${count}: n ${l.count} chunks ${chunks} p50 ${l.p50} ms p90 ${l.p90} p99 ${l.p99} max ${l.max}`
 )
 await setup.del(...streams)
 setup.disconnect()

@@ -186,10 +186,11 @@ export const run = async (payload: Payload.Payload, prefix: string, options: Opt
         Effect.provide(Layer.mergeAll(RedisConnection.layer({ url: options.url }), checkpointLayer(options, prefix)))
       )
     )
-    const deadline = now() + 10_000
-    while (seen < count && !options.reader.reportsAtStop && now() < deadline)
-      await new Promise((r) => setTimeout(r, 10))
     if (options.reader.reportsAtStop) await new Promise((r) => setTimeout(r, 500))
+    else {
+      const deadline = now() + 10_000
+      while (seen < count && now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    }
   } finally {
     await stop()
   }
