@@ -830,7 +830,7 @@ layer(layers, { excludeTestServices: true })("PostgreSQL into Redis Streams, in 
               const confirmed = yield* confirmedFlush(watcher, n.slot)
               const checkpoint = Option.getOrUndefined(yield* pipeline.checkpoint)
               if (confirmed !== undefined) samples.push({ confirmed, checkpoint })
-              yield* Effect.sleep("50 millis")
+              yield* Effect.sleep("20 millis")
             })
           )
         )
@@ -848,7 +848,8 @@ layer(layers, { excludeTestServices: true })("PostgreSQL into Redis Streams, in 
                 )
                 if (r.chance(0.3)) yield* session.run(`UPDATE ${table} SET v = 'again' WHERE id = $1`, [next])
                 next += rows
-                yield* Effect.sleep("5 millis")
+                // Long enough for the sampler to see the checkpoint trail many times on a fast machine too.
+                yield* Effect.sleep("20 millis")
               }
             })
           ),
