@@ -41,6 +41,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
 import type * as Duration from "effect/Duration"
 import type { CdcEvent } from "@redflow/core/CdcEvent"
@@ -221,7 +222,9 @@ export const messages = (options: Options): Stream.Stream<Message, Settings.Cons
   )
 
 /**
- * Acknowledges messages with one `XACK` per stream and group (for acknowledging a whole chunk at once).
+ * Acknowledges messages with one `XACK` per stream and group (for acknowledging a whole chunk at once). A chunk
+ * merged from several streams sends their `XACK`s together; if one fails, the others still complete, and the
+ * first failure is the result (its messages stay pending and come back).
  *
  * @since 0.1.0
  * @category acknowledging
@@ -239,7 +242,17 @@ export const ack = (messages: ReadonlyArray<Message>): Effect.Effect<void, Redis
       if (list === undefined) byLedger.set(ledger, [m])
       else list.push(m)
     }
-    for (const [ledger, list] of byLedger) yield* Ledger.acknowledgeMessages(ledger, list)
+    if (byLedger.size <= 1) {
+      for (const [ledger, list] of byLedger) yield* Ledger.acknowledgeMessages(ledger, list)
+      return
+    }
+    // A chunk merged from several streams: their XACKs go out together, one round trip rather than one per stream,
+    // and each runs to its end (a failure of one does not cut another short); the first failure is reported.
+    const results = yield* Effect.all(
+      Array.from(byLedger, ([ledger, list]) => Ledger.acknowledgeMessages(ledger, list)),
+      { concurrency: "unbounded", mode: "result" }
+    )
+    for (const result of results) if (Result.isFailure(result)) return yield* Effect.fail(result.failure)
   })
 
 /**

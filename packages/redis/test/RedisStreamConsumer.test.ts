@@ -701,6 +701,26 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisStreamConsum
     )
   )
 
+  it.effect("a chunk holding messages of two streams is acknowledged in both with one ack call", () =>
+    withServer((url) =>
+      Effect.gen(function* () {
+        const streams = [uniquePrefix("merged-a"), uniquePrefix("merged-b")]
+        for (const stream of streams) yield* produce(url, stream, 25)
+        const read = (stream: string) =>
+          RedisStreamConsumer.messages({ stream, group: "g", consumer: "w1", count: 10 }).pipe(
+            Stream.take(25),
+            Stream.runCollect
+          )
+        const [a, b] = yield* Effect.all(streams.map(read), { concurrency: "unbounded" })
+        // Interleaved, as a merge of the two streams hands them out.
+        const chunk = a!.flatMap((m, i) => [m, b![i]!])
+        for (const stream of streams) expect((yield* pendingIds(stream, "g")).length).toBe(25)
+        yield* RedisStreamConsumer.ack(chunk)
+        for (const stream of streams) expect(yield* pendingIds(stream, "g")).toEqual([])
+      })
+    )
+  )
+
   it.effect("a plain XREAD subscription: from 0-0, from $, and resumed from an id", () =>
     withServer((url) =>
       Effect.gen(function* () {
