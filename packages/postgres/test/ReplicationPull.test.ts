@@ -63,8 +63,10 @@ layer(PostgresTestServer.layer(), { excludeTestServices: true })("ReplicationCli
         sizes.every((n) => n >= 1 && n <= highWater),
         `every pull holds 1 to ${highWater} messages: ${sizes.join(" ")}`
       )
-      // The messages of one read come in one pull: far fewer pulls than messages (one per message before).
-      assert.isBelow(sizes.length, (rows + 3) / 10, `${sizes.length} pulls for ${rows + 3} messages`)
+      // The messages of one read come in one pull: fewer pulls than messages (one per message before). How many a
+      // read holds depends on how fast the walsender writes: more than 10 on average on an idle machine, under 5 on a
+      // loaded CI one (629 pulls for 3,003 messages).
+      assert.isBelow(sizes.length, (rows + 3) / 2, `${sizes.length} pulls for ${rows + 3} messages`)
     })
   )
 })
