@@ -35,6 +35,7 @@ import * as ConfigError from "@redflow/core/ConfigError"
 import * as Metrics from "@redflow/core/Metrics"
 import { hostname } from "node:os"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -157,13 +158,37 @@ end
 `
 
 /**
+ * The fence a checkpoint is committed under. The sink sets it around every checkpoint commit while it holds a lease
+ * (`Option.none()` otherwise, the default). A store that can check it in the same atomic step as its write refuses
+ * the commit, writing nothing, once a newer holder raised the fence: `RedisCheckpointStore` does, with one script that
+ * runs {@link fenceCheck} then its `HSET`, and fails with a `CheckpointError` whose cause is the `FENCED` reply (the
+ * sink then stops with {@link LeaseFenced}). So a process paused past its lease cannot move the shared checkpoint back
+ * when it wakes. Stores that cannot check it (a file, memory) commit as before.
+ *
+ * @since 0.1.0
+ * @category fencing
+ */
+export const CheckpointFence = Context.Reference<Option.Option<{ readonly key: string; readonly token: number }>>(
+  "@redflow/redis/PipelineLease/CheckpointFence",
+  { defaultValue: () => Option.none() }
+)
+
+/**
+ * Whether a Redis error is a {@link FENCED} refusal.
+ *
+ * @since 0.1.0
+ * @category fencing
+ */
+export const isFencedError = (error: RedisError): boolean => error._tag === "RedisCommandError" && error.code === FENCED
+
+/**
  * The {@link LeaseFenced} a failed script call stands for, when its reply was the fence's.
  *
  * @since 0.1.0
  * @category fencing
  */
 export const fenced = (pipeline: string, token: number, error: RedisError): Option.Option<LeaseFenced> => {
-  if (error._tag !== "RedisCommandError" || error.code !== FENCED) return Option.none()
+  if (!isFencedError(error)) return Option.none()
   const current = Number(/^FENCED (\d+)/.exec(error.message)?.[1] ?? Number.NaN)
   return Option.some(new LeaseFenced({ pipeline, token, current: Number.isFinite(current) ? current : token + 1 }))
 }

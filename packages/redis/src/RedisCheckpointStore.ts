@@ -15,9 +15,11 @@ import { CheckpointError, CheckpointStore } from "@redflow/core/CheckpointStore"
 import * as ConfigError from "@redflow/core/ConfigError"
 import * as Position from "@redflow/core/Position"
 import * as FailurePolicy from "./FailurePolicy.ts"
+import * as PipelineLease from "./PipelineLease.ts"
 import { RedisConnection } from "./RedisConnection.ts"
 import type { RedisError } from "./RedisError.ts"
 import { NonEmptyString } from "./internal/options.ts"
+import * as Script from "./internal/script.ts"
 
 /**
  * Options of {@link make} and {@link layer}: the hash that holds the checkpoints, and retry overrides.
@@ -39,6 +41,19 @@ const decodeOptions = ConfigError.decoder("RedisCheckpointStore", OptionsSchema)
 
 const toCheckpointError = (operation: "load" | "commit", key: string, hash: string) => (error: RedisError) =>
   new CheckpointError({ operation, key, reason: `${error._tag} on hash ${hash}: ${error.message}`, cause: error })
+
+/**
+ * A commit under a lease's fence: refused, writing nothing, when the fence holds a token above the committer's (the
+ * hash and the fence key are both in KEYS; a lease is refused on a Cluster, where they could be in different slots).
+ */
+const fencedCommit = Script.make({
+  name: "checkpoint-commit-fenced",
+  source: `${PipelineLease.fenceCheck({ fenceKey: "KEYS[2]", token: "ARGV[3]" })}redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`,
+  keys: (hash: string, fenceKey: string, _field: string, _position: string, _token: number) => [hash, fenceKey],
+  args: (_hash, _fenceKey, field, position, token) => [field, position, token],
+  parse: (reply) => reply
+})
 
 /**
  * The field the store writes (and removes) when it is built, to prove it may write the hash.
@@ -116,14 +131,24 @@ export const make = (options: Options = {}) =>
                   )
             })
           ),
+      // Under a lease's fence (set by the sink while it holds one), the write and the fence's check are one script
+      // call; a fenced commit is never retried, whatever the policies say.
       commit: (key, position) =>
-        redis
-          .run((client) => client.hset(hash, key, position), { command: "HSET", key: hash })
-          .pipe(
-            Effect.retry(FailurePolicy.schedule(policies)),
+        Effect.flatMap(Effect.service(PipelineLease.CheckpointFence), (fence) =>
+          (Option.isNone(fence)
+            ? redis.run((client) => client.hset(hash, key, position), { command: "HSET", key: hash })
+            : Script.run(fencedCommit, hash, fence.value.key, key, position, fence.value.token).pipe(
+                Effect.provideService(RedisConnection, redis)
+              )
+          ).pipe(
+            Effect.retry({
+              schedule: FailurePolicy.schedule(policies),
+              while: (error) => !PipelineLease.isFencedError(error)
+            }),
             Effect.mapError(toCheckpointError("commit", key, hash)),
             Effect.asVoid
           )
+        )
     })
   })
 

@@ -4,6 +4,7 @@ import { CheckpointStore } from "@redflow/core/CheckpointStore"
 import * as Position from "@redflow/core/Position"
 import * as SyntheticSource from "@redflow/core/SyntheticSource"
 import * as RedisTestServer from "@redflow/testing/RedisTestServer"
+import * as PipelineLease from "../src/PipelineLease.ts"
 import * as RedisCheckpointStore from "../src/RedisCheckpointStore.ts"
 import * as RedisConnection from "../src/RedisConnection.ts"
 import * as RedisStreamSink from "../src/RedisStreamSink.ts"
@@ -31,6 +32,35 @@ layer(RedisTestServer.layer(), { excludeTestServices: true })("RedisCheckpointSt
       const raw = yield* Effect.promise(() => withClient(url, (c) => c.hgetall(hash)))
       expect(raw).toEqual({ orders: Position.fromSequence(42), payments: Position.fromSequence(7) })
     })
+  )
+
+  it.effect(
+    "under a lease's fence, a commit with a superseded token writes nothing; one with the current token writes",
+    () =>
+      Effect.gen(function* () {
+        const { url } = yield* RedisTestServer.RedisTestServer
+        const hash = uniquePrefix("fenced")
+        const fenceKey = PipelineLease.fenceKey(uniquePrefix("fenced-pipeline"))
+        yield* Effect.promise(() => withClient(url, (c) => c.set(fenceKey, "7")))
+        const under =
+          (token: number) =>
+          <E, R>(e: Effect.Effect<void, E, R>) =>
+            Effect.provideService(e, PipelineLease.CheckpointFence, Option.some({ key: fenceKey, token }))
+        const outcome = yield* Effect.gen(function* () {
+          const store = yield* CheckpointStore
+          // The current holder's token: written. A stale one: refused, the hash as the holder left it.
+          yield* store.commit("orders", Position.fromSequence(50)).pipe(under(7))
+          const stale = yield* store.commit("orders", Position.fromSequence(10)).pipe(under(6), Effect.flip)
+          // Without a fence (no lease) the store commits as before.
+          yield* store.commit("payments", Position.fromSequence(3))
+          return stale
+        }).pipe(Effect.provide(stores(url, hash)))
+        expect(outcome).toMatchObject({ _tag: "CheckpointError", operation: "commit", key: "orders" })
+        expect(outcome.cause).toMatchObject({ _tag: "RedisCommandError", code: "FENCED" })
+        expect(outcome.message).toContain("FENCED 7")
+        const raw = yield* Effect.promise(() => withClient(url, (c) => c.hgetall(hash)))
+        expect(raw).toEqual({ orders: Position.fromSequence(50), payments: Position.fromSequence(3) })
+      })
   )
 
   it.effect("a value that is not a position is a CheckpointError naming the hash", () =>

@@ -134,6 +134,55 @@ describe("RedisStreamSink lease", () => {
     { timeout: 120_000 }
   )
 
+  it.live(
+    "a checkpoint due after a newer holder took over is refused: the shared checkpoint stays the newer holder's",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* RedisTestServer.make({ args: ["--save", ""] })
+        const pipeline = uniquePrefix("sinklease-checkpoint")
+        const stream = `${pipeline}.events`
+        const checkpointOf = cmd(server.url, (c) => c.hget("redflow:checkpoints", pipeline))
+        // 200 events written within about a second, then a source that stays open: the first batch's checkpoint is
+        // stored at once, the rest waits for the checkpoint interval, long after the last write. Renewals far apart:
+        // what meets the newer holder is that checkpoint, not a write or a renewal.
+        const running = yield* SyntheticSource.make({ count: 200, ratePerSecond: 400 }).pipe(
+          Stream.concat(Stream.never),
+          Stream.run(
+            RedisStreamSink.make({
+              stream,
+              pipeline,
+              guarantee: "exactly-once",
+              batch: { checkpointInterval: "4 seconds" },
+              lease: { ttl: "60 seconds", renewEvery: "30 seconds" }
+            })
+          ),
+          Effect.provide(sinkLayer(server.url)),
+          Effect.forkChild
+        )
+        yield* eventually(cmd(server.url, (c) => c.xlen(stream)).pipe(Effect.map((n) => n === 200)), "all written")
+        const stale = yield* checkpointOf
+        // The last event's checkpoint is still due: the interval has not passed since the first one.
+        expect(stale).not.toBe(Position.fromSequence(200))
+        const held = yield* cmd(server.url, (c) => c.get(PipelineLease.leaseKey(pipeline)))
+        const token = Number(held!.split(" ")[1])
+        // A takeover, and the newer holder's own checkpoint past everything the stale sink wrote.
+        const newer = Position.fromSequence(1_000)
+        yield* cmd(server.url, async (c) => {
+          const next = await c.incr(PipelineLease.fenceKey(pipeline))
+          await c.set(PipelineLease.leaseKey(pipeline), `intruder ${next}`, "PX", 60_000)
+          await c.hset("redflow:checkpoints", pipeline, newer)
+        })
+        const error = yield* Fiber.join(running).pipe(
+          Effect.timeout("30 seconds"),
+          Effect.flip,
+          Effect.map((e) => (e._tag === "TimeoutError" ? "still running 30 s after the takeover" : e))
+        )
+        expect(error).toMatchObject({ _tag: "LeaseFenced", pipeline, token, current: token + 1 })
+        expect(yield* checkpointOf).toBe(newer)
+      }),
+    { timeout: 120_000 }
+  )
+
   it.live("a lease taken at a renewal stops the sink with LeaseLost (reason taken, naming the holder)", () =>
     Effect.gen(function* () {
       const server = yield* RedisTestServer.make({ args: ["--save", ""] })

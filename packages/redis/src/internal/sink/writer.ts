@@ -31,7 +31,7 @@ import * as Position from "@redflow/core/Position"
 import * as TraceContext from "@redflow/core/TraceContext"
 import * as FailurePolicy from "../../FailurePolicy.ts"
 import { RedisConnection, type RedisConnectionService } from "../../RedisConnection.ts"
-import { classify, type RedisError } from "../../RedisError.ts"
+import { classify, RedisCommandError, type RedisError } from "../../RedisError.ts"
 import type { CommittedBatch, StreamResult } from "../../RedisStreamSink.ts"
 import * as Durability from "../../Durability.ts"
 import * as MemoryGuard from "../../MemoryGuard.ts"
@@ -514,6 +514,28 @@ const batchPosition = (settings: SinkSettings, batch: ReadonlyArray<Prepare.Entr
 }
 
 /**
+ * A checkpoint commit under the lease's fence, while the sink holds one (`PipelineLease.CheckpointFence`): a store
+ * that checks it (`RedisCheckpointStore`) refuses the commit once a newer holder took over, and the sink stops with
+ * `LeaseFenced`, as a refused write does. Without it a process woken after its lease passed could still move the
+ * shared checkpoint back to a batch it wrote before its pause.
+ */
+const underFence = <E>(
+  w: Writer<E>,
+  committing: Effect.Effect<void, CheckpointError>
+): Effect.Effect<void, CheckpointError | PipelineLease.LeaseFenced> => {
+  const fence = w.book.fence
+  if (fence === undefined) return committing
+  return committing.pipe(
+    Effect.provideService(PipelineLease.CheckpointFence, Option.some(fence)),
+    Effect.mapError((error): CheckpointError | PipelineLease.LeaseFenced => {
+      const cause = error.cause
+      if (!(cause instanceof RedisCommandError)) return error
+      return Option.getOrElse(PipelineLease.fenced(w.settings.pipeline, fence.token, cause), () => error)
+    })
+  )
+}
+
+/**
  * Waits for the oldest batch in flight to be written, then checkpoints it together with every batch behind it that
  * is already written: under load one checkpoint write covers several batches. Returns them in order.
  */
@@ -555,7 +577,7 @@ const commit = <E>(
     const positions = group.map(({ handle }) => batchPosition(settings, handle.batch))
     let checkpoint = positions[0]!
     for (const p of positions) checkpoint = Position.max(checkpoint, p)
-    const committing = w.checkpoints.commit(settings.pipeline, checkpoint)
+    const committing = underFence(w, w.checkpoints.commit(settings.pipeline, checkpoint))
     yield* w.traced ? checkpointSpan(w, group, checkpoint, committing) : committing
     for (const { handle } of group) Marks.settleBatch(w.book, handle.self)
     w.inFlight -= group.length
