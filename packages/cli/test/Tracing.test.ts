@@ -1,5 +1,5 @@
 /**
- * OTLP export from the commands, configured by the OTEL_* variables: `redflow produce` and `redflow consume` with
+ * OTLP export from the commands, configured by the OTEL_* variables: `redflow produce`, `consume` and `demo` with
  * OTEL_EXPORTER_OTLP_ENDPOINT pointing at a local HTTP server that collects what they POST (OTLP/JSON). The sink's
  * write spans arrive, the entries carry their traceparent, and the consumer's handler spans continue those traces.
  * Without the variables nothing is exported and the entries carry no traceparent.
@@ -92,6 +92,29 @@ describe("redflow produce and consume export traces when OTEL_* names an endpoin
         const handler = handlers.find((h) => attribute(h, "redflow.entry.id") === id)!
         expect(handler.traceId).toBe(traceId)
         expect(handler.parentSpanId).toBe(spanId)
+      }
+    } finally {
+      await otlp.close()
+    }
+  }, 120_000)
+
+  it("redflow demo exports the same: write spans, and handler spans continuing each entry's trace", async () => {
+    const otlp = await collector()
+    try {
+      const r = await run(
+        ["demo", "--source", "synthetic", "--redis", redis.url, "--events", "30", "--metrics-port", "0", "--json"],
+        { env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" } }
+      )
+      expect(r.code, r.stderr).toBe(0)
+      expect(JSON.parse(r.stdout)).toMatchObject({ written: 30, consumed: 30 })
+      const writes = otlp.spans.filter((s) => s.name === "redflow.sink.write")
+      expect(writes.reduce((n, w) => n + Number(attribute(w, "redflow.entries")), 0)).toBe(30)
+      const handlers = otlp.spans.filter((s) => s.name === "redflow.consume.handle")
+      expect(handlers.length).toBe(30)
+      for (const h of handlers) {
+        const write = writes.find((w) => w.spanId === h.parentSpanId)
+        expect(write, `handler of ${String(attribute(h, "redflow.entry.id"))}`).toBeDefined()
+        expect(h.traceId).toBe(write!.traceId)
       }
     } finally {
       await otlp.close()

@@ -34,6 +34,7 @@ import * as DemoPostgres from "./demoPostgres.ts"
 import * as DemoServers from "./demoServers.ts"
 import { NoRedis } from "./errors.ts"
 import * as Flags from "./flags.ts"
+import * as Monitoring from "./monitoring.ts"
 import * as Output from "./output.ts"
 import * as PipelineConfig from "./pipelineConfig.ts"
 import * as Redis from "./redis.ts"
@@ -578,4 +579,5 @@ export const run = (input: DemoInput) =>
         ? postgres(input, choice.database, setting)
         : synthetic(input, syntheticSource, tables, choice, setting)
     }).pipe(Effect.scoped, Effect.provide(CheckpointStore.layerMemory.pipe(Layer.provideMerge(Redis.layer(redis.url)))))
-  }).pipe(Effect.scoped)
+    // Traces by the OTEL_* variables, as in run, produce and consume: spans are flushed when the demo ends.
+  }).pipe(Effect.scoped, Effect.provide(Monitoring.tracing))

@@ -28,8 +28,9 @@ export const layer = (port: Option.Option<number>) => Layer.merge(metricsAndHeal
 /**
  * Trace export by the `OTEL_*` variables, when one of them names an endpoint: the sink's and the consumer's spans,
  * and the `traceparent` of each entry. Without one, nothing is loaded and the tracer stays the native one (off).
+ * Part of {@link layer}; the demo, which serves its metrics itself, provides it alone.
  */
-const tracing = Layer.unwrap(
+export const tracing = Layer.unwrap(
   Effect.suspend((): Effect.Effect<Layer.Layer<never, ConfigError>> => {
     const named = (name: string) => (process.env[name] ?? "").trim() !== ""
     if (!named("OTEL_EXPORTER_OTLP_ENDPOINT") && !named("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
