@@ -179,7 +179,7 @@ export const planWrites = (
     group.count++
     if (entry.ref !== undefined) group.refs.push(entry.ref)
     // Encoded into RESP bytes once, here: a retry of the write sends the same bytes (see `commands.ts`).
-    group.entries.push(Commands.frameValues(entry.args))
+    group.entries.push(Commands.frameEntry(entry.args))
     group.values += entry.args.length
     entry.args.length = 0
     group.top = Position.max(group.top, entry.position)
