@@ -112,7 +112,7 @@ export interface WriteCall {
   readonly header: WriteHeader
   /**
    * One part per entry: its {@link ENTRY_ARITY} values ({@link TRACED_ENTRY_ARITY} with tracing on, one more with
-   * references on) in RESP bytes (`Commands.frameValues`). Emptied once the call is written, so the encoded events
+   * references on) in RESP bytes (`Commands.frameEntry`). Emptied once the call is written, so the encoded events
    * are not held longer than the write needs them (see `commands.ts`).
    */
   readonly entries: Array<Buffer>

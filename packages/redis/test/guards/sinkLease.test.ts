@@ -14,6 +14,7 @@ import * as PipelineLease from "../../src/PipelineLease.ts"
 import * as RedisCheckpointStore from "../../src/RedisCheckpointStore.ts"
 import * as RedisConnection from "../../src/RedisConnection.ts"
 import * as RedisStreamSink from "../../src/RedisStreamSink.ts"
+import type { Redis } from "ioredis"
 import { readStream, uniquePrefix, withClient } from "../support.ts"
 
 const cmd = <A>(url: string, f: Parameters<typeof withClient<A>>[1]) => Effect.promise(() => withClient(url, f))
@@ -30,6 +31,17 @@ const eventually = (check: Effect.Effect<boolean>, what: string, tries = 600) =>
   })
 
 const sinkLayer = (url: string) => Layer.provideMerge(RedisCheckpointStore.layer({}), RedisConnection.layer({ url }))
+
+/** The fencing token of the lease's holder now (the key holds `<holder> <token>`). */
+const heldToken = (url: string, pipeline: string) =>
+  cmd(url, (c) => c.get(PipelineLease.leaseKey(pipeline))).pipe(Effect.map((held) => Number(held!.split(" ")[1])))
+
+/** What a takeover does (the old holder's key expired meanwhile): the fence raised, the lease taken at its value. */
+const takeOver = async (c: Redis, pipeline: string): Promise<number> => {
+  const next = await c.incr(PipelineLease.fenceKey(pipeline))
+  await c.set(PipelineLease.leaseKey(pipeline), `intruder ${next}`, "PX", 60_000)
+  return next
+}
 
 describe("RedisStreamSink lease", () => {
   it.live(
@@ -115,14 +127,12 @@ describe("RedisStreamSink lease", () => {
           cmd(server.url, (c) => c.xlen(stream)).pipe(Effect.map((n) => n >= 50)),
           "the sink has written"
         )
-        const held = yield* cmd(server.url, (c) => c.get(PipelineLease.leaseKey(pipeline)))
-        const token = Number(held!.split(" ")[1])
-        // What a takeover does (the old holder's key expired meanwhile), then the stream's length right after it:
-        // Redis runs commands one at a time, so any batch after this reads the new fence.
-        const [, lengthAtTakeover] = yield* cmd(server.url, async (c) => {
-          const next = await c.incr(PipelineLease.fenceKey(pipeline))
-          await c.set(PipelineLease.leaseKey(pipeline), `intruder ${next}`, "PX", 60_000)
-          return [next, await c.xlen(stream)] as const
+        const token = yield* heldToken(server.url, pipeline)
+        // A takeover, then the stream's length right after it: Redis runs commands one at a time, so any batch after
+        // this reads the new fence.
+        const lengthAtTakeover = yield* cmd(server.url, async (c) => {
+          await takeOver(c, pipeline)
+          return await c.xlen(stream)
         })
         const error = yield* Effect.flip(Fiber.join(running))
         expect(error).toMatchObject({ _tag: "LeaseFenced", pipeline, token, current: token + 1 })
@@ -163,13 +173,11 @@ describe("RedisStreamSink lease", () => {
         const stale = yield* checkpointOf
         // The last event's checkpoint is still due: the interval has not passed since the first one.
         expect(stale).not.toBe(Position.fromSequence(200))
-        const held = yield* cmd(server.url, (c) => c.get(PipelineLease.leaseKey(pipeline)))
-        const token = Number(held!.split(" ")[1])
+        const token = yield* heldToken(server.url, pipeline)
         // A takeover, and the newer holder's own checkpoint past everything the stale sink wrote.
         const newer = Position.fromSequence(1_000)
         yield* cmd(server.url, async (c) => {
-          const next = await c.incr(PipelineLease.fenceKey(pipeline))
-          await c.set(PipelineLease.leaseKey(pipeline), `intruder ${next}`, "PX", 60_000)
+          await takeOver(c, pipeline)
           await c.hset("redflow:checkpoints", pipeline, newer)
         })
         const error = yield* Fiber.join(running).pipe(
