@@ -275,6 +275,29 @@ layer(Layer.mergeAll(packagedApp, RedisTestServer.layer()), { timeout: "10 minut
       )
     }
 
+    it.effect("the bin is a bundle that ships the licence of every package it inlines", () =>
+      Effect.gen(function* () {
+        const app = yield* PackagedApp
+        const dist = Path.join(app.dir, "node_modules", "@redflow", "cli", "dist")
+        const chunks = Fs.readdirSync(dist).filter((f) => /^bin(-.+)?\.js$/.test(f))
+        expect(chunks.length).toBeGreaterThan(1)
+        const licences = Fs.readFileSync(Path.join(dist, "bin-licenses.txt"), "utf8")
+        const named = [...licences.matchAll(/^(@?[a-z0-9-]+(?:\/[a-z0-9-]+)?)@\d+\.\d+\.\d+ \(/gm)].map((m) => m[1])
+        expect(named).toEqual(expect.arrayContaining(["effect", "@effect/platform-node", "ioredis", "pg", "yaml"]))
+        for (const chunk of chunks) {
+          const code = Fs.readFileSync(Path.join(dist, chunk), "utf8")
+          // A chunk that only re-exports another holds no code of its own, and no banner.
+          if (!/^export \{[^}]*\} from "\.\/[^"]+";\s*$/.test(code)) expect(code, chunk).toContain("bin-licenses.txt")
+          // Nothing but Node's own modules and the bundle's chunks is imported: the bin needs no dependency installed.
+          const imports = [...code.matchAll(/^import\b[^;]*?from "([^"]+)";$/gm)].map((m) => m[1]!)
+          expect(
+            imports.filter((i) => !i.startsWith("node:") && !i.startsWith("./")),
+            chunk
+          ).toEqual([])
+        }
+      })
+    )
+
     for (const major of [22, 24] as const) {
       it.effect(
         `Node ${major}: plain JavaScript writes 1,000 events with the sink and a consumer group reads each once`,
@@ -330,6 +353,24 @@ layer(Layer.mergeAll(packagedApp, RedisTestServer.layer()), { timeout: "10 minut
           const info = yield* redflow(app, node, ["stream", "info", stream, "--redis", url, "--json"])
           expect(info.code, info.stderr).toBe(0)
           expect(json(info)).toMatchObject({ command: "stream info", stream, length: 500 })
+
+          // `run` loads the bundle's PostgreSQL chunk (the source, pg): a server that is not there is named.
+          const free = yield* Effect.promise(() => RedisTestServer.freePort())
+          const run = yield* redflow(app, node, [
+            "run",
+            "--source",
+            `postgres://postgres@127.0.0.1:${free}/postgres`,
+            "--tables",
+            "public.orders",
+            "--redis",
+            url,
+            "--stream",
+            stream
+          ])
+          expect(run.code, run.stderr).toBe(1)
+          expect(run.stderr).toMatch(
+            new RegExp(`^redflow: error: PostgreSQL at 127\\.0\\.0\\.1:${free}/postgres is unavailable: .*ECONNREFUSED`)
+          )
         })
       )
     }
