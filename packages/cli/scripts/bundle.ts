@@ -7,14 +7,16 @@
  * the entry chunk still turns on Node's compile cache before the rest loads. The licence of every inlined package is
  * written to `dist/bin-licenses.txt`, which each chunk's banner names.
  *
- * Run by `pnpm build` after `tsc` (which writes the library export `dist/Cli.js`).
+ * Run by `pnpm build` after `tsc` (which writes the library export `dist/Cli.js`); `--out DIR` writes elsewhere.
  */
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { rolldown } from "rolldown"
 
 const packageDir = Path.resolve(import.meta.dirname, "..")
-const dist = Path.join(packageDir, "dist")
+// `--out DIR`: write the bundle there instead of dist/ (the package test builds into a temp directory).
+const outAt = process.argv.indexOf("--out")
+const dist = outAt >= 0 ? Path.resolve(process.argv[outAt + 1]!) : Path.join(packageDir, "dist")
 const LICENSES = "bin-licenses.txt"
 
 /** Optional native add-ons and runtime-specific modules the inlined packages require only on paths the CLI never takes. */

@@ -106,6 +106,9 @@ describe("@redflow/cli as it ships", () => {
       ],
       { cwd: PACKAGE_DIR }
     )
+    await promisify(execFile)(process.execPath, [Path.join(PACKAGE_DIR, "scripts", "bundle.ts"), "--out", out], {
+      cwd: PACKAGE_DIR
+    })
     const bin = Path.join(out, Path.basename(packageJson.publishConfig.bin.redflow!))
     expect(packageJson.publishConfig.bin.redflow).toBe("./dist/bin.js")
     expect(Fs.readFileSync(bin, "utf8").split("\n")[0]).toBe("#!/usr/bin/env node")
@@ -115,9 +118,17 @@ describe("@redflow/cli as it ships", () => {
         .map((s) => `${Path.relative(out, file)} imports ${s}`)
     )
     expect(tsImports).toEqual([])
-    // Every command's module is there, the lazily loaded ones too.
+    // Every command's module is there, the lazily loaded ones too: in the library build, and as a chunk of its own in
+    // the bundled bin (loaded when the command runs).
+    const chunks = Fs.readdirSync(out)
     for (const m of ["produce", "consume", "run", "demo", "stream"]) {
       expect(Fs.existsSync(Path.join(out, "internal", `${m}.js`)), m).toBe(true)
+    }
+    for (const m of ["produce", "consume", "run", "demo"]) {
+      expect(
+        chunks.some((f) => f.startsWith(`bin-${m}-`) && f.endsWith(".js")),
+        `bin-${m}-*.js in ${chunks.join(" ")}`
+      ).toBe(true)
     }
   })
 })
