@@ -40,35 +40,41 @@ const { output } = await bundle.write({
 })
 await bundle.close()
 
-// Every package with a module in the bundle, by its package.json: name, version, licence and licence text.
-const packages = new Set<string>()
-const packageOf = (file: string): string | undefined => {
-  for (let dir = Path.dirname(file); dir !== Path.dirname(dir); dir = Path.dirname(dir)) {
-    if (Fs.existsSync(Path.join(dir, "package.json"))) {
-      const manifest = JSON.parse(Fs.readFileSync(Path.join(dir, "package.json"), "utf8")) as { name?: string }
-      if (manifest.name !== undefined) return dir
-    }
-  }
-  return undefined
+interface Manifest {
+  readonly name: string
+  readonly version: string
+  readonly license?: string
+  readonly repository?: string | { url?: string }
 }
+
+// Every package with a module in the bundle: the nearest directory above the module whose package.json has a name
+// (a package's subdirectories may hold package.json files without one). Each directory is read once.
+const manifests = new Map<string, Manifest | undefined>()
+const manifestIn = (dir: string): Manifest | undefined => {
+  if (!manifests.has(dir)) {
+    const file = Path.join(dir, "package.json")
+    const manifest = Fs.existsSync(file) ? (JSON.parse(Fs.readFileSync(file, "utf8")) as Partial<Manifest>) : {}
+    manifests.set(dir, manifest.name === undefined ? undefined : (manifest as Manifest))
+  }
+  return manifests.get(dir)
+}
+const packages = new Map<string, Manifest>()
 for (const chunk of output) {
   if (chunk.type !== "chunk") continue
   for (const id of chunk.moduleIds) {
     if (!Path.isAbsolute(id)) continue
-    const dir = packageOf(id)
-    if (dir !== undefined) packages.add(dir)
+    for (let dir = Path.dirname(id); dir !== Path.dirname(dir); dir = Path.dirname(dir)) {
+      const manifest = manifestIn(dir)
+      if (manifest === undefined) continue
+      packages.set(dir, manifest)
+      break
+    }
   }
 }
 const notices: Array<string> = []
-for (const dir of [...packages].sort()) {
-  const manifest = JSON.parse(Fs.readFileSync(Path.join(dir, "package.json"), "utf8")) as {
-    name: string
-    version: string
-    license?: string
-    repository?: string | { url?: string }
-  }
-  const licenceFile = Fs.readdirSync(dir).find((f) => /^(licen[cs]e|copying)(\.(md|txt))?$/i.test(f))
+for (const [dir, manifest] of [...packages].sort(([a], [b]) => (a < b ? -1 : 1))) {
   if (manifest.name.startsWith("@redflow/")) continue
+  const licenceFile = Fs.readdirSync(dir).find((f) => /^(licen[cs]e|copying)(\.(md|txt))?$/i.test(f))
   const repository = typeof manifest.repository === "string" ? manifest.repository : manifest.repository?.url
   if (licenceFile === undefined && (manifest.license === undefined || repository === undefined)) {
     throw new Error(`bundle: ${manifest.name}@${manifest.version} (${dir}) names no licence to include`)
