@@ -495,7 +495,7 @@ const outage = async (ctx: Context) => {
   const wholeProcess: Array<OutageProcess.Result> = []
   if (ctx.server.pid !== undefined) {
     // The same outage for `redflow produce` as a user runs it, with Node's defaults and with a smaller young generation.
-    for (const nodeOptions of [[], ["--max-semi-space-size=8"]]) {
+    for (const nodeOptions of [[], ["--max-semi-space-size=16"]]) {
       log("outage", `whole process (${config.process.via}), node options: ${nodeOptions.join(" ") || "none"}`)
       const r = await OutageProcess.run(
         {

@@ -5,7 +5,7 @@
  * (`rate` × (before + outage + after)), so it exits on its own once it has caught up and written them all; every one
  * must be in the streams (at-least-once: retried batches may add copies, never fewer).
  *
- * `nodeOptions` runs the same process with extra Node flags (e.g. `--max-semi-space-size=8`): V8 sizes the young
+ * `nodeOptions` runs the same process with extra Node flags (e.g. `--max-semi-space-size=16`): V8 sizes the young
  * generation from the machine's memory, so on a large machine a busy process keeps up to 64 MiB of it.
  */
 import * as ChildProcess from "node:child_process"
